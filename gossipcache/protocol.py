@@ -1,0 +1,417 @@
+"""The native wire protocol: length-prefixed msgpack frames, sans-IO.
+
+Nothing here touches a socket. The server and the client feed received bytes to a
+``FrameDecoder``, get whole frame bodies back, and decode each body with ``decode_request`` /
+``decode_response``; they send the bytes ``encode_request`` / ``encode_response`` return. The
+full specification, with one section per op, is docs/protocol.md.
+
+Frame::
+
+    +----------------------+---------+------------------------------+
+    | length L (u32, BE)   | version | msgpack body (L - 1 bytes)   |
+    +----------------------+---------+------------------------------+
+
+Request body: ``[request_id, op, *args]``. Response body: ``[request_id, status, payload]``.
+
+Every decoder treats its input as hostile: a malformed frame or body raises ``ProtocolError``
+(never another exception), and msgpack is unpacked with limits sized to what a valid message can
+hold, so a small frame cannot make the unpacker allocate a huge structure.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import NamedTuple
+
+import msgpack
+
+from .errors import ProtocolError, ValueTooLarge
+from .store import KEY_SIZE_BYTES_MAX_DEFAULT, VALUE_SIZE_BYTES_MAX_DEFAULT
+
+#: The version byte that starts every frame body. Bumped on any incompatible change.
+PROTOCOL_VERSION = 1
+
+#: Largest accepted frame length L (version byte + body). A frame carries at most one value and
+#: one key; 1 KiB of slack covers the msgpack headers, request id, op and TTL around them.
+FRAME_SIZE_BYTES_MAX = VALUE_SIZE_BYTES_MAX_DEFAULT + KEY_SIZE_BYTES_MAX_DEFAULT + 1024
+
+#: Bytes of the length prefix.
+FRAME_HEADER_SIZE_BYTES = 4
+
+#: Request ids are unsigned 32-bit: the client wraps around; ids only need to be unique among
+#: the requests in flight on one connection.
+REQUEST_ID_MAX = 2**32 - 1
+
+#: Largest |ttl_ms| accepted (about 8,900 years). Keeps ``now_ms + ttl_ms`` far inside int64 on
+#: every node, whatever its clock says.
+TTL_MS_MAX = 2**48
+
+#: Op codes. The set is append-only: the strings are wire protocol.
+OP_PING = "ping"
+OP_GET = "get"
+OP_PUT = "put"
+OP_DEL = "del"
+OP_EXPIRE = "expire"
+OP_TTL = "ttl"
+OP_STATS = "stats"
+OP_MEMBERS = "members"
+
+#: Response statuses.
+STATUS_OK = 0
+STATUS_NOT_FOUND = 1
+STATUS_ERROR = 2
+STATUSES = frozenset((STATUS_OK, STATUS_NOT_FOUND, STATUS_ERROR))
+
+#: Error codes carried in an ERROR response's payload ``[code, message]``.
+ERROR_BAD_REQUEST = "bad_request"  # malformed body, wrong argument types or arity
+ERROR_TOO_LARGE = "too_large"  # key, value or frame over a cap
+ERROR_UNKNOWN_OP = "unknown_op"  # well-formed request naming an op this server does not know
+ERROR_INTERNAL = "internal"  # a bug on the server; the request may or may not have applied
+ERROR_UNAVAILABLE = "unavailable"  # the node cannot serve now (not enough replicas, shutting down)
+ERROR_CODES = frozenset(
+    (ERROR_BAD_REQUEST, ERROR_TOO_LARGE, ERROR_UNKNOWN_OP, ERROR_INTERNAL, ERROR_UNAVAILABLE)
+)
+
+#: Unpacker limits. A request holds at most a handful of scalars; a response payload may be a
+#: stats map or a member list, bounded here. Strings are op names, error messages, stat names
+#: and member addresses.
+REQUEST_ARRAY_LEN_MAX = 8
+RESPONSE_ARRAY_LEN_MAX = 65536
+RESPONSE_MAP_LEN_MAX = 4096
+STR_SIZE_BYTES_MAX = 64 * 1024
+
+# Argument kinds in the per-op table below.
+_KEY = "key"  # bin
+_VALUE = "value"  # bin
+_TTL_PUT = "ttl_put"  # positive int or nil
+_TTL_EXPIRE = "ttl_expire"  # int or nil: nil clears the TTL, <= 0 deletes the key (as Redis)
+
+#: The one table of ops and their arguments (arity is the tuple's length).
+OP_ARGS: dict[str, tuple[str, ...]] = {
+    OP_PING: (),
+    OP_GET: (_KEY,),
+    OP_PUT: (_KEY, _VALUE, _TTL_PUT),
+    OP_DEL: (_KEY,),
+    OP_EXPIRE: (_KEY, _TTL_EXPIRE),
+    OP_TTL: (_KEY,),
+    OP_STATS: (),
+    OP_MEMBERS: (),
+}
+OPS = frozenset(OP_ARGS)
+
+_HEADER = struct.Struct(">IB")  # length prefix + version byte
+_LENGTH = struct.Struct(">I")
+_VERSION_BYTE = bytes((PROTOCOL_VERSION,))
+
+
+def _unpack_options(array_len_max: int, map_len_max: int, use_list: bool) -> dict[str, object]:
+    """``msgpack.unpackb`` options bounding every length by what a valid message can hold.
+    Ext types are refused outright: the protocol never sends them."""
+    return {
+        "raw": False,
+        "use_list": use_list,
+        "strict_map_key": True,
+        "max_bin_len": FRAME_SIZE_BYTES_MAX,
+        "max_str_len": STR_SIZE_BYTES_MAX,
+        "max_array_len": array_len_max,
+        "max_map_len": map_len_max,
+        "max_ext_len": 0,
+    }
+
+
+# Requests unpack to tuples so ``args`` is a slice of the message, no copy into a new type.
+_REQUEST_UNPACK_OPTIONS = _unpack_options(REQUEST_ARRAY_LEN_MAX, 0, use_list=False)
+_RESPONSE_UNPACK_OPTIONS = _unpack_options(
+    RESPONSE_ARRAY_LEN_MAX, RESPONSE_MAP_LEN_MAX, use_list=True
+)
+
+# Everything msgpack's unpacker raises for bad input (ExtraData, FormatError, StackError and
+# OutOfData derive from ValueError; UnicodeDecodeError too).
+_UNPACK_ERRORS = (ValueError, TypeError, OverflowError, msgpack.UnpackException)
+
+
+def _describe_unpack_error(error: Exception) -> str:
+    return f"malformed msgpack ({type(error).__name__}: {error})"
+
+
+class Request(NamedTuple):
+    """One request. ``args`` follows ``OP_ARGS[op]``: keys and values are bytes."""
+
+    request_id: int
+    op: str
+    args: tuple
+
+
+class Response(NamedTuple):
+    """One response. ``payload``: the result for OK, None for NOT_FOUND, ``(code, message)`` for
+    ERROR (see ``error_response``)."""
+
+    request_id: int
+    status: int
+    payload: object
+
+
+class BadRequest(ProtocolError):
+    """A well-framed request body that is not a valid request.
+
+    Framing is intact, so the server can answer with an ERROR response (``code``:
+    ``bad_request`` or ``unknown_op``) to ``request_id`` when it could be read (else 0) and keep
+    the connection.
+    """
+
+    def __init__(self, message: str, code: str = ERROR_BAD_REQUEST, request_id: int | None = None):
+        super().__init__(message)
+        self.code = code
+        self.request_id = request_id
+
+
+def error_response(request_id: int, code: str, message: str) -> Response:
+    """An ERROR response carrying ``code`` (one of ``ERROR_CODES``) and a human message."""
+    return Response(request_id, STATUS_ERROR, (code, message))
+
+
+# -- framing ---------------------------------------------------------------------------------
+
+
+def _frame(body: bytes) -> bytes:
+    length = len(body) + 1
+    if length > FRAME_SIZE_BYTES_MAX:
+        raise ValueTooLarge(f"frame of {length} bytes exceeds {FRAME_SIZE_BYTES_MAX}")
+    return _HEADER.pack(length, PROTOCOL_VERSION) + body
+
+
+class FrameDecoder:
+    """Splits a byte stream into frame bodies (version byte checked and stripped).
+
+    ``feed`` bytes as they arrive, then ``pop_frames``. A length above
+    ``frame_size_bytes_max`` is rejected as soon as its 4-byte prefix is buffered, before any of
+    the frame is. After a ``ProtocolError`` the stream cannot be resynchronised: the decoder
+    keeps raising it, and the caller closes the connection. Frames that preceded the bad one in
+    the same ``pop_frames`` call are dropped with it (the connection is closing anyway).
+    """
+
+    def __init__(self, frame_size_bytes_max: int = FRAME_SIZE_BYTES_MAX) -> None:
+        if frame_size_bytes_max < 1:
+            raise ValueError(f"frame_size_bytes_max must be >= 1, got {frame_size_bytes_max}")
+        self.frame_size_bytes_max = frame_size_bytes_max
+        self._buffer = bytearray()
+        # Bytes of ``_buffer`` already handed out; compacted away at the end of ``pop_frames``.
+        self._offset = 0
+        self._error: ProtocolError | None = None
+
+    @property
+    def buffered_size_bytes(self) -> int:
+        """Bytes received but not yet returned as frames."""
+        return len(self._buffer) - self._offset
+
+    def feed(self, data: bytes) -> None:
+        """Append received bytes. Raises ``ProtocolError`` if the next frame's length prefix is
+        already known to be invalid, so an oversized frame is never buffered."""
+        if self._error is not None:
+            raise self._error
+        self._buffer += data
+        self._check_header(self._offset)
+
+    def pop_frames(self) -> list[bytes]:
+        """Return the bodies of all complete frames buffered, in order; keep the rest."""
+        if self._error is not None:
+            raise self._error
+        buffer = self._buffer
+        end = len(buffer)
+        offset = self._offset
+        frames = []
+        while end - offset >= FRAME_HEADER_SIZE_BYTES:
+            length = self._check_header(offset)
+            frame_end = offset + FRAME_HEADER_SIZE_BYTES + length
+            if frame_end > end:
+                break
+            if buffer[offset + FRAME_HEADER_SIZE_BYTES] != PROTOCOL_VERSION:
+                self._fail(
+                    f"unsupported protocol version {buffer[offset + FRAME_HEADER_SIZE_BYTES]}"
+                    f" (this node speaks {PROTOCOL_VERSION})"
+                )
+            frames.append(bytes(buffer[offset + FRAME_HEADER_SIZE_BYTES + 1 : frame_end]))
+            offset = frame_end
+        # Deleting a bytearray's head is cheap in CPython (it moves a start pointer), but only do
+        # it once per call, not per frame.
+        if offset == end:
+            buffer.clear()
+            offset = 0
+        elif offset:
+            del buffer[:offset]
+            offset = 0
+        self._offset = offset
+        return frames
+
+    def _check_header(self, offset: int) -> int:
+        """The frame length at ``offset`` if its prefix is buffered and valid (else 0)."""
+        if len(self._buffer) - offset < FRAME_HEADER_SIZE_BYTES:
+            return 0
+        (length,) = _LENGTH.unpack_from(self._buffer, offset)
+        if length > self.frame_size_bytes_max:
+            self._fail(f"frame length {length} exceeds the cap of {self.frame_size_bytes_max}")
+        if length == 0:
+            self._fail("empty frame (no version byte)")
+        return length
+
+    def _fail(self, message: str) -> None:
+        self._error = ProtocolError(message)
+        raise self._error
+
+
+# -- requests --------------------------------------------------------------------------------
+
+
+def _check_request_id(request_id: object) -> int:
+    if type(request_id) is not int or not 0 <= request_id <= REQUEST_ID_MAX:
+        raise ProtocolError(f"request id must be an int in [0, 2**32), got {request_id!r:.40}")
+    return request_id
+
+
+def _check_args(op: str, args: tuple) -> None:
+    """Raise ``ProtocolError`` unless ``args`` match ``OP_ARGS[op]``."""
+    kinds = OP_ARGS[op]
+    if len(args) != len(kinds):
+        raise ProtocolError(f"op {op!r} takes {len(kinds)} arguments, got {len(args)}")
+    for index, (kind, arg) in enumerate(zip(kinds, args)):
+        if kind is _KEY or kind is _VALUE:
+            if type(arg) is not bytes:
+                raise ProtocolError(
+                    f"op {op!r} argument {index} ({kind}) must be bin, got {type(arg).__name__}"
+                )
+        elif arg is not None:
+            if type(arg) is not int:
+                raise ProtocolError(
+                    f"op {op!r} argument {index} (ttl_ms) must be an int or nil,"
+                    f" got {type(arg).__name__}"
+                )
+            low = 1 if kind is _TTL_PUT else -TTL_MS_MAX
+            if not low <= arg <= TTL_MS_MAX:
+                raise ProtocolError(f"op {op!r} ttl_ms {arg} is outside [{low}, {TTL_MS_MAX}]")
+
+
+def encode_request(request: Request) -> bytes:
+    """The full frame (length prefix included) for ``request``.
+
+    Raises ``ValueError`` (``ProtocolError`` is for the peer's mistakes; this is the caller's) for
+    an invalid request and ``ValueTooLarge`` when the frame would exceed ``FRAME_SIZE_BYTES_MAX``.
+    """
+    request_id, op, args = request
+    try:
+        _check_request_id(request_id)
+        if op not in OP_ARGS:
+            raise ProtocolError(f"unknown op {op!r}")
+        args = tuple(args)
+        _check_args(op, args)
+    except ProtocolError as error:
+        raise ValueError(str(error)) from None
+    return _frame(msgpack.packb((request_id, op, *args)))
+
+
+def peek_request_id(body: bytes) -> int | None:
+    """The request id of a request body, if one can be read, even when the rest is invalid.
+
+    Lets the server answer a malformed request with an ERROR response to the right id.
+    """
+    # The id is the first element of the top-level array. Stream-unpack just that element so a
+    # broken tail does not matter.
+    unpacker = msgpack.Unpacker(
+        max_buffer_size=len(body) or 1, max_bin_len=0, max_str_len=0, max_ext_len=0,
+        max_array_len=REQUEST_ARRAY_LEN_MAX, max_map_len=0,
+    )  # fmt: skip
+    try:
+        unpacker.feed(body)
+        if unpacker.read_array_header() < 1:
+            return None
+        request_id = unpacker.unpack()
+    except (*_UNPACK_ERRORS, msgpack.OutOfData, StopIteration):
+        return None
+    if type(request_id) is not int or not 0 <= request_id <= REQUEST_ID_MAX:
+        return None
+    return request_id
+
+
+def decode_request(body: bytes) -> Request:
+    """Decode a frame body into a ``Request``.
+
+    Raises ``BadRequest`` (a ``ProtocolError``) for any malformed body, with ``code``
+    ``unknown_op`` when only the op name is unknown, and ``request_id`` when it was readable.
+    """
+    try:
+        message = msgpack.unpackb(body, **_REQUEST_UNPACK_OPTIONS)
+    except _UNPACK_ERRORS as error:
+        raise BadRequest(_describe_unpack_error(error), request_id=peek_request_id(body)) from None
+    if type(message) is not tuple or len(message) < 2:
+        raise BadRequest(
+            "request must be an array [request_id, op, *args]", request_id=peek_request_id(body)
+        )
+    request_id, op = message[0], message[1]
+    try:
+        _check_request_id(request_id)
+    except ProtocolError as error:
+        raise BadRequest(str(error)) from None
+    if type(op) is not str:
+        raise BadRequest(f"op must be a str, got {type(op).__name__}", request_id=request_id)
+    if op not in OP_ARGS:
+        raise BadRequest(f"unknown op {op!r:.80}", ERROR_UNKNOWN_OP, request_id)
+    args = message[2:]
+    try:
+        _check_args(op, args)
+    except ProtocolError as error:
+        raise BadRequest(str(error), request_id=request_id) from None
+    return Request(request_id, op, args)
+
+
+# -- responses -------------------------------------------------------------------------------
+
+
+def _check_response(request_id: object, status: object, payload: object) -> None:
+    _check_request_id(request_id)
+    if type(status) is not int or status not in STATUSES:
+        raise ProtocolError(f"unknown status {status!r:.40}")
+    if status == STATUS_NOT_FOUND and payload is not None:
+        raise ProtocolError("a NOT_FOUND response carries no payload")
+    if status == STATUS_ERROR and not (
+        isinstance(payload, tuple | list)
+        and len(payload) == 2
+        and type(payload[0]) is str
+        and type(payload[1]) is str
+    ):
+        raise ProtocolError("an ERROR response's payload must be [code: str, message: str]")
+
+
+def encode_response(response: Response) -> bytes:
+    """The full frame (length prefix included) for ``response``.
+
+    Raises ``ValueError`` for an invalid response (unknown status, malformed error payload) or a
+    payload msgpack cannot encode, and ``ValueTooLarge`` when the frame would exceed
+    ``FRAME_SIZE_BYTES_MAX``.
+    """
+    request_id, status, payload = response
+    try:
+        _check_response(request_id, status, payload)
+    except ProtocolError as error:
+        raise ValueError(str(error)) from None
+    try:
+        body = msgpack.packb((request_id, status, payload))
+    except (TypeError, OverflowError, ValueError) as error:
+        raise ValueError(f"cannot encode payload: {error}") from None
+    return _frame(body)
+
+
+def decode_response(body: bytes) -> Response:
+    """Decode a frame body into a ``Response``; ``ProtocolError`` for any malformed body.
+
+    Arrays in an OK payload come back as lists; an ERROR payload as a ``(code, message)`` tuple.
+    """
+    try:
+        message = msgpack.unpackb(body, **_RESPONSE_UNPACK_OPTIONS)
+    except _UNPACK_ERRORS as error:
+        raise ProtocolError(_describe_unpack_error(error)) from None
+    if type(message) is not list or len(message) != 3:
+        raise ProtocolError("response must be an array [request_id, status, payload]")
+    request_id, status, payload = message
+    _check_response(request_id, status, payload)
+    if status == STATUS_ERROR:
+        payload = (payload[0], payload[1])
+    return Response(request_id, status, payload)

@@ -1,0 +1,359 @@
+"""The native protocol codec: round trips, stream splitting, caps, and fuzzing of every decoder."""
+
+from __future__ import annotations
+
+import contextlib
+import struct
+
+import msgpack
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gossipcache.errors import ProtocolError, ValueTooLarge
+from gossipcache.protocol import (
+    ERROR_BAD_REQUEST,
+    ERROR_CODES,
+    ERROR_UNKNOWN_OP,
+    FRAME_SIZE_BYTES_MAX,
+    OP_ARGS,
+    OPS,
+    PROTOCOL_VERSION,
+    REQUEST_ID_MAX,
+    STATUS_ERROR,
+    STATUS_NOT_FOUND,
+    STATUS_OK,
+    TTL_MS_MAX,
+    BadRequest,
+    FrameDecoder,
+    Request,
+    Response,
+    decode_request,
+    decode_response,
+    encode_request,
+    encode_response,
+    error_response,
+    peek_request_id,
+)
+
+FAST = settings(max_examples=150, deadline=None)
+FUZZ = settings(max_examples=400, deadline=None)
+
+request_ids = st.integers(0, REQUEST_ID_MAX)
+keys = st.binary(max_size=64)
+values = st.binary(max_size=256)
+put_ttls = st.none() | st.integers(1, TTL_MS_MAX)
+expire_ttls = st.none() | st.integers(-TTL_MS_MAX, TTL_MS_MAX)
+
+ARG_STRATEGIES = {
+    "ping": st.tuples(),
+    "get": st.tuples(keys),
+    "put": st.tuples(keys, values, put_ttls),
+    "del": st.tuples(keys),
+    "expire": st.tuples(keys, expire_ttls),
+    "ttl": st.tuples(keys),
+    "stats": st.tuples(),
+    "members": st.tuples(),
+}
+
+assert set(ARG_STRATEGIES) == OPS == set(OP_ARGS)
+
+requests = st.sampled_from(sorted(OPS)).flatmap(
+    lambda op: st.builds(Request, request_ids, st.just(op), ARG_STRATEGIES[op])
+)
+
+# What an OK payload can be: results of get / ttl / stats / members, and anything msgpack holds.
+payload_leaves = (
+    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.binary(max_size=64)
+) | st.text(max_size=32)
+ok_payloads = st.recursive(
+    payload_leaves,
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+responses = st.one_of(
+    st.builds(Response, request_ids, st.just(STATUS_OK), ok_payloads),
+    st.builds(Response, request_ids, st.just(STATUS_NOT_FOUND), st.none()),
+    st.builds(
+        error_response, request_ids, st.sampled_from(sorted(ERROR_CODES)), st.text(max_size=64)
+    ),
+)
+
+
+def decode_frames(stream: bytes, chunk_sizes: list[int]) -> list[bytes]:
+    """Feed ``stream`` in chunks of the given sizes (cycled) and collect every frame body."""
+    decoder = FrameDecoder()
+    bodies = []
+    position = 0
+    index = 0
+    while position < len(stream):
+        size = chunk_sizes[index % len(chunk_sizes)] if chunk_sizes else len(stream)
+        decoder.feed(stream[position : position + size])
+        bodies.extend(decoder.pop_frames())
+        position += size
+        index += 1
+    assert decoder.buffered_size_bytes == 0
+    return bodies
+
+
+def body_of(frame: bytes) -> bytes:
+    decoder = FrameDecoder()
+    decoder.feed(frame)
+    (body,) = decoder.pop_frames()
+    return body
+
+
+# -- round trips -----------------------------------------------------------------------------
+
+
+@FAST
+@given(requests)
+def test_request_round_trip(request):
+    frame = encode_request(request)
+    assert struct.unpack(">I", frame[:4])[0] == len(frame) - 4
+    assert frame[4] == PROTOCOL_VERSION
+    assert decode_request(body_of(frame)) == request
+    assert peek_request_id(body_of(frame)) == request.request_id
+
+
+@FAST
+@given(responses)
+def test_response_round_trip(response):
+    assert decode_response(body_of(encode_response(response))) == response
+
+
+@FAST
+@given(
+    st.lists(requests, min_size=1, max_size=20),
+    st.lists(st.integers(1, 40), min_size=1, max_size=10),
+)
+def test_split_stream_gives_same_frames(batch, chunk_sizes):
+    stream = b"".join(encode_request(request) for request in batch)
+    bodies = decode_frames(stream, chunk_sizes)
+    assert [decode_request(body) for body in bodies] == batch
+
+
+def test_many_pipelined_frames_in_one_feed():
+    batch = [Request(i, "put", (b"key:%d" % i, b"v" * (i % 50), None)) for i in range(2000)]
+    decoder = FrameDecoder()
+    decoder.feed(b"".join(encode_request(request) for request in batch))
+    assert [decode_request(body) for body in decoder.pop_frames()] == batch
+    assert decoder.pop_frames() == []
+
+
+def test_partial_frame_stays_buffered():
+    frame = encode_request(Request(1, "get", (b"k",)))
+    decoder = FrameDecoder()
+    decoder.feed(frame + frame[:-1])
+    assert len(decoder.pop_frames()) == 1
+    assert decoder.buffered_size_bytes == len(frame) - 1
+    decoder.feed(frame[-1:])
+    assert decode_request(decoder.pop_frames()[0]) == Request(1, "get", (b"k",))
+
+
+def test_largest_value_fits_in_a_frame():
+    request = Request(REQUEST_ID_MAX, "put", (b"k" * 65536, b"v" * (16 * 1024 * 1024), TTL_MS_MAX))
+    frame = encode_request(request)
+    assert len(frame) - 4 <= FRAME_SIZE_BYTES_MAX
+    assert decode_request(body_of(frame)) == request
+
+
+# -- caps ------------------------------------------------------------------------------------
+
+
+def test_oversized_length_rejected_before_buffering():
+    decoder = FrameDecoder(frame_size_bytes_max=1000)
+    with pytest.raises(ProtocolError, match="exceeds"):
+        decoder.feed(struct.pack(">I", 1001))
+    # The decoder stays broken: the stream cannot be resynchronised.
+    with pytest.raises(ProtocolError):
+        decoder.feed(b"x")
+    with pytest.raises(ProtocolError):
+        decoder.pop_frames()
+
+
+def test_oversized_length_after_valid_frames_rejected():
+    decoder = FrameDecoder(frame_size_bytes_max=1000)
+    frame = encode_request(Request(1, "ping", ()))
+    decoder.feed(frame + struct.pack(">I", 2**32 - 1))
+    with pytest.raises(ProtocolError):
+        decoder.pop_frames()
+
+
+def test_default_cap_rejects_just_above():
+    decoder = FrameDecoder()
+    decoder.feed(struct.pack(">I", FRAME_SIZE_BYTES_MAX))  # at the cap: fine, waits for the body
+    assert decoder.pop_frames() == []
+    decoder = FrameDecoder()
+    with pytest.raises(ProtocolError):
+        decoder.feed(struct.pack(">I", FRAME_SIZE_BYTES_MAX + 1))
+
+
+def test_empty_frame_and_bad_version_rejected():
+    decoder = FrameDecoder()
+    with pytest.raises(ProtocolError, match="empty"):
+        decoder.feed(struct.pack(">I", 0))
+    decoder = FrameDecoder()
+    decoder.feed(struct.pack(">IB", 2, PROTOCOL_VERSION + 1) + b"\x90")
+    with pytest.raises(ProtocolError, match="version"):
+        decoder.pop_frames()
+
+
+def test_encoders_refuse_oversized_frames():
+    with pytest.raises(ValueTooLarge):
+        encode_request(Request(1, "put", (b"k", b"v" * FRAME_SIZE_BYTES_MAX, None)))
+    with pytest.raises(ValueTooLarge):
+        encode_response(Response(1, STATUS_OK, b"v" * FRAME_SIZE_BYTES_MAX))
+
+
+# -- validation ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        Request(-1, "ping", ()),
+        Request(2**32, "ping", ()),
+        Request(True, "ping", ()),
+        Request(1, "nope", ()),
+        Request(1, "get", ()),
+        Request(1, "get", ("key",)),
+        Request(1, "put", (b"k", b"v")),
+        Request(1, "put", (b"k", b"v", 0)),
+        Request(1, "put", (b"k", b"v", 1.5)),
+        Request(1, "expire", (b"k", TTL_MS_MAX + 1)),
+        Request(1, "ping", (b"extra",)),
+    ],
+)
+def test_invalid_requests(request_):
+    with pytest.raises(ValueError):
+        encode_request(request_)
+    # The same bytes from a peer are a BadRequest.
+    body = msgpack.packb((request_.request_id, request_.op, *request_.args))
+    with pytest.raises(BadRequest):
+        decode_request(body)
+
+
+def test_bad_request_carries_id_and_code():
+    with pytest.raises(BadRequest) as caught:
+        decode_request(msgpack.packb([7, "frobnicate", b"k"]))
+    assert (caught.value.code, caught.value.request_id) == (ERROR_UNKNOWN_OP, 7)
+    with pytest.raises(BadRequest) as caught:
+        decode_request(msgpack.packb([8, "get", "text key"]))
+    assert (caught.value.code, caught.value.request_id) == (ERROR_BAD_REQUEST, 8)
+    # Extra bytes after the array: the id is still recoverable.
+    with pytest.raises(BadRequest) as caught:
+        decode_request(msgpack.packb([9, "ping"]) + b"\xc0")
+    assert caught.value.request_id == 9
+
+
+def test_peek_request_id():
+    assert peek_request_id(msgpack.packb([5, "get"])[:-2]) == 5
+    assert peek_request_id(b"") is None
+    assert peek_request_id(msgpack.packb(5)) is None
+    assert peek_request_id(msgpack.packb([])) is None
+    assert peek_request_id(msgpack.packb([-1, "ping"])) is None
+    assert peek_request_id(msgpack.packb(["x", "ping"])) is None
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        [1, 3, None],
+        [1, STATUS_NOT_FOUND, b"x"],
+        [1, STATUS_ERROR, "oops"],
+        [1, STATUS_ERROR, ["code"]],
+        [1, STATUS_ERROR, ["code", 5]],
+        [2**32, STATUS_OK, None],
+        [1, STATUS_OK],
+        {"id": 1},
+    ],
+)
+def test_invalid_responses(message):
+    with pytest.raises(ProtocolError):
+        decode_response(msgpack.packb(message))
+
+
+def test_hostile_lengths_do_not_allocate():
+    # A 6-byte body announcing a 4-billion-element array must fail fast, not allocate.
+    for body in (b"\xdd\xff\xff\xff\xff\x00", b"\xdf\xff\xff\xff\xff\x00", b"\xc6\xff\xff\xff\xff"):
+        with pytest.raises(ProtocolError):
+            decode_request(body)
+        with pytest.raises(ProtocolError):
+            decode_response(body)
+
+
+# -- fuzz: decoders only ever raise ProtocolError ---------------------------------------------
+
+
+def decode_body_every_way(body: bytes) -> None:
+    """Decode ``body`` as a request and as a response; only ProtocolError may escape."""
+    for decode in (decode_request, decode_response):
+        with contextlib.suppress(ProtocolError):
+            decode(body)
+    request_id = peek_request_id(body)
+    assert request_id is None or 0 <= request_id <= REQUEST_ID_MAX
+
+
+def decode_everything(stream: bytes, chunk_sizes: list[int]) -> None:
+    decoder = FrameDecoder(frame_size_bytes_max=4096)
+    position = 0
+    index = 0
+    try:
+        while position < len(stream):
+            size = chunk_sizes[index % len(chunk_sizes)]
+            decoder.feed(stream[position : position + size])
+            position += size
+            index += 1
+            for body in decoder.pop_frames():
+                decode_body_every_way(body)
+    except ProtocolError:
+        pass
+
+
+@FUZZ
+@given(st.binary(max_size=300), st.lists(st.integers(1, 64), min_size=1, max_size=5))
+def test_fuzz_arbitrary_bytes(data, chunk_sizes):
+    decode_everything(data, chunk_sizes)
+    decode_body_every_way(data)
+
+
+@st.composite
+def mutated_frames(draw):
+    frames = draw(
+        st.lists(
+            st.one_of(requests.map(encode_request), responses.map(encode_response)),
+            min_size=1,
+            max_size=4,
+        )
+    )
+    stream = bytearray(b"".join(frames))
+    for _ in range(draw(st.integers(1, 4))):
+        kind = draw(st.sampled_from(["flip", "insert", "delete"]))
+        at = draw(st.integers(0, len(stream) - 1))
+        if kind == "flip":
+            stream[at] = draw(st.integers(0, 255))
+        elif kind == "insert":
+            stream[at:at] = draw(st.binary(min_size=1, max_size=4))
+        else:
+            del stream[at : at + draw(st.integers(1, 4))]
+        if not stream:
+            break
+    return bytes(stream)
+
+
+@FUZZ
+@given(mutated_frames(), st.lists(st.integers(1, 64), min_size=1, max_size=5))
+def test_fuzz_mutated_frames(stream, chunk_sizes):
+    decode_everything(stream, chunk_sizes)
+
+
+@FUZZ
+@given(st.one_of(requests.map(encode_request), responses.map(encode_response)), st.data())
+def test_fuzz_mutated_bodies(frame, data):
+    body = bytearray(body_of(frame))
+    at = data.draw(st.integers(0, len(body) - 1))
+    body[at] = data.draw(st.integers(0, 255))
+    decode_body_every_way(bytes(body))
