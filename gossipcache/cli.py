@@ -5,13 +5,16 @@ from __future__ import annotations
 import argparse
 import sys
 
+from . import tracesim
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gossipcache",
         description="gossipcache: a peer-to-peer distributed in-memory cache.",
     )
-    parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    tracesim.register(sub)
     return parser
 
 

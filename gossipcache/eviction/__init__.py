@@ -6,9 +6,26 @@
 from __future__ import annotations
 
 from .base import EvictionPolicy
+from .fifo import FifoPolicy
+from .lfu import LfuPolicy
 from .lru import LruPolicy
+from .random import RandomPolicy
+from .s3fifo import S3FifoPolicy
+from .sieve import SievePolicy
+from .wtinylfu import WTinyLfuPolicy
 
-_POLICY_CLASSES: dict[str, type] = {cls.name: cls for cls in (LruPolicy,)}
+_POLICY_CLASSES: dict[str, type] = {
+    cls.name: cls
+    for cls in (
+        LruPolicy,
+        LfuPolicy,
+        FifoPolicy,
+        RandomPolicy,
+        SievePolicy,
+        S3FifoPolicy,
+        WTinyLfuPolicy,
+    )
+}
 
 #: The names ``--eviction`` accepts, in the order docs list them.
 POLICY_NAMES: tuple[str, ...] = tuple(_POLICY_CLASSES)

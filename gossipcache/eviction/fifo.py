@@ -1,0 +1,48 @@
+"""First in, first out: evict the entry written longest ago; reads change nothing.
+
+The ``OrderedDict`` holds the insertion order (oldest first); an overwrite keeps the entry's place,
+as in a plain FIFO queue. Per entry: one ``OrderedDict`` slot (bytes -> None).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from ._order import oldest_except
+
+
+class FifoPolicy:
+    """FIFO eviction; all operations O(1)."""
+
+    name = "fifo"
+
+    def __init__(self, capacity: int, seed: int = 0) -> None:
+        del capacity, seed  # The queue order is the whole state.
+        self._order: OrderedDict[bytes, None] = OrderedDict()
+
+    def insert(self, key: bytes, weight: int) -> None:
+        self._order[key] = None
+
+    def access(self, key: bytes) -> None:
+        pass  # FIFO ignores reads: that is what makes it cheap.
+
+    def update(self, key: bytes, weight: int) -> None:
+        pass  # An overwrite keeps the entry's place in the queue.
+
+    def remove(self, key: bytes) -> None:
+        del self._order[key]
+
+    def evict(self, protect: bytes | None = None) -> bytes:
+        victim = oldest_except(self._order, protect)
+        if victim is None:
+            if not self._order:
+                raise LookupError("nothing to evict")
+            victim = protect  # The protected key is the only one tracked.
+        del self._order[victim]
+        return victim
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    def __contains__(self, key: bytes) -> bool:
+        return key in self._order
