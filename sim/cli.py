@@ -1,0 +1,97 @@
+"""``python -m sim``: list scenarios, run one seed, or run a registered bench.
+
+- ``python -m sim list``
+- ``python -m sim run SCENARIO --nodes N --seed S [--duration-s T] [--json]``
+  prints the seed, each checker's verdict, fault counts by kind, the trace digest and, on
+  failure, the command that replays the run. Exit code 0 when every checker passed, 1 otherwise.
+- ``python -m sim bench NAME [ARGS...]`` (``python -m sim bench`` lists the benches).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from . import scenarios
+from .bench import bench_names, get_bench
+
+EXIT_PASSED = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+def _random_seed() -> int:
+    """A fresh seed for a run that names none (the run prints it, so it still replays)."""
+    return int.from_bytes(os.urandom(4), "big")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m sim", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("list", help="name the registered scenarios")
+    run = commands.add_parser("run", help="run one seed of a scenario")
+    run.add_argument("scenario")
+    run.add_argument("--nodes", type=int, default=None)
+    run.add_argument("--seed", type=int, default=None, help="default: a fresh random seed")
+    run.add_argument("--duration-s", type=float, default=None, help="safety phase length")
+    run.add_argument("--json", action="store_true", help="print the report as JSON")
+    bench = commands.add_parser("bench", help="run a registered bench")
+    bench.add_argument("name", nargs="?")
+    bench.add_argument("bench_args", nargs=argparse.REMAINDER)
+    return parser
+
+
+def _print_report(report: scenarios.RunReport) -> None:
+    print(f"scenario: {report.scenario}")
+    print(f"seed: {report.seed}")
+    print(
+        f"nodes: {report.nodes}  safety: {report.duration_s:g} s  "
+        f"liveness: {report.liveness_s:g} s  events: {report.events}"
+    )
+    print("checks:")
+    for check in report.checks:
+        verdict = "PASS" if check.passed else "FAIL"
+        detail = f" ({check.message})" if check.message else ""
+        print(f"  {verdict} {check.name} [{check.mode}] at {check.at_ms} ms{detail}")
+    faults = " ".join(f"{kind}={count}" for kind, count in report.coverage.items())
+    print(f"faults: {faults or 'none'}")
+    print(f"digest: {report.digest}")
+    print(f"result: {'PASS' if report.passed else 'FAIL'}")
+    if not report.passed:
+        print(f"replay: {report.replay_command}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit code."""
+    args = _parser().parse_args(argv)
+    if args.command == "list":
+        for name in scenarios.names():
+            print(f"{name}: {scenarios.get(name).description}")
+        return EXIT_PASSED
+    if args.command == "bench":
+        if not args.name:
+            for name in bench_names():
+                print(f"{name}: {get_bench(name).description}")
+            return EXIT_PASSED
+        try:
+            bench = get_bench(args.name)
+        except KeyError as error:
+            print(error.args[0], file=sys.stderr)
+            return EXIT_USAGE
+        return bench.run(args.bench_args)
+    try:
+        scenario_ = scenarios.get(args.scenario)
+    except KeyError as error:
+        print(error.args[0], file=sys.stderr)
+        return EXIT_USAGE
+    seed = _random_seed() if args.seed is None else args.seed
+    report = scenarios.run_scenario(
+        scenario_, seed=seed, nodes=args.nodes, duration_s=args.duration_s
+    )
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        _print_report(report)
+    return EXIT_PASSED if report.passed else EXIT_FAILED
