@@ -1,0 +1,24 @@
+"""SWIM + Lifeguard cluster membership as a sans-IO core (see docs/design.md, "Membership").
+
+Modules, one per mechanism: ``config`` (knobs and profiles), ``codec`` (messages, msgpack,
+HMAC envelope, keyring), ``suspicion`` (Lifeguard dynamic suspicion timeout), ``awareness``
+(Lifeguard local health multiplier), ``broadcast`` (retransmit queue) and ``core`` (the
+:class:`Membership` state machine).
+"""
+
+from __future__ import annotations
+
+from .codec import CodecError, Keyring
+from .config import MembershipConfig
+from .core import EventKind, MemberEvent, MemberInfo, Membership, MemberState
+
+__all__ = [
+    "CodecError",
+    "EventKind",
+    "Keyring",
+    "MemberEvent",
+    "MemberInfo",
+    "MemberState",
+    "Membership",
+    "MembershipConfig",
+]

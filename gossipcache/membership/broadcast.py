@@ -1,0 +1,74 @@
+"""The retransmit queue of member updates piggybacked on datagrams (SWIM's infection-style
+dissemination; the ordering follows memberlist's TransmitLimitedQueue).
+
+- Each update is sent ``retransmit_mult * ceil(log10(N + 1))`` times, then forgotten: with N
+  members that many random forwards reach everyone with high probability.
+- Least-transmitted updates go first, newest first among equals: fresh news spreads fastest.
+- A newer update about a member replaces any queued one about the same member (only the latest
+  state matters, and the older one would waste bytes).
+- The queue is bounded; beyond the bound the most-transmitted (best spread) updates are dropped.
+"""
+
+from __future__ import annotations
+
+import math
+
+
+def retransmit_limit(retransmit_mult: int, member_count: int) -> int:
+    """How many times one update is sent in a cluster of ``member_count`` members."""
+    return retransmit_mult * math.ceil(math.log10(member_count + 1))
+
+
+class _Queued:
+    __slots__ = ("key", "encoded", "transmits", "order")
+
+    def __init__(self, key: str, encoded: bytes, order: int) -> None:
+        self.key = key
+        self.encoded = encoded
+        self.transmits = 0
+        self.order = order
+
+
+def _priority(item: _Queued) -> tuple[int, int]:
+    return (item.transmits, -item.order)
+
+
+class BroadcastQueue:
+    """Encoded member updates waiting to be piggybacked, at most ``length_max`` of them."""
+
+    def __init__(self, length_max: int) -> None:
+        self.length_max = length_max
+        self._items: dict[str, _Queued] = {}
+        self._order = 0
+        self.dropped = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def put(self, key: str, encoded: bytes) -> None:
+        """Queue ``encoded`` (one update about member ``key``), replacing any older one."""
+        self._order += 1
+        self._items.pop(key, None)
+        self._items[key] = _Queued(key, encoded, self._order)
+        if len(self._items) > self.length_max:
+            worst = max(self._items.values(), key=_priority)
+            del self._items[worst.key]
+            self.dropped += 1
+
+    def take(self, budget_bytes: int, transmit_limit: int) -> list[bytes]:
+        """Updates that fit in ``budget_bytes``, best first; each counts one transmission."""
+        if not self._items or budget_bytes <= 0:
+            return []
+        chosen: list[bytes] = []
+        for item in sorted(self._items.values(), key=_priority):
+            size = len(item.encoded)
+            if size > budget_bytes:
+                continue
+            budget_bytes -= size
+            chosen.append(item.encoded)
+            item.transmits += 1
+            if item.transmits >= transmit_limit:
+                del self._items[item.key]
+            if budget_bytes < 16:  # no update is smaller than this: stop scanning
+                break
+        return chosen

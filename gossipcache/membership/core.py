@@ -1,0 +1,844 @@
+"""The SWIM + Lifeguard membership core: a sans-IO state machine (see gossipcache/sansio.py).
+
+One protocol period (``probe_interval_ms`` scaled by the local health multiplier):
+
+1. ping the next member of a shuffled round-robin order (SWIM's randomized round robin bounds
+   the time until any given member is probed to two periods in the worst case);
+2. no ack within ``probe_timeout_ms``: ask ``indirect_checks`` random members to ping it for us
+   (ping-req); they answer with the target's ack, or with a nack when it stays silent (Lifeguard);
+3. no ack by the end of the period: *suspect* the target and gossip it. A suspicion ends with a
+   refutation (the member gossips ``alive`` with a higher incarnation) or, after the Lifeguard
+   suspicion timeout, with the member declared *dead*.
+
+Updates (alive / suspect / dead / leave) ride on every datagram the node sends and on
+``gossip_nodes`` extra datagrams per ``gossip_interval_ms``. A full state push-pull over a stream
+runs on join (through the seeds) and periodically with a random live member.
+
+Rules that keep the state safe against stale and replayed messages (all updates are idempotent
+and ordered by incarnation):
+
+- ``alive`` overrides a record only with a strictly higher incarnation;
+- ``suspect`` / ``dead`` / ``leave`` apply to a record with an incarnation no higher than theirs;
+- a claim that *this* node is suspect or dead is never applied: the node refutes it by gossiping
+  ``alive`` with an incarnation above the accusation;
+- one address holds one live member: an ``alive`` for a new node id at the address of a live
+  record wins only with a higher incarnation (a restarted process), and the old record dies.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import random
+from dataclasses import dataclass
+
+from ..sansio import Channel, Outgoing
+from .awareness import Awareness
+from .broadcast import BroadcastQueue, retransmit_limit
+from .codec import (
+    BODY_ARRAY_HEADER_BYTES_MAX,
+    HEADER_SIZE_BYTES,
+    INCARNATION_LIMIT,
+    MEMBERS_MAX,
+    SEQ_LIMIT,
+    STATE_ALIVE,
+    STATE_DEAD,
+    STATE_LEFT,
+    STATE_SUSPECT,
+    Ack,
+    Alive,
+    CodecError,
+    Dead,
+    Keyring,
+    Leave,
+    Nack,
+    NodeState,
+    Ping,
+    PingReq,
+    PushPull,
+    Suspect,
+    decode_packet,
+    encode_message,
+    encode_packet,
+)
+from .config import MembershipConfig
+from .suspicion import (
+    Suspicion,
+    expected_confirmations,
+    suspicion_timeout_min_ms,
+)
+
+#: At most this many seeds are remembered (join contacts all of them at once).
+SEEDS_MAX = 16
+#: At most this many ping-reqs this node relays at once for other members.
+FORWARDS_MAX = 256
+#: Events not yet taken beyond this are dropped oldest first (and counted).
+EVENTS_MAX = 65_536
+#: A helper sends its nack after this share of the probe timeout without an ack from the target,
+#: so the nack reaches the prober before the prober's own period ends.
+NACK_TIMEOUT_FRACTION = 0.8
+#: Push-pull period grows as log2(N / 32) above this many members (the exchange costs O(N)).
+PUSH_PULL_SCALE_THRESHOLD = 32
+#: Random picks are rejection-sampled from the member table; this many tries per pick at most.
+SAMPLE_TRIES_PER_PICK = 8
+
+
+class MemberState(enum.StrEnum):
+    """What this node believes about a member."""
+
+    ALIVE = "alive"
+    SUSPECT = "suspect"
+    DEAD = "dead"
+    LEFT = "left"
+
+
+_LIVE = (MemberState.ALIVE, MemberState.SUSPECT)
+_STATE_TO_WIRE = {
+    MemberState.ALIVE: STATE_ALIVE,
+    MemberState.SUSPECT: STATE_SUSPECT,
+    MemberState.DEAD: STATE_DEAD,
+    MemberState.LEFT: STATE_LEFT,
+}
+
+
+class EventKind(enum.StrEnum):
+    """Kinds of :class:`MemberEvent`."""
+
+    JOINED = "joined"  # a member this node did not count as live before (new, or back from dead)
+    SUSPECT = "suspect"  # a live member stopped answering; it may still refute
+    ALIVE = "alive"  # a suspected member refuted the suspicion
+    DEAD = "dead"  # the suspicion timed out (or a restarted process replaced it)
+    LEFT = "left"  # the member announced a graceful leave
+
+
+@dataclass(frozen=True, slots=True)
+class MemberEvent:
+    """One change of this node's view, in the order it happened."""
+
+    kind: EventKind
+    node_id: str
+    address: str
+    incarnation: int
+    now_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class MemberInfo:
+    """A snapshot of one member record (``since_ms``: when it entered ``state``)."""
+
+    node_id: str
+    address: str
+    state: MemberState
+    incarnation: int
+    since_ms: int
+    meta: bytes
+
+
+class _Member:
+    __slots__ = ("node_id", "address", "incarnation", "state", "since_ms", "meta")
+
+    def __init__(
+        self, node_id: str, address: str, incarnation: int, now_ms: int, meta: bytes
+    ) -> None:
+        self.node_id = node_id
+        self.address = address
+        self.incarnation = incarnation
+        self.state = MemberState.ALIVE
+        self.since_ms = now_ms
+        self.meta = meta
+
+
+class _Probe:
+    """The probe of the current period."""
+
+    __slots__ = (
+        "seq",
+        "target_id",
+        "direct_deadline_ms",
+        "end_ms",
+        "indirect_sent",
+        "expected_nacks",
+        "nacks",
+    )
+
+    def __init__(self, seq: int, target_id: str, direct_deadline_ms: int, end_ms: int) -> None:
+        self.seq = seq
+        self.target_id = target_id
+        self.direct_deadline_ms = direct_deadline_ms
+        self.end_ms = end_ms
+        self.indirect_sent = False
+        self.expected_nacks = 0
+        self.nacks = 0
+
+
+class _Forward:
+    """A ping-req this node relays: the target's ack goes back to ``requester``."""
+
+    __slots__ = ("requester", "requester_seq", "nack_at_ms", "expires_ms")
+
+    def __init__(
+        self, requester: str, requester_seq: int, nack_at_ms: int | None, expires_ms: int
+    ) -> None:
+        self.requester = requester
+        self.requester_seq = requester_seq
+        self.nack_at_ms = nack_at_ms
+        self.expires_ms = expires_ms
+
+
+def push_pull_scale(member_count: int) -> int:
+    """Multiplier of the push-pull period: 1 up to 32 members, then +1 per doubling."""
+    if member_count <= PUSH_PULL_SCALE_THRESHOLD:
+        return 1
+    return math.ceil(math.log2(member_count) - math.log2(PUSH_PULL_SCALE_THRESHOLD)) + 1
+
+
+class Membership:
+    """SWIM + Lifeguard membership of one node. Drive it as a :class:`~gossipcache.sansio.SansIOCore`.
+
+    ``incarnation`` should grow across restarts of the same node (e.g. wall-clock ms at start), so
+    a restarted node's ``alive`` overrides the record of its previous life everywhere.
+    """
+
+    def __init__(
+        self,
+        address: str,
+        node_id: str,
+        config: MembershipConfig,
+        rng: random.Random,
+        keyring: Keyring,
+        now_ms: int,
+        seeds: list[str] | tuple[str, ...] = (),
+        incarnation: int = 0,
+        meta: bytes = b"",
+    ) -> None:
+        try:  # our own identity must pass the checks the wire applies to everyone else's
+            Alive.from_wire(Alive(node_id, address, incarnation, meta).to_wire())
+        except CodecError as exc:
+            raise ValueError(f"invalid identity: {exc}") from None
+        self.address = address
+        self.node_id = node_id
+        self.config = config
+        self._rng = rng
+        self._keyring = keyring
+        self._self = _Member(node_id, address, incarnation, now_ms, meta)
+        self._members: dict[str, _Member] = {node_id: self._self}
+        self._ids: list[str] = []  # every other member id, for O(1) random picks
+        self._id_index: dict[str, int] = {}
+        self._live_address: dict[str, str] = {address: node_id}  # address -> live member id
+        self._live_count = 1
+        self._probe_order: list[str] = []
+        self._probe_index = 0
+        self._probe: _Probe | None = None
+        self._seq = rng.randrange(SEQ_LIMIT)
+        self._forwards: dict[int, _Forward] = {}
+        self._suspicions: dict[str, Suspicion] = {}
+        self._awareness = Awareness(config.awareness_max_multiplier)
+        self._broadcasts = BroadcastQueue(config.broadcast_queue_max)
+        self._push_pulls: dict[str, int] = {}  # peer address -> give-up deadline
+        self._seeds = [s for s in dict.fromkeys(seeds) if s != address][:SEEDS_MAX]
+        self._joining = bool(self._seeds)
+        self._join_backoff_ms = config.join_retry_initial_ms
+        self._next_join_ms = now_ms
+        self._next_probe_ms = now_ms + rng.randrange(config.probe_interval_ms)
+        self._next_gossip_ms = now_ms + config.gossip_interval_ms
+        self._next_push_pull_ms = now_ms + rng.randrange(config.push_pull_interval_ms)
+        self._next_reclaim_ms = now_ms + config.dead_node_reclaim_ms
+        self._left = False
+        self._events: list[MemberEvent] = []
+        self._outbox: list[Outgoing] = []
+        self._stats: dict[str, int] = {}
+        self._queue_update(node_id, Alive(node_id, address, incarnation, meta))
+
+    # ----------------------------------------------------------------------------------------
+    # Public API.
+
+    @property
+    def incarnation(self) -> int:
+        return self._self.incarnation
+
+    @property
+    def local_health(self) -> int:
+        """Lifeguard's local health score (0 = healthy)."""
+        return self._awareness.score
+
+    @property
+    def has_left(self) -> bool:
+        return self._left
+
+    @property
+    def is_joining(self) -> bool:
+        """True until one seed answered the join (always False without seeds)."""
+        return self._joining
+
+    def members(self) -> list[MemberInfo]:
+        """Every record this node holds (itself, live members, tombstones), sorted by id."""
+        return [
+            MemberInfo(m.node_id, m.address, m.state, m.incarnation, m.since_ms, m.meta)
+            for _, m in sorted(self._members.items())
+        ]
+
+    def live_member_count(self) -> int:
+        """Alive + suspect members, this node included."""
+        return self._live_count
+
+    def take_events(self) -> list[MemberEvent]:
+        """Return and clear the view changes since the last call."""
+        events, self._events = self._events, []
+        return events
+
+    def stats(self) -> dict[str, int]:
+        """A snapshot of the counters (``drop_<reason>`` for every dropped input)."""
+        snapshot = dict(self._stats)
+        snapshot["local_health"] = self._awareness.score
+        snapshot["members_live"] = self._live_count
+        snapshot["members_known"] = len(self._members)
+        snapshot["broadcast_queue"] = len(self._broadcasts)
+        snapshot["broadcast_dropped"] = self._broadcasts.dropped
+        return snapshot
+
+    def leave(self, now_ms: int) -> None:
+        """Announce a graceful leave to ``retransmit limit`` live members, then stop: from here on
+        the core ignores input and arms no timer."""
+        if self._left:
+            return
+        me = self._self
+        encoded = encode_message(Leave(me.node_id, me.incarnation))
+        fanout = retransmit_limit(self.config.retransmit_mult, self._live_count)
+        for peer in self._sample(fanout, now_ms):
+            self._send(peer.address, [encoded])
+        me.state = MemberState.LEFT
+        me.since_ms = now_ms
+        self._left = True
+        self._probe = None
+        self._count("leaves")
+
+    # ----------------------------------------------------------------------------------------
+    # The sans-IO contract.
+
+    def handle(self, source: str, channel: Channel, payload: bytes, now_ms: int) -> None:
+        """Decode and apply one payload; bad bytes are dropped and counted, never raised."""
+        if self._left:
+            self._count("drop_stopped")
+            return
+        stream = channel is Channel.STREAM
+        try:
+            messages = decode_packet(self._keyring, payload, stream)
+        except CodecError as exc:
+            self._count("drop_" + exc.reason)
+            return
+        self._count("stream_in" if stream else "datagrams_in")
+        for message in messages:
+            self._dispatch(source, message, now_ms)
+
+    def stream_failed(self, peer: str, now_ms: int) -> None:
+        if self._push_pulls.pop(peer, None) is not None:
+            self._count("push_pull_failed")
+
+    def tick(self, now_ms: int) -> None:
+        if self._left:
+            return
+        self._run_forwards(now_ms)
+        self._run_probe(now_ms)
+        self._run_suspicions(now_ms)  # after the probe: its failure may confirm a suspicion
+        self._run_gossip(now_ms)
+        self._run_push_pull(now_ms)
+        self._run_join(now_ms)
+        if now_ms >= self._next_reclaim_ms:
+            self._reclaim_tombstones(now_ms)
+
+    def next_deadline_ms(self) -> int | None:
+        if self._left:
+            return None
+        deadline = min(self._next_probe_ms, self._next_push_pull_ms)
+        probe = self._probe
+        if probe is not None:
+            deadline = min(deadline, probe.end_ms)
+            if not probe.indirect_sent:
+                deadline = min(deadline, probe.direct_deadline_ms)
+        if len(self._broadcasts):
+            deadline = min(deadline, self._next_gossip_ms)
+        if self._joining:
+            deadline = min(deadline, self._next_join_ms)
+        for suspicion in self._suspicions.values():
+            deadline = min(deadline, suspicion.deadline_ms)
+        for forward in self._forwards.values():
+            deadline = min(deadline, forward.expires_ms)
+            if forward.nack_at_ms is not None:
+                deadline = min(deadline, forward.nack_at_ms)
+        for give_up_ms in self._push_pulls.values():
+            deadline = min(deadline, give_up_ms)
+        return deadline
+
+    def take_outbox(self) -> list[Outgoing]:
+        outbox, self._outbox = self._outbox, []
+        return outbox
+
+    # ----------------------------------------------------------------------------------------
+    # Incoming messages.
+
+    def _dispatch(self, source: str, message: object, now_ms: int) -> None:
+        match message:
+            case Ping():
+                self._on_ping(source, message)
+            case Ack():
+                self._on_ack(message, now_ms)
+            case Nack():
+                probe = self._probe
+                if probe is not None and probe.seq == message.seq:
+                    probe.nacks += 1
+            case PingReq():
+                self._on_ping_req(source, message, now_ms)
+            case Alive():
+                self._on_alive(message, now_ms)
+            case Suspect():
+                self._on_suspect(message, now_ms)
+            case Dead():
+                self._on_dead(message.node_id, message.incarnation, now_ms, left=False)
+            case Leave():
+                self._on_dead(message.node_id, message.incarnation, now_ms, left=True)
+            case PushPull():
+                self._on_push_pull(source, message, now_ms)
+
+    def _on_ping(self, source: str, ping: Ping) -> None:
+        if ping.target_id != self.node_id:
+            # A ping for the process that used this address before us: staying silent lets
+            # the cluster declare that process dead.
+            self._count("drop_wrong_target")
+            return
+        self._send(source, [encode_message(Ack(ping.seq))])
+
+    def _on_ack(self, ack: Ack, now_ms: int) -> None:
+        probe = self._probe
+        if probe is not None and probe.seq == ack.seq:
+            if self.config.lifeguard and now_ms <= probe.direct_deadline_ms:
+                self._awareness.apply_delta(-1)
+            self._probe = None
+            self._count("probe_acked")
+            return
+        forward = self._forwards.pop(ack.seq, None)
+        if forward is not None:
+            self._send(forward.requester, [encode_message(Ack(forward.requester_seq))])
+            return
+        self._count("ack_stale")
+
+    def _on_ping_req(self, source: str, request: PingReq, now_ms: int) -> None:
+        if len(self._forwards) >= FORWARDS_MAX:
+            self._count("drop_forwards_full")
+            return
+        seq = self._next_seq()
+        nack_at_ms = None
+        if request.want_nack:
+            nack_at_ms = now_ms + int(self.config.probe_timeout_ms * NACK_TIMEOUT_FRACTION)
+        expires_ms = now_ms + self.config.probe_interval_ms
+        self._forwards[seq] = _Forward(source, request.seq, nack_at_ms, expires_ms)
+        self._send(request.target_address, [encode_message(Ping(seq, request.target_id))])
+        self._count("ping_req_relayed")
+
+    def _on_alive(self, alive: Alive, now_ms: int) -> None:
+        if alive.node_id == self.node_id:
+            # Our own announcement echoed back is fine; anything newer or elsewhere is a claim
+            # about us we did not make (a previous life, a misconfigured twin): out-vote it.
+            if alive.incarnation > self._self.incarnation or (
+                alive.address != self.address and alive.incarnation == self._self.incarnation
+            ):
+                self._refute(alive.incarnation)
+            return
+        member = self._members.get(alive.node_id)
+        if member is None:
+            self._add_member(alive, now_ms)
+            return
+        if alive.incarnation <= member.incarnation:
+            return
+        if alive.address != member.address and member.state in _LIVE:
+            self._count("drop_address_conflict")
+            return
+        if member.state not in _LIVE and not self._claim_address(alive, now_ms):
+            return
+        member.address = alive.address
+        previous = member.state
+        member.incarnation = alive.incarnation
+        member.meta = alive.meta
+        if previous is not MemberState.ALIVE:
+            self._set_state(member, MemberState.ALIVE, now_ms)
+            kind = EventKind.ALIVE if previous is MemberState.SUSPECT else EventKind.JOINED
+            self._emit(kind, member, now_ms)
+        self._queue_update(member.node_id, alive)
+
+    def _add_member(self, alive: Alive, now_ms: int) -> None:
+        if len(self._members) >= MEMBERS_MAX:
+            self._count("drop_members_full")
+            return
+        if not self._claim_address(alive, now_ms):
+            return
+        member = _Member(alive.node_id, alive.address, alive.incarnation, now_ms, alive.meta)
+        self._members[member.node_id] = member
+        self._id_index[member.node_id] = len(self._ids)
+        self._ids.append(member.node_id)
+        self._live_address[member.address] = member.node_id
+        self._live_count += 1
+        # A random position, not the end: otherwise a member joining just after the cursor
+        # would wait a whole round, and the detection bound would grow with churn.
+        self._probe_order.insert(self._rng.randint(0, len(self._probe_order)), member.node_id)
+        self._emit(EventKind.JOINED, member, now_ms)
+        self._queue_update(member.node_id, alive)
+
+    def _claim_address(self, alive: Alive, now_ms: int) -> bool:
+        """May ``alive`` become the live member at its address? Evicts an older holder."""
+        holder_id = self._live_address.get(alive.address)
+        if holder_id is None or holder_id == alive.node_id:
+            return True
+        holder = self._members[holder_id]
+        if holder is self._self or alive.incarnation <= holder.incarnation:
+            self._count("drop_address_conflict")
+            return False
+        # Only one process can own an address: the newer incarnation is a restart.
+        self._declare(holder, MemberState.DEAD, holder.incarnation, now_ms)
+        return True
+
+    def _on_suspect(self, suspect: Suspect, now_ms: int) -> None:
+        member = self._members.get(suspect.node_id)
+        if member is None or suspect.incarnation < member.incarnation:
+            return
+        if member is self._self:
+            self._refute(suspect.incarnation)
+            return
+        if member.state is MemberState.SUSPECT:
+            member.incarnation = suspect.incarnation
+            suspicion = self._suspicions.get(member.node_id)
+            if (
+                self.config.lifeguard
+                and suspicion is not None
+                and suspicion.confirm(suspect.from_id)
+            ):
+                self._count("suspicion_confirmations")
+                self._queue_update(member.node_id, suspect)
+            return
+        if member.state is not MemberState.ALIVE:
+            return
+        member.incarnation = suspect.incarnation
+        self._set_state(member, MemberState.SUSPECT, now_ms)
+        self._suspicions[member.node_id] = self._new_suspicion(suspect.from_id, now_ms)
+        self._emit(EventKind.SUSPECT, member, now_ms)
+        self._queue_update(member.node_id, suspect)
+        self._count("suspicions")
+
+    def _new_suspicion(self, accuser_id: str, now_ms: int) -> Suspicion:
+        config = self.config
+        n = self._live_count
+        min_ms = suspicion_timeout_min_ms(config.suspicion_mult, n, config.probe_interval_ms)
+        if not config.lifeguard:
+            return Suspicion(accuser_id, now_ms, 0, min_ms, min_ms)
+        k = expected_confirmations(config.suspicion_mult, n)
+        max_ms = config.suspicion_max_timeout_mult * min_ms
+        return Suspicion(accuser_id, now_ms, k, min_ms, max_ms)
+
+    def _on_dead(self, node_id: str, incarnation: int, now_ms: int, left: bool) -> None:
+        member = self._members.get(node_id)
+        if member is None or incarnation < member.incarnation:
+            return
+        if member is self._self:
+            self._refute(incarnation)
+            return
+        if member.state not in _LIVE:
+            return
+        self._declare(member, MemberState.LEFT if left else MemberState.DEAD, incarnation, now_ms)
+
+    def _declare(self, member: _Member, state: MemberState, incarnation: int, now_ms: int) -> None:
+        """Mark a live member dead or left, tell the application, and gossip it."""
+        member.incarnation = incarnation
+        self._set_state(member, state, now_ms)
+        if state is MemberState.LEFT:
+            self._emit(EventKind.LEFT, member, now_ms)
+            self._queue_update(member.node_id, Leave(member.node_id, incarnation))
+        else:
+            self._emit(EventKind.DEAD, member, now_ms)
+            self._queue_update(member.node_id, Dead(member.node_id, incarnation, self.node_id))
+            self._count("declared_dead")
+
+    def _refute(self, accused_incarnation: int) -> None:
+        me = self._self
+        me.incarnation = min(max(me.incarnation, accused_incarnation) + 1, INCARNATION_LIMIT - 1)
+        if self.config.lifeguard:
+            # Being suspected is itself a hint that we are slow to answer (Lifeguard).
+            self._awareness.apply_delta(1)
+        self._queue_update(me.node_id, Alive(me.node_id, me.address, me.incarnation, me.meta))
+        self._count("refutations")
+
+    def _on_push_pull(self, source: str, push_pull: PushPull, now_ms: int) -> None:
+        if push_pull.reply:
+            self._push_pulls.pop(source, None)
+            if self._joining:
+                self._joining = False
+                self._count("joined")
+        else:
+            self._send_push_pull(source, reply=True, join=False)
+        self._count("push_pull_merged")
+        for row in push_pull.states:
+            if row.state == STATE_ALIVE:
+                self._on_alive(Alive(row.node_id, row.address, row.incarnation, row.meta), now_ms)
+            elif row.state == STATE_LEFT:
+                self._on_dead(row.node_id, row.incarnation, now_ms, left=True)
+            else:
+                # Someone else's "dead" becomes our suspicion: it must survive our own
+                # timeout (and the member's chance to refute) before we call it dead.
+                self._on_suspect(Suspect(row.node_id, row.incarnation, self.node_id), now_ms)
+
+    # ----------------------------------------------------------------------------------------
+    # Timers.
+
+    def _run_suspicions(self, now_ms: int) -> None:
+        expired = [i for i, s in self._suspicions.items() if s.deadline_ms <= now_ms]
+        for node_id in expired:
+            member = self._members[node_id]
+            self._declare(member, MemberState.DEAD, member.incarnation, now_ms)
+
+    def _run_forwards(self, now_ms: int) -> None:
+        for seq, forward in list(self._forwards.items()):
+            if forward.nack_at_ms is not None and now_ms >= forward.nack_at_ms:
+                forward.nack_at_ms = None
+                self._send(forward.requester, [encode_message(Nack(forward.requester_seq))])
+            if now_ms >= forward.expires_ms:
+                del self._forwards[seq]
+
+    def _run_probe(self, now_ms: int) -> None:
+        probe = self._probe
+        if probe is not None:
+            if not probe.indirect_sent and now_ms >= probe.direct_deadline_ms:
+                self._send_ping_reqs(probe)
+            if now_ms >= probe.end_ms:
+                self._probe = None
+                self._probe_failed(probe, now_ms)
+        if now_ms >= self._next_probe_ms:
+            self._start_probe(now_ms)
+
+    def _start_probe(self, now_ms: int) -> None:
+        interval_ms = self._awareness.scale_ms(self.config.probe_interval_ms)
+        self._next_probe_ms = now_ms + interval_ms
+        target = self._next_probe_target()
+        if target is None:
+            return
+        seq = self._next_seq()
+        timeout_ms = self._awareness.scale_ms(self.config.probe_timeout_ms)
+        self._probe = _Probe(seq, target.node_id, now_ms + timeout_ms, now_ms + interval_ms)
+        primary = [encode_message(Ping(seq, target.node_id))]
+        if target.state is MemberState.SUSPECT and self.config.lifeguard:
+            # Buddy system: tell a suspect directly, so it can refute without waiting for gossip.
+            suspect = Suspect(target.node_id, target.incarnation, self.node_id)
+            primary.append(encode_message(suspect))
+        self._send(target.address, primary)
+        self._count("probes")
+
+    def _next_probe_target(self) -> _Member | None:
+        for _ in range(len(self._probe_order) + 1):
+            if self._probe_index >= len(self._probe_order):
+                self._reshuffle_probe_order()
+                if not self._probe_order:
+                    return None
+            node_id = self._probe_order[self._probe_index]
+            self._probe_index += 1
+            member = self._members.get(node_id)
+            if member is not None and member.state in _LIVE:
+                return member
+        return None
+
+    def _reshuffle_probe_order(self) -> None:
+        order = [i for i in self._ids if self._members[i].state in _LIVE]
+        self._rng.shuffle(order)
+        self._probe_order = order
+        self._probe_index = 0
+
+    def _send_ping_reqs(self, probe: _Probe) -> None:
+        probe.indirect_sent = True
+        target = self._members.get(probe.target_id)
+        if target is None or target.state not in _LIVE:
+            return
+        helpers = self._sample(
+            self.config.indirect_checks, None, exclude=target.node_id, alive_only=True
+        )
+        request = PingReq(probe.seq, target.node_id, target.address, self.config.lifeguard)
+        encoded = encode_message(request)
+        for helper in helpers:
+            self._send(helper.address, [encoded])
+        probe.expected_nacks = len(helpers) if self.config.lifeguard else 0
+        self._count("ping_reqs", len(helpers))
+
+    def _probe_failed(self, probe: _Probe, now_ms: int) -> None:
+        self._count("probe_failed")
+        if self.config.lifeguard:
+            expected = probe.expected_nacks
+            # Missing nacks mean our helpers could not reach us either: likely our fault.
+            self._awareness.apply_delta(max(0, expected - probe.nacks) if expected else 1)
+        target = self._members.get(probe.target_id)
+        if target is not None and target.state in _LIVE:
+            self._on_suspect(Suspect(target.node_id, target.incarnation, self.node_id), now_ms)
+
+    def _run_gossip(self, now_ms: int) -> None:
+        if now_ms < self._next_gossip_ms:
+            return
+        self._next_gossip_ms = now_ms + self.config.gossip_interval_ms
+        if not len(self._broadcasts):
+            return
+        for peer in self._sample(self.config.gossip_nodes, now_ms):
+            if not self._send(peer.address, []):
+                break
+
+    def _run_push_pull(self, now_ms: int) -> None:
+        for peer, give_up_ms in list(self._push_pulls.items()):
+            if now_ms >= give_up_ms:
+                del self._push_pulls[peer]
+                self._count("push_pull_timeout")
+        if now_ms < self._next_push_pull_ms:
+            return
+        scale = push_pull_scale(self._live_count)
+        self._next_push_pull_ms = now_ms + self.config.push_pull_interval_ms * scale
+        peers = self._sample(1, None, alive_only=True)
+        if peers:
+            self._start_push_pull(peers[0].address, now_ms, join=False)
+        elif self._seeds and not self._joining:
+            # Alone: everyone we knew is gone or declared us dead. Rejoin through the seeds.
+            self._joining = True
+            self._next_join_ms = now_ms
+        # Partition healing: also try one member we believe dead; if it answers, both sides
+        # learn of each other's refutations.
+        dead = self._sample(1, None, dead_only=True)
+        if dead:
+            self._start_push_pull(dead[0].address, now_ms, join=False)
+
+    def _run_join(self, now_ms: int) -> None:
+        if not self._joining or now_ms < self._next_join_ms:
+            return
+        for seed in self._seeds:
+            self._start_push_pull(seed, now_ms, join=True)
+        self._next_join_ms = now_ms + self._join_backoff_ms
+        self._join_backoff_ms = min(2 * self._join_backoff_ms, self.config.join_retry_max_ms)
+        self._count("join_attempts")
+
+    def _start_push_pull(self, peer: str, now_ms: int, join: bool) -> None:
+        if peer in self._push_pulls:
+            return
+        self._push_pulls[peer] = now_ms + self.config.push_pull_timeout_ms
+        self._send_push_pull(peer, reply=False, join=join)
+        self._count("push_pull_started")
+
+    def _send_push_pull(self, peer: str, reply: bool, join: bool) -> None:
+        states = tuple(
+            NodeState(m.node_id, m.address, m.incarnation, _STATE_TO_WIRE[m.state], m.meta)
+            for m in self._members.values()
+        )
+        payload = encode_packet(
+            self._keyring, [encode_message(PushPull(reply, join, states))], stream=True
+        )
+        self._outbox.append(Outgoing(peer, Channel.STREAM, payload))
+        self._count("stream_out")
+
+    def _reclaim_tombstones(self, now_ms: int) -> None:
+        """Forget dead and left members after ``dead_node_reclaim_ms``."""
+        self._next_reclaim_ms = now_ms + max(1, self.config.dead_node_reclaim_ms // 4)
+        horizon_ms = now_ms - self.config.dead_node_reclaim_ms
+        stale = [
+            m.node_id
+            for m in self._members.values()
+            if m.state not in _LIVE and m.since_ms <= horizon_ms and m is not self._self
+        ]
+        for node_id in stale:
+            del self._members[node_id]
+            index = self._id_index.pop(node_id)
+            last = self._ids.pop()
+            if last != node_id:
+                self._ids[index] = last
+                self._id_index[last] = index
+            self._count("reclaimed")
+
+    # ----------------------------------------------------------------------------------------
+    # Helpers.
+
+    def _set_state(self, member: _Member, state: MemberState, now_ms: int) -> None:
+        was_live = member.state in _LIVE
+        is_live = state in _LIVE
+        member.state = state
+        member.since_ms = now_ms
+        if state is not MemberState.SUSPECT:
+            self._suspicions.pop(member.node_id, None)
+        if was_live and not is_live:
+            self._live_count -= 1
+            if self._live_address.get(member.address) == member.node_id:
+                del self._live_address[member.address]
+        elif is_live and not was_live:
+            self._live_count += 1
+            self._live_address[member.address] = member.node_id
+            self._probe_order.insert(self._rng.randint(0, len(self._probe_order)), member.node_id)
+
+    def _sample(
+        self,
+        count: int,
+        now_ms: int | None,
+        exclude: str | None = None,
+        alive_only: bool = False,
+        dead_only: bool = False,
+    ) -> list[_Member]:
+        """Up to ``count`` distinct random members, by rejection sampling (O(count), not O(N)).
+
+        Default: live members, plus dead ones for ``gossip_to_the_dead_ms`` when ``now_ms`` is
+        given (so a member wrongly declared dead hears about it and refutes).
+        """
+        ids = self._ids
+        if not ids or count <= 0:
+            return []
+        if count >= len(ids):
+            candidates = list(ids)
+            self._rng.shuffle(candidates)
+        else:
+            candidates = [ids[self._rng.randrange(len(ids))] for _ in range(count * 8)]
+        chosen: dict[str, _Member] = {}
+        dead_horizon_ms = None if now_ms is None else now_ms - self.config.gossip_to_the_dead_ms
+        for node_id in candidates:
+            if len(chosen) >= count:
+                break
+            member = self._members[node_id]
+            if node_id == exclude or node_id in chosen:
+                continue
+            state = member.state
+            if dead_only:
+                ok = state is MemberState.DEAD
+            elif alive_only:
+                ok = state is MemberState.ALIVE
+            else:
+                ok = state in _LIVE or (
+                    state is MemberState.DEAD
+                    and dead_horizon_ms is not None
+                    and member.since_ms > dead_horizon_ms
+                )
+            if ok:
+                chosen[node_id] = member
+        return list(chosen.values())
+
+    def _send(self, destination: str, primary: list[bytes]) -> bool:
+        """Send ``primary`` plus as many queued updates as fit; False if there was nothing."""
+        used = HEADER_SIZE_BYTES + BODY_ARRAY_HEADER_BYTES_MAX + sum(map(len, primary))
+        limit = retransmit_limit(self.config.retransmit_mult, self._live_count)
+        updates = self._broadcasts.take(self.config.packet_size_bytes_max - used, limit)
+        if not primary and not updates:
+            return False
+        payload = encode_packet(self._keyring, primary + updates)
+        self._outbox.append(Outgoing(destination, Channel.DATAGRAM, payload))
+        self._count("datagrams_out")
+        self._count("datagram_bytes_out", len(payload))
+        return True
+
+    def _queue_update(self, node_id: str, update: Alive | Suspect | Dead | Leave) -> None:
+        self._broadcasts.put(node_id, encode_message(update))
+
+    def _emit(self, kind: EventKind, member: _Member, now_ms: int) -> None:
+        if len(self._events) >= EVENTS_MAX:
+            del self._events[0]
+            self._count("events_dropped")
+        self._events.append(
+            MemberEvent(kind, member.node_id, member.address, member.incarnation, now_ms)
+        )
+
+    def _next_seq(self) -> int:
+        self._seq = (self._seq + 1) % SEQ_LIMIT
+        return self._seq
+
+    def _count(self, name: str, amount: int = 1) -> None:
+        self._stats[name] = self._stats.get(name, 0) + amount

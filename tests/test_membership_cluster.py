@@ -1,0 +1,380 @@
+"""Several membership cores wired together in memory: join, crash, refute, restart, leave,
+Lifeguard under a starved node, keyring rotation. Virtual time only; no sleeps, no sockets.
+
+The harness delivers each outgoing payload after ``delay_ms`` (datagrams may be lost by a seeded
+rng), calls ``tick`` when a core's deadline comes, and can crash, pause or cut off a node.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+
+from gossipcache.membership import (
+    EventKind,
+    Keyring,
+    Membership,
+    MembershipConfig,
+    MemberState,
+)
+from gossipcache.sansio import Channel
+
+KEY_A = b"A" * 32
+KEY_B = b"B" * 32
+CONFIG = MembershipConfig.lan()
+
+
+def address_of(index: int) -> str:
+    return f"127.0.0.1:{7000 + index}"
+
+
+class Cluster:
+    """A tiny deterministic network of cores. Addresses are ``address_of(i)``."""
+
+    def __init__(self, seed: int = 1, delay_ms: int = 5, loss: float = 0.0) -> None:
+        self.now_ms = 0
+        self.delay_ms = delay_ms
+        self.loss = loss
+        self.rng = random.Random(seed)
+        self.cores: dict[str, Membership] = {}
+        self.keyrings: dict[str, Keyring] = {}
+        self.down: set[str] = set()
+        self.cut_off: set[str] = set()  # up, but every packet to or from it is lost
+        self.paused_until: dict[str, int] = {}
+        self.held: dict[str, list[tuple[str, Channel, bytes]]] = {}
+        self.events: list[tuple[str, object]] = []  # (observer address, MemberEvent)
+        self.health_max: dict[str, int] = {}
+        self._heap: list[tuple[int, int, str, str, Channel, bytes]] = []
+        self._order = 0
+
+    def add(
+        self,
+        index: int,
+        seeds: tuple[int, ...] = (0,),
+        node_id: str | None = None,
+        incarnation: int = 0,
+        config: MembershipConfig = CONFIG,
+        keyring: Keyring | None = None,
+    ) -> Membership:
+        address = address_of(index)
+        keyring = keyring or Keyring(KEY_A)
+        core = Membership(
+            address,
+            node_id or f"n{index}",
+            config,
+            random.Random(self.rng.random()),
+            keyring,
+            self.now_ms,
+            [address_of(s) for s in seeds],
+            incarnation=incarnation,
+        )
+        self.cores[address] = core
+        self.keyrings[address] = keyring
+        self.down.discard(address)
+        self._flush(address)
+        return core
+
+    def crash(self, index: int) -> None:
+        self.down.add(address_of(index))
+
+    def pause(self, index: int, duration_ms: int) -> None:
+        self.paused_until[address_of(index)] = self.now_ms + duration_ms
+
+    def _flush(self, source: str) -> None:
+        core = self.cores[source]
+        for out in core.take_outbox():
+            if out.channel is Channel.DATAGRAM and self.loss and self.rng.random() < self.loss:
+                continue
+            self._order += 1
+            item = (
+                self.now_ms + self.delay_ms,
+                self._order,
+                source,
+                out.destination,
+                out.channel,
+                out.payload,
+            )
+            heapq.heappush(self._heap, item)
+        for event in core.take_events():
+            self.events.append((source, event))
+
+    def _usable(self, address: str) -> bool:
+        return address not in self.down and self.paused_until.get(address, -1) <= self.now_ms
+
+    def _deliver(self, source: str, destination: str, channel: Channel, payload: bytes) -> None:
+        unreachable = (
+            destination not in self.cores
+            or destination in self.down
+            or source in self.cut_off
+            or destination in self.cut_off
+        )
+        if unreachable:
+            if channel is Channel.STREAM and self._usable(source):
+                self.cores[source].stream_failed(destination, self.now_ms)
+                self._flush(source)
+            return
+        if not self._usable(destination):
+            self.held.setdefault(destination, []).append((source, channel, payload))
+            return
+        self.cores[destination].handle(source, channel, payload, self.now_ms)
+        self._flush(destination)
+
+    def _resume(self, address: str) -> None:
+        # A paused process runs its overdue timers before reading its socket buffer, which is
+        # exactly what makes a starved node think that everyone else is slow.
+        del self.paused_until[address]
+        if address in self.down:
+            return
+        core = self.cores[address]
+        core.tick(self.now_ms)
+        self._flush(address)
+        for source, channel, payload in self.held.pop(address, []):
+            core.handle(source, channel, payload, self.now_ms)
+            self._flush(address)
+
+    def run_until(self, end_ms: int) -> None:
+        while True:
+            times = [self._heap[0][0]] if self._heap else []
+            times.extend(self.paused_until.values())
+            due_cores = []
+            for address, core in self.cores.items():
+                if self._usable(address):
+                    deadline = core.next_deadline_ms()
+                    if deadline is not None:
+                        times.append(deadline)
+                        due_cores.append((deadline, address))
+            if not times or min(times) > end_ms:
+                self.now_ms = end_ms
+                return
+            self.now_ms = max(self.now_ms, min(times))
+            for address, until in list(self.paused_until.items()):
+                if until <= self.now_ms:
+                    self._resume(address)
+            while self._heap and self._heap[0][0] <= self.now_ms:
+                _, _, source, destination, channel, payload = heapq.heappop(self._heap)
+                if source not in self.down:
+                    self._deliver(source, destination, channel, payload)
+            for deadline, address in due_cores:
+                if deadline <= self.now_ms and self._usable(address):
+                    core = self.cores[address]
+                    core.tick(self.now_ms)
+                    self._flush(address)
+                    health = core.local_health
+                    self.health_max[address] = max(self.health_max.get(address, 0), health)
+                    assert core.next_deadline_ms() is None or core.next_deadline_ms() > self.now_ms
+
+    def view(self, index: int) -> dict[str, MemberState]:
+        return {m.node_id: m.state for m in self.cores[address_of(index)].members()}
+
+    def live_ids(self, index: int) -> set[str]:
+        return {i for i, s in self.view(index).items() if s in (MemberState.ALIVE, "suspect")}
+
+    def events_about(self, node_id: str, kind: EventKind) -> list[tuple[str, object]]:
+        return [(o, e) for o, e in self.events if e.node_id == node_id and e.kind is kind]
+
+
+def build(count: int, seed: int = 1, loss: float = 0.0) -> Cluster:
+    cluster = Cluster(seed=seed, loss=loss)
+    for index in range(count):
+        cluster.add(index, seeds=(0,) if index else ())
+        cluster.run_until(cluster.now_ms + 50)
+    return cluster
+
+
+def converged(cluster: Cluster, indexes: list[int], expected: set[str]) -> bool:
+    return all(cluster.live_ids(i) == expected for i in indexes)
+
+
+def test_join_through_one_seed_converges_to_full_membership() -> None:
+    cluster = build(8)
+    cluster.run_until(10_000)
+    everyone = {f"n{i}" for i in range(8)}
+    assert converged(cluster, list(range(8)), everyone)
+    for i in range(8):
+        assert all(s is MemberState.ALIVE for s in cluster.view(i).values())
+        assert not cluster.cores[address_of(i)].is_joining
+    # Each node saw every other node join exactly once.
+    for i in range(1, 8):
+        assert len(cluster.events_about(f"n{i}", EventKind.JOINED)) == 7
+
+
+def test_join_retries_seeds_until_one_answers() -> None:
+    cluster = Cluster(seed=3)
+    joiner = cluster.add(1, seeds=(0,))  # the seed does not exist yet
+    cluster.run_until(5_000)
+    assert joiner.is_joining and joiner.stats()["join_attempts"] >= 2
+    cluster.add(0, seeds=())
+    cluster.run_until(40_000)  # backoff is bounded by join_retry_max_ms
+    assert not joiner.is_joining
+    assert converged(cluster, [0, 1], {"n0", "n1"})
+
+
+def test_crashed_node_is_suspected_then_declared_dead_within_bound() -> None:
+    cluster = build(6, seed=2)
+    cluster.run_until(10_000)
+    crash_ms = cluster.now_ms
+    cluster.crash(5)
+    # Bound: the max suspicion timeout (lifeguard, N = 6) plus a few protocol periods for the
+    # first probe to fail and the news to spread.
+    n = 6
+    suspicion_min_ms = CONFIG.suspicion_mult * CONFIG.probe_interval_ms  # log10(6) < 1
+    bound_ms = CONFIG.suspicion_max_timeout_mult * suspicion_min_ms + 5 * CONFIG.probe_interval_ms
+    assert n - 2 >= CONFIG.suspicion_mult - 2
+    cluster.run_until(crash_ms + bound_ms)
+    for i in range(5):
+        assert cluster.view(i)["n5"] is MemberState.DEAD
+    observers = {o for o, _ in cluster.events_about("n5", EventKind.SUSPECT)}
+    assert observers  # it went through suspicion, not straight to dead
+    dead_times = [e.now_ms - crash_ms for _, e in cluster.events_about("n5", EventKind.DEAD)]
+    assert len(dead_times) == 5 and max(dead_times) <= bound_ms
+    # Confirmations from independent members shrink the timeout well below the maximum.
+    assert max(dead_times) < CONFIG.suspicion_max_timeout_mult * suspicion_min_ms
+
+
+def test_suspected_live_node_refutes_after_short_partition() -> None:
+    cluster = build(5, seed=4)
+    cluster.run_until(10_000)
+    victim = cluster.cores[address_of(3)]
+    before = victim.incarnation
+    cluster.cut_off.add(address_of(3))
+    cluster.run_until(12_500)
+    cluster.cut_off.clear()
+    cluster.run_until(30_000)
+    assert cluster.events_about("n3", EventKind.SUSPECT)
+    assert not cluster.events_about("n3", EventKind.DEAD)
+    assert cluster.events_about("n3", EventKind.ALIVE)
+    assert victim.incarnation > before
+    assert victim.stats()["refutations"] >= 1
+    assert converged(cluster, [0, 1, 2, 3, 4], {f"n{i}" for i in range(5)})
+
+
+def test_restarted_node_rejoins_with_higher_incarnation() -> None:
+    cluster = build(5, seed=5)
+    cluster.run_until(10_000)
+    cluster.crash(2)
+    cluster.run_until(40_000)
+    assert all(cluster.view(i)["n2"] is MemberState.DEAD for i in (0, 1, 3, 4))
+    # Same node id, later incarnation (e.g. wall-clock ms at start).
+    cluster.add(2, seeds=(0,), incarnation=40_000)
+    cluster.run_until(60_000)
+    for i in (0, 1, 3, 4):
+        members = {m.node_id: m for m in cluster.cores[address_of(i)].members()}
+        assert members["n2"].state is MemberState.ALIVE
+        assert members["n2"].incarnation == 40_000
+    assert converged(cluster, [0, 1, 2, 3, 4], {f"n{i}" for i in range(5)})
+
+
+def test_quick_restart_with_new_id_replaces_the_old_record_at_that_address() -> None:
+    cluster = build(5, seed=6)
+    cluster.run_until(10_000)
+    cluster.crash(2)
+    cluster.run_until(10_500)  # too soon for anyone to have declared n2 dead
+    cluster.add(2, seeds=(0,), node_id="n2-restarted", incarnation=10_500)
+    cluster.run_until(30_000)
+    expected = {"n0", "n1", "n2-restarted", "n3", "n4"}
+    assert converged(cluster, [0, 1, 2, 3, 4], expected)
+    for i in (0, 1, 3, 4):
+        assert cluster.view(i)["n2"] is MemberState.DEAD
+
+
+def test_graceful_leave_is_seen_as_left_not_dead() -> None:
+    cluster = build(6, seed=7)
+    cluster.run_until(10_000)
+    leaver = cluster.cores[address_of(4)]
+    leaver.leave(cluster.now_ms)
+    cluster._flush(address_of(4))
+    assert leaver.has_left and leaver.next_deadline_ms() is None
+    cluster.run_until(13_000)
+    for i in (0, 1, 2, 3, 5):
+        assert cluster.view(i)["n4"] is MemberState.LEFT
+    assert not cluster.events_about("n4", EventKind.DEAD)
+    assert not cluster.events_about("n4", EventKind.SUSPECT)
+
+
+def test_dead_records_are_reclaimed_after_the_retention() -> None:
+    cluster = build(4, seed=8)
+    cluster.run_until(10_000)
+    cluster.crash(3)
+    cluster.run_until(40_000 + CONFIG.dead_node_reclaim_ms + CONFIG.dead_node_reclaim_ms // 4)
+    for i in range(3):
+        assert "n3" not in cluster.view(i)
+
+
+def _starve(lifeguard: bool) -> Cluster:
+    config = CONFIG.replace(lifeguard=lifeguard)
+    cluster = Cluster(seed=9)
+    for index in range(6):
+        cluster.add(index, seeds=(0,) if index else (), config=config)
+        cluster.run_until(cluster.now_ms + 50)
+    cluster.run_until(10_000)
+    # Node 5 is starved: frozen for 1.6 s out of every 2 s (think GC pauses or a CPU hog).
+    while cluster.now_ms < 60_000:
+        cluster.pause(5, 1_600)
+        cluster.run_until(cluster.now_ms + 2_000)
+    return cluster
+
+
+def test_lifeguard_starved_node_raises_its_local_health_and_healthy_nodes_survive() -> None:
+    cluster = _starve(lifeguard=True)
+    starved = cluster.cores[address_of(5)]
+    assert cluster.health_max[address_of(5)] >= 2
+    assert starved.stats()["probe_failed"] >= 1
+    healthy = [f"n{i}" for i in range(5)]
+    for node_id in healthy:
+        assert not cluster.events_about(node_id, EventKind.DEAD)
+    # Its false accusations were refuted by the accused (buddy system / refutation).
+    refuted = sum(cluster.cores[address_of(i)].stats().get("refutations", 0) for i in range(5))
+    suspected = {e.node_id for o, e in cluster.events if e.kind is EventKind.SUSPECT}
+    assert not (suspected & set(healthy)) or refuted >= 1
+    for i in range(5):
+        assert cluster.health_max.get(address_of(i), 0) <= 1
+
+
+def test_lifeguard_off_uses_plain_swim() -> None:
+    cluster = _starve(lifeguard=False)
+    assert cluster.health_max.get(address_of(5), 0) == 0  # no local health multiplier
+
+
+def test_wrong_key_is_dropped_and_counted() -> None:
+    cluster = build(3, seed=10)
+    cluster.run_until(5_000)
+    intruder = cluster.add(7, seeds=(0,), keyring=Keyring(KEY_B, primary_key_id=0))
+    cluster.run_until(15_000)
+    assert intruder.is_joining
+    assert "n7" not in cluster.view(0)
+    assert cluster.cores[address_of(0)].stats().get("drop_bad_tag", 0) >= 1
+    other_id = cluster.add(8, seeds=(0,), keyring=Keyring(KEY_B, primary_key_id=9))
+    cluster.run_until(20_000)
+    assert other_id.is_joining
+    assert cluster.cores[address_of(0)].stats().get("drop_unknown_key", 0) >= 1
+
+
+def test_key_rotation_keeps_the_cluster_together() -> None:
+    cluster = build(4, seed=11)
+    cluster.run_until(5_000)
+    for keyring in cluster.keyrings.values():
+        keyring.add_key(1, KEY_B)
+    cluster.run_until(8_000)
+    for keyring in cluster.keyrings.values():
+        keyring.use_key(1)
+    cluster.run_until(11_000)
+    for keyring in cluster.keyrings.values():
+        keyring.remove_key(0)
+    cluster.run_until(40_000)
+    everyone = {f"n{i}" for i in range(4)}
+    assert converged(cluster, [0, 1, 2, 3], everyone)
+    assert not any(e.kind is EventKind.DEAD for _, e in cluster.events)
+    stale = cluster.add(6, seeds=(0,), keyring=Keyring(KEY_A))  # only the retired key
+    cluster.run_until(45_000)
+    assert stale.is_joining
+
+
+def test_lossy_network_still_converges_and_detects() -> None:
+    cluster = build(8, seed=12, loss=0.05)
+    cluster.run_until(20_000)
+    assert converged(cluster, list(range(8)), {f"n{i}" for i in range(8)})
+    cluster.crash(7)
+    cluster.run_until(60_000)
+    assert all(cluster.view(i)["n7"] is MemberState.DEAD for i in range(7))
+    healthy = {f"n{i}" for i in range(7)}
+    assert converged(cluster, list(range(7)), healthy)
