@@ -1,0 +1,128 @@
+"""The membership mechanisms one by one: config profiles, suspicion formula, local health,
+retransmit queue, push-pull scaling."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gossipcache.membership import MembershipConfig
+from gossipcache.membership.awareness import Awareness
+from gossipcache.membership.broadcast import BroadcastQueue, retransmit_limit
+from gossipcache.membership.core import push_pull_scale
+from gossipcache.membership.suspicion import (
+    Suspicion,
+    expected_confirmations,
+    suspicion_timeout_min_ms,
+    suspicion_timeout_ms,
+)
+
+
+def test_profiles_derive_from_one_default_and_validate() -> None:
+    lan, local = MembershipConfig.lan(), MembershipConfig.local()
+    assert lan == MembershipConfig()
+    assert local.probe_timeout_ms < lan.probe_timeout_ms
+    assert local.gossip_interval_ms < lan.gossip_interval_ms
+    assert local.packet_size_bytes_max == lan.packet_size_bytes_max  # untouched knobs shared
+    with pytest.raises(ValueError):
+        lan.replace(probe_timeout_ms=2000)  # longer than the period
+    with pytest.raises(ValueError):
+        lan.replace(packet_size_bytes_max=100)
+    with pytest.raises(ValueError):
+        lan.replace(gossip_nodes=0)
+
+
+def test_suspicion_minimum_follows_log10_of_cluster_size() -> None:
+    assert suspicion_timeout_min_ms(4, 1, 1000) == 4000
+    assert suspicion_timeout_min_ms(4, 10, 1000) == 4000
+    assert suspicion_timeout_min_ms(4, 100, 1000) == 8000
+    assert suspicion_timeout_min_ms(4, 1000, 1000) == 12000
+    assert expected_confirmations(4, 3) == 0  # too small to get 2 independent confirmations
+    assert expected_confirmations(4, 4) == 2
+
+
+@settings(max_examples=100)
+@given(st.integers(1, 10), st.integers(1, 100_000), st.integers(1, 10))
+def test_suspicion_timeout_shrinks_monotonically_from_max_to_min(
+    k: int, min_ms: int, mult: int
+) -> None:
+    max_ms = min_ms * mult
+    timeouts = [suspicion_timeout_ms(c, k, min_ms, max_ms) for c in range(k + 2)]
+    assert timeouts[0] == max_ms
+    assert timeouts == sorted(timeouts, reverse=True)
+    assert timeouts[k] == min_ms and timeouts[k + 1] == min_ms
+
+
+def test_suspicion_counts_only_new_independent_confirmations() -> None:
+    suspicion = Suspicion("accuser", started_ms=1000, k=3, min_ms=4000, max_ms=24000)
+    assert suspicion.deadline_ms == 25000
+    assert not suspicion.confirm("accuser")  # our own rumour coming back is not news
+    assert suspicion.confirm("b")
+    expected = 1000 + int(24000 - math.log(2) / math.log(4) * 20000)
+    assert suspicion.deadline_ms == expected
+    assert not suspicion.confirm("b")
+    assert suspicion.confirm("c") and suspicion.confirm("d")
+    assert suspicion.deadline_ms == 5000
+    assert not suspicion.confirm("e")  # k reached: nothing more to learn
+
+
+def test_awareness_is_clamped_and_scales_timeouts() -> None:
+    awareness = Awareness(8)
+    awareness.apply_delta(-3)
+    assert awareness.score == 0 and awareness.scale_ms(500) == 500
+    awareness.apply_delta(100)
+    assert awareness.score == 7 and awareness.scale_ms(500) == 4000
+    awareness.apply_delta(-1)
+    assert awareness.scale_ms(1000) == 7000
+
+
+def test_retransmit_limit_grows_with_log_of_cluster() -> None:
+    assert retransmit_limit(4, 1) == 4
+    assert retransmit_limit(4, 9) == 4
+    assert retransmit_limit(4, 10) == 8
+    assert retransmit_limit(4, 100) == 12
+
+
+def test_queue_newer_update_replaces_older_and_fresh_go_first() -> None:
+    queue = BroadcastQueue(length_max=10)
+    queue.put("a", b"a1" * 10)
+    queue.put("b", b"b1" * 10)
+    queue.put("a", b"a2" * 10)
+    assert len(queue) == 2
+    assert queue.take(1000, transmit_limit=3) == [b"a2" * 10, b"b1" * 10]
+    queue.put("c", b"c1" * 10)
+    assert queue.take(1000, transmit_limit=3)[0] == b"c1" * 10  # least transmitted first
+    assert queue.take(25, transmit_limit=3) == [b"c1" * 10]  # only one fits the budget
+
+
+def test_queue_forgets_after_the_transmit_limit_and_is_bounded() -> None:
+    queue = BroadcastQueue(length_max=3)
+    queue.put("a", b"x" * 20)
+    for _ in range(4):
+        assert queue.take(1000, transmit_limit=4) == [b"x" * 20]
+    assert queue.take(1000, transmit_limit=4) == [] and len(queue) == 0
+    for key in "abcd":
+        queue.put(key, key.encode() * 20)
+    assert len(queue) == 3 and queue.dropped == 1
+
+
+@settings(max_examples=100)
+@given(st.lists(st.tuples(st.sampled_from("abcdefgh"), st.binary(min_size=16, max_size=80))))
+def test_queue_matches_a_model_of_latest_update_per_member(puts: list) -> None:
+    queue = BroadcastQueue(length_max=100)
+    latest: dict[str, bytes] = {}
+    for key, encoded in puts:
+        queue.put(key, encoded)
+        latest[key] = encoded
+    taken = queue.take(10_000, transmit_limit=1)
+    assert sorted(taken) == sorted(latest.values())
+    assert len(queue) == 0
+
+
+def test_push_pull_period_scales_above_32_members() -> None:
+    assert push_pull_scale(1) == 1 and push_pull_scale(32) == 1
+    assert push_pull_scale(33) == 2 and push_pull_scale(64) == 2
+    assert push_pull_scale(65) == 3 and push_pull_scale(1000) == 6
