@@ -61,6 +61,15 @@ class FaultPlan:
         ):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be within [0, 1]")
+        for name in (
+            "partitions_per_min",
+            "clogs_per_min",
+            "crashes_per_min",
+            "pauses_per_min",
+            "clock_jumps_per_min",
+        ):
+            if not 0.0 <= getattr(self, name) < float("inf"):
+                raise ValueError(f"{name} must be finite and non-negative")
         for name in ("partition_ms", "clog_ms", "crash_down_ms", "pause_ms"):
             low, high = getattr(self, name)
             if not 0 <= low <= high:
@@ -148,9 +157,10 @@ class FaultInjector:
         rate = self._rate_per_ms(kind)
         if rate <= 0:
             return
-        at_ms = self._sim.now_ms + 1 + int(self._rng.expovariate(rate))
-        if at_ms < self._safety_end_ms:
-            self._sim.schedule(at_ms, self._fire, kind)
+        gap_ms = self._rng.expovariate(rate)
+        # Compare as floats first: a tiny rate draws gaps too large (even inf) for an int.
+        if self._sim.now_ms + 1 + gap_ms < self._safety_end_ms:
+            self._sim.schedule(self._sim.now_ms + 1 + int(gap_ms), self._fire, kind)
 
     def _fire(self, kind: str) -> None:
         getattr(self, f"_inject_{kind}")()
