@@ -5,21 +5,31 @@ the Unix epoch, because an expiry is an absolute wall-clock instant that travels
 No method awaits or blocks, so a Trio node calls the store between two checkpoints and needs no
 lock.
 
-Layout (docs/design.md, "Store"): an entry is spread over dicts whose keys and values are bytes
-and ints only. CPython's cyclic collector never tracks such dicts' contents, so a million entries
-add no tracked objects and a full collection does not walk them.
+Layout (docs/design.md, "Store"). The keyspace is split into shards by the key's bucket (the same
+16384 buckets placement uses; ``shard = bucket mod shard_count``). Sharding bounds pauses: CPython
+grows a dict by rehashing all of it at once, which takes ~60 ms at a million entries; a shard
+holds at most about ``SHARD_SIZE_BYTES_TARGET / ENTRY_OVERHEAD_BYTES`` entries, so no single resize
+costs more than a few milliseconds whatever the total. It also gives later mechanisms (hand-off,
+anti-entropy) a cheap per-bucket walk.
 
-- ``_values``: key -> value (bytes -> bytes)
-- ``_versions``: key -> version (int; the replication layer's hybrid-logical-clock stamp, or a
-  local counter when the caller gives none)
-- ``_expires_at_ms``: key -> absolute expiry, only for keys that have a TTL
-- ``_ttl_keys`` / ``_ttl_slot``: the keys with a TTL as a dense list plus each key's index, so the
+Within a shard an entry is spread over dicts whose keys and values are bytes and ints only, which
+CPython's cyclic collector never tracks:
+
+- ``values``: key -> value
+- ``versions``: key -> version (the replication layer's hybrid-logical-clock stamp, or a local
+  counter when the caller gives none)
+- ``expires_at_ms``: key -> absolute expiry, only for keys that have a TTL
+- ``ttl_keys`` / ``ttl_slot``: the keys with a TTL as a dense list plus each key's index, so the
   active expiry cycle can walk them with a cursor and removal is a swap with the last slot.
 
-Accounting: an entry costs ``len(key) + len(value) + ENTRY_OVERHEAD_BYTES``. The overhead is the
-measured cost of the store's and the eviction policy's per-entry structures (see
-``tests/test_memory_overhead.py`` and docs/design.md). ``used_bytes`` never exceeds
-``size_bytes_max`` after a call returns.
+Each shard has its own eviction policy instance sized for its share of the limit; the limit itself
+is global. Over the limit, the store evicts from the shard it just wrote to (an approximation of a
+global policy that is exact per shard, like memcached's per-class LRUs), and from the other shards
+in turn once that shard holds only the entry just written.
+
+Accounting: an entry costs ``len(key) + len(value) + ENTRY_OVERHEAD_BYTES``, plus
+``TTL_OVERHEAD_BYTES`` while it has a TTL. Both constants are measured (``gossipcache.store_bench``,
+docs/benchmarks.md). ``used_bytes`` never exceeds ``size_bytes_max`` after a call returns.
 """
 
 from __future__ import annotations
@@ -28,11 +38,19 @@ from dataclasses import dataclass
 
 from .errors import EntryTooLarge, KeyTooLarge, ValueTooLarge
 from .eviction import EvictionPolicy, make_policy
+from .keyslot import BUCKET_COUNT, bucket_of
 
-#: Per-entry bytes charged on top of key and value: bytes-object headers, dict slots in the
-#: store's maps, and the eviction policy's per-key metadata. Measured with tracemalloc over
-#: 200,000 entries for every policy (largest: see docs/design.md); rounded up.
+#: Per-entry bytes charged on top of key and value: the bytes objects' headers, the dict slots of
+#: ``values`` and ``versions``, the version int, and the eviction policy's per-key metadata.
+#: Measured by ``python -m gossipcache.store_bench`` for every policy; this covers the largest.
 ENTRY_OVERHEAD_BYTES = 256
+#: Extra bytes while an entry has a TTL: its slot in ``expires_at_ms``, the expiry int, and its
+#: place in ``ttl_keys`` / ``ttl_slot``. Measured the same way.
+TTL_OVERHEAD_BYTES = 128
+
+#: A shard's share of the limit. Bounds the largest dict (and so the longest rehash) to about
+#: 8 MiB / 256 B = 32768 entries, about 2 ms on this machine.
+SHARD_SIZE_BYTES_TARGET = 8 * 1024 * 1024
 
 #: Default caps. Keys are identifiers, values are payloads; both bounded so that one request cannot
 #: monopolise the loop or the memory limit. A node may lower them; frames are capped accordingly.
@@ -49,6 +67,14 @@ EXPIRE_BATCH_KEYS = 20
 EXPIRE_REPEAT_RATIO = 0.25
 #: Most keys one ``expire_tick`` may examine: bounds the pause one tick can cause.
 EXPIRE_TICK_KEYS_MAX = 2000
+
+
+def shard_count_for(size_bytes_max: int) -> int:
+    """Shards for a limit: the smallest power of two giving each at most the target share."""
+    count = 1
+    while count < BUCKET_COUNT and size_bytes_max > count * SHARD_SIZE_BYTES_TARGET:
+        count *= 2
+    return count
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +102,20 @@ class StoreStats:
         return self.hits / lookups if lookups else 0.0
 
 
+class _Shard:
+    """One shard's maps and policy. Plain containers; the Store keeps them consistent."""
+
+    __slots__ = ("values", "versions", "expires_at_ms", "ttl_keys", "ttl_slot", "policy")
+
+    def __init__(self, policy: EvictionPolicy) -> None:
+        self.values: dict[bytes, bytes] = {}
+        self.versions: dict[bytes, int] = {}
+        self.expires_at_ms: dict[bytes, int] = {}
+        self.ttl_keys: list[bytes] = []
+        self.ttl_slot: dict[bytes, int] = {}
+        self.policy = policy
+
+
 class Store:
     """A byte-limited key-value store with expiry and pluggable eviction."""
 
@@ -87,22 +127,30 @@ class Store:
         seed: int = 0,
         key_size_bytes_max: int = KEY_SIZE_BYTES_MAX_DEFAULT,
         value_size_bytes_max: int = VALUE_SIZE_BYTES_MAX_DEFAULT,
+        shard_count: int | None = None,
     ) -> None:
+        """``shard_count`` (a power of two) overrides ``shard_count_for(size_bytes_max)``."""
         if size_bytes_max <= 0:
             raise ValueError(f"size_bytes_max must be positive, got {size_bytes_max}")
         self.size_bytes_max = size_bytes_max
         self.key_size_bytes_max = key_size_bytes_max
         self.value_size_bytes_max = value_size_bytes_max
-        self._policy: EvictionPolicy = make_policy(eviction, size_bytes_max, seed)
-        self._policy_name = eviction
-        self._values: dict[bytes, bytes] = {}
-        self._versions: dict[bytes, int] = {}
-        self._expires_at_ms: dict[bytes, int] = {}
-        self._ttl_keys: list[bytes] = []
-        self._ttl_slot: dict[bytes, int] = {}
-        self._expire_cursor = 0
+        self.eviction_policy = eviction
+        if shard_count is None:
+            shard_count = shard_count_for(size_bytes_max)
+        if not 1 <= shard_count <= BUCKET_COUNT or shard_count & (shard_count - 1):
+            raise ValueError(f"shard_count must be a power of two <= {BUCKET_COUNT}")
+        share_bytes = -(-size_bytes_max // shard_count)
+        self._shards = [
+            _Shard(make_policy(eviction, share_bytes, seed + index)) for index in range(shard_count)
+        ]
+        self._shard_mask = shard_count - 1
+        self._keys = 0
         self._used_bytes = 0
         self._version_last = 0
+        self._expire_shard = 0  # active expiry: shard and slot where the next tick resumes
+        self._expire_cursor = 0
+        self._evict_shard = 0  # where eviction continues once the written shard is exhausted
         # Counters.
         self._hits = 0
         self._misses = 0
@@ -114,45 +162,57 @@ class Store:
         self._expires = 0
         self._ttls = 0
 
+    @property
+    def shard_count(self) -> int:
+        return self._shard_mask + 1
+
+    def _shard(self, key: bytes) -> _Shard:
+        return self._shards[bucket_of(key) & self._shard_mask]
+
     # -- reads -------------------------------------------------------------------------------
 
     def get(self, key: bytes, now_ms: int) -> bytes | None:
         """The live value of ``key``, or None. An expired entry is removed and counts as a miss."""
         self._gets += 1
-        value = self._values.get(key)
-        if value is None or self._expired(key, now_ms):
+        shard = self._shard(key)
+        value = shard.values.get(key)
+        if value is None or self._expired(shard, key, now_ms):
             self._misses += 1
             return None
         self._hits += 1
-        self._policy.access(key)
+        shard.policy.access(key)
         return value
 
     def contains(self, key: bytes, now_ms: int) -> bool:
         """Whether ``key`` holds a live value. Not a lookup: touches no counter and no recency."""
-        return key in self._values and not self._expired(key, now_ms)
+        shard = self._shard(key)
+        return key in shard.values and not self._expired(shard, key, now_ms)
 
     def version(self, key: bytes, now_ms: int) -> int | None:
         """The version of the live entry at ``key``, or None."""
-        if key not in self._values or self._expired(key, now_ms):
+        shard = self._shard(key)
+        if key not in shard.values or self._expired(shard, key, now_ms):
             return None
-        return self._versions[key]
+        return shard.versions[key]
 
     def ttl_ms(self, key: bytes, now_ms: int) -> int:
         """Milliseconds until ``key`` expires; ``TTL_PERSISTENT`` without a TTL, ``TTL_MISSING``
         when there is no live entry."""
         self._ttls += 1
-        if key not in self._values or self._expired(key, now_ms):
+        shard = self._shard(key)
+        if key not in shard.values or self._expired(shard, key, now_ms):
             return TTL_MISSING
-        expires_at_ms = self._expires_at_ms.get(key)
+        expires_at_ms = shard.expires_at_ms.get(key)
         if expires_at_ms is None:
             return TTL_PERSISTENT
         return expires_at_ms - now_ms
 
     def expires_at_ms(self, key: bytes, now_ms: int) -> int | None:
         """The absolute expiry of the live entry at ``key``, or None (no entry, or no TTL)."""
-        if key not in self._values or self._expired(key, now_ms):
+        shard = self._shard(key)
+        if key not in shard.values or self._expired(shard, key, now_ms):
             return None
-        return self._expires_at_ms.get(key)
+        return shard.expires_at_ms.get(key)
 
     # -- writes ------------------------------------------------------------------------------
 
@@ -181,98 +241,116 @@ class Store:
             )
         if ttl_ms is not None and ttl_ms <= 0:
             raise ValueError(f"ttl_ms must be positive, got {ttl_ms}")
+        shard = self._shard(key)
+        values = shard.values
+        old = values.get(key)
+        if old is not None and self._expired(shard, key, now_ms):
+            old = None
+        keeps_ttl = keep_ttl and old is not None and key in shard.expires_at_ms
         weight = len(key) + len(value) + ENTRY_OVERHEAD_BYTES
-        if weight > self.size_bytes_max:
+        ttl_bytes = TTL_OVERHEAD_BYTES if ttl_ms is not None or keeps_ttl else 0
+        if weight + ttl_bytes > self.size_bytes_max:
             raise EntryTooLarge(
-                f"entry needs {weight} bytes (key + value + {ENTRY_OVERHEAD_BYTES} overhead); "
-                f"the memory limit is {self.size_bytes_max}"
+                f"entry needs {weight + ttl_bytes} bytes (key + value + {ENTRY_OVERHEAD_BYTES} "
+                f"overhead, +{TTL_OVERHEAD_BYTES} with a TTL); the memory limit is "
+                f"{self.size_bytes_max}"
             )
         self._puts += 1
-        old = self._values.get(key)
-        if old is not None and self._expired(key, now_ms):
-            old = None
         if old is None:
-            self._policy.insert(key, weight)
+            shard.policy.insert(key, weight)
+            self._keys += 1
         else:
             self._used_bytes -= len(key) + len(old) + ENTRY_OVERHEAD_BYTES
-            self._policy.update(key, weight)
-        self._values[key] = value
+            shard.policy.update(key, weight)
+        values[key] = value
         self._used_bytes += weight
         if version is None:
             self._version_last += 1
             version = self._version_last
-        self._versions[key] = version
+        shard.versions[key] = version
         if ttl_ms is not None:
-            self._set_expiry(key, now_ms + ttl_ms)
-        elif not (keep_ttl and old is not None):
-            self._clear_expiry(key)
-        self._evict_to_limit(protect=key)
+            self._set_expiry(shard, key, now_ms + ttl_ms)
+        elif not keeps_ttl:
+            self._clear_expiry(shard, key)
+        if self._used_bytes > self.size_bytes_max:
+            self._evict_to_limit(shard, key)
         return version
 
     def delete(self, key: bytes, now_ms: int) -> bool:
         """Remove ``key``; True when a live entry was removed."""
         self._deletes += 1
-        if key not in self._values or self._expired(key, now_ms):
+        shard = self._shard(key)
+        if key not in shard.values or self._expired(shard, key, now_ms):
             return False
-        self._policy.remove(key)
-        self._drop(key)
+        shard.policy.remove(key)
+        self._drop(shard, key)
         return True
 
     def expire(self, key: bytes, ttl_ms: int | None, now_ms: int) -> bool:
         """Set (``ttl_ms`` > 0) or clear (None) the TTL of a live entry. ``ttl_ms`` <= 0 deletes
-        the entry at once, as Redis' EXPIRE does. True when a live entry was found."""
+        the entry at once, as Redis' EXPIRE does. True when a live entry was found.
+
+        Giving a persistent entry a TTL costs ``TTL_OVERHEAD_BYTES``, which may evict others.
+        """
         self._expires += 1
-        if key not in self._values or self._expired(key, now_ms):
+        shard = self._shard(key)
+        if key not in shard.values or self._expired(shard, key, now_ms):
             return False
         if ttl_ms is None:
-            self._clear_expiry(key)
+            self._clear_expiry(shard, key)
         elif ttl_ms <= 0:
-            self._policy.remove(key)
-            self._drop(key)
+            shard.policy.remove(key)
+            self._drop(shard, key)
         else:
-            self._set_expiry(key, now_ms + ttl_ms)
+            self._set_expiry(shard, key, now_ms + ttl_ms)
+            if self._used_bytes > self.size_bytes_max:
+                self._evict_to_limit(shard, key)
         return True
 
     def flush(self) -> None:
         """Remove every entry. Counters are kept."""
-        for key in list(self._values):
-            self._policy.remove(key)
-        self._values.clear()
-        self._versions.clear()
-        self._expires_at_ms.clear()
-        self._ttl_keys.clear()
-        self._ttl_slot.clear()
-        self._expire_cursor = 0
+        for shard in self._shards:
+            for key in list(shard.values):
+                shard.policy.remove(key)
+            shard.values.clear()
+            shard.versions.clear()
+            shard.expires_at_ms.clear()
+            shard.ttl_keys.clear()
+            shard.ttl_slot.clear()
+        self._keys = 0
         self._used_bytes = 0
+        self._expire_cursor = 0
 
     # -- active expiry -----------------------------------------------------------------------
 
     def expire_tick(self, now_ms: int, keys_max: int = EXPIRE_TICK_KEYS_MAX) -> int:
         """One bounded active-expiry cycle; returns how many entries expired.
 
-        Walks the keys that have a TTL from a cursor that persists between ticks, in batches of
-        ``EXPIRE_BATCH_KEYS``. Another batch runs only while the last one found more than
-        ``EXPIRE_REPEAT_RATIO`` expired and fewer than ``keys_max`` keys were examined, so a tick's
-        work is bounded whatever the keyspace holds, and a sweep of the whole TTL set completes
-        every ``len(ttl keys) / EXPIRE_BATCH_KEYS`` ticks at least.
+        Walks the keys that have a TTL, shard after shard, from a cursor that persists between
+        ticks, in batches of ``EXPIRE_BATCH_KEYS``. Another batch runs only while the last one
+        found more than ``EXPIRE_REPEAT_RATIO`` expired, and never past ``keys_max`` keys examined
+        (empty shards passed over count as examined keys too), so a tick's work is bounded
+        whatever the keyspace holds.
         """
         examined = 0
         expired_total = 0
-        ttl_keys = self._ttl_keys
-        while ttl_keys and examined < keys_max:
+        shards = self._shards
+        while examined < keys_max:
             expired = 0
-            batch = min(EXPIRE_BATCH_KEYS, len(ttl_keys), keys_max - examined)
+            batch = min(EXPIRE_BATCH_KEYS, keys_max - examined)
             for _ in range(batch):
-                if not ttl_keys:
-                    break
-                if self._expire_cursor >= len(ttl_keys):
-                    self._expire_cursor = 0
-                key = ttl_keys[self._expire_cursor]
+                shard = shards[self._expire_shard]
+                ttl_keys = shard.ttl_keys
                 examined += 1
-                if self._expires_at_ms[key] <= now_ms:
-                    # The last key moves into this slot: examine the slot again next.
-                    self._policy.remove(key)
-                    self._drop(key)
+                if self._expire_cursor >= len(ttl_keys):
+                    self._expire_shard = (self._expire_shard + 1) & self._shard_mask
+                    self._expire_cursor = 0
+                    continue
+                key = ttl_keys[self._expire_cursor]
+                if shard.expires_at_ms[key] <= now_ms:
+                    # The last key moves into this slot: it is examined next.
+                    shard.policy.remove(key)
+                    self._drop(shard, key)
                     self._expirations += 1
                     expired += 1
                 else:
@@ -286,7 +364,7 @@ class Store:
 
     def stats(self) -> StoreStats:
         return StoreStats(
-            keys=len(self._values),
+            keys=self._keys,
             used_bytes=self._used_bytes,
             size_bytes_max=self.size_bytes_max,
             hits=self._hits,
@@ -298,7 +376,7 @@ class Store:
             deletes=self._deletes,
             expires=self._expires,
             ttls=self._ttls,
-            eviction_policy=self._policy_name,
+            eviction_policy=self.eviction_policy,
         )
 
     @property
@@ -307,44 +385,67 @@ class Store:
 
     def __len__(self) -> int:
         """Entries held, including expired ones not yet collected."""
-        return len(self._values)
+        return self._keys
+
+    def holds(self, key: bytes) -> bool:
+        """Whether an entry for ``key`` is held at all, expired or not. For tests and repair."""
+        return key in self._shard(key).values
 
     # -- internals ---------------------------------------------------------------------------
 
-    def _expired(self, key: bytes, now_ms: int) -> bool:
+    def _expired(self, shard: _Shard, key: bytes, now_ms: int) -> bool:
         """True when ``key`` has expired; the entry is then removed (lazy expiry)."""
-        expires_at_ms = self._expires_at_ms.get(key)
+        expires_at_ms = shard.expires_at_ms.get(key)
         if expires_at_ms is None or expires_at_ms > now_ms:
             return False
-        self._policy.remove(key)
-        self._drop(key)
+        shard.policy.remove(key)
+        self._drop(shard, key)
         self._expirations += 1
         return True
 
-    def _evict_to_limit(self, protect: bytes) -> None:
+    def _evict_to_limit(self, written: _Shard, protect: bytes) -> None:
+        """Evict until the limit holds: from the shard just written, then from the others."""
+        while self._used_bytes > self.size_bytes_max and len(written.policy) > 1:
+            self._evict_one(written, protect)
+        shards = self._shards
+        empty_in_a_row = 0
         while self._used_bytes > self.size_bytes_max:
-            victim = self._policy.evict(protect)
-            self._drop(victim)
-            self._evictions += 1
+            shard = shards[self._evict_shard]
+            self._evict_shard = (self._evict_shard + 1) & self._shard_mask
+            if shard is not written and len(shard.policy):
+                self._evict_one(shard, None)
+                empty_in_a_row = 0
+            else:
+                empty_in_a_row += 1
+                # put() refuses entries larger than the limit, so the others always suffice.
+                assert empty_in_a_row <= len(shards), "over the limit with nothing to evict"
 
-    def _drop(self, key: bytes) -> None:
-        """Forget ``key`` in the store's own maps (the caller has told the policy)."""
-        value = self._values.pop(key)
-        del self._versions[key]
+    def _evict_one(self, shard: _Shard, protect: bytes | None) -> None:
+        victim = shard.policy.evict(protect)
+        self._drop(shard, victim)
+        self._evictions += 1
+
+    def _drop(self, shard: _Shard, key: bytes) -> None:
+        """Forget ``key`` in the shard's maps (the caller has told the policy)."""
+        value = shard.values.pop(key)
+        del shard.versions[key]
+        self._keys -= 1
         self._used_bytes -= len(key) + len(value) + ENTRY_OVERHEAD_BYTES
-        self._clear_expiry(key)
+        self._clear_expiry(shard, key)
 
-    def _set_expiry(self, key: bytes, expires_at_ms: int) -> None:
-        if key not in self._expires_at_ms:
-            self._ttl_slot[key] = len(self._ttl_keys)
-            self._ttl_keys.append(key)
-        self._expires_at_ms[key] = expires_at_ms
+    def _set_expiry(self, shard: _Shard, key: bytes, expires_at_ms: int) -> None:
+        if key not in shard.expires_at_ms:
+            shard.ttl_slot[key] = len(shard.ttl_keys)
+            shard.ttl_keys.append(key)
+            self._used_bytes += TTL_OVERHEAD_BYTES
+        shard.expires_at_ms[key] = expires_at_ms
 
-    def _clear_expiry(self, key: bytes) -> None:
-        if self._expires_at_ms.pop(key, None) is None:
+    def _clear_expiry(self, shard: _Shard, key: bytes) -> None:
+        if shard.expires_at_ms.pop(key, None) is None:
             return
-        slot = self._ttl_slot.pop(key)
-        last = self._ttl_keys.pop()
+        self._used_bytes -= TTL_OVERHEAD_BYTES
+        slot = shard.ttl_slot.pop(key)
+        last = shard.ttl_keys.pop()
         if last != key:
-            self._ttl_keys[slot] = last
-            self._ttl_slot[last] = slot
+            shard.ttl_keys[slot] = last
+            shard.ttl_slot[last] = slot

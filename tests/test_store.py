@@ -1,0 +1,237 @@
+"""The store against a simple model, with injected time.
+
+The model is a dict key -> (value, expires_at_ms | None). The store may additionally lose keys to
+eviction (small limits) or to active expiry; after each step the model forgets exactly the keys the
+store no longer holds, and the step checks that every such loss was legitimate: an expired entry,
+or an eviction counted in ``stats().evictions`` that never hit the key just written.
+"""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+
+from gossipcache.errors import EntryTooLarge, KeyTooLarge, ValueTooLarge
+from gossipcache.eviction import POLICY_NAMES
+from gossipcache.store import (
+    ENTRY_OVERHEAD_BYTES,
+    TTL_MISSING,
+    TTL_OVERHEAD_BYTES,
+    TTL_PERSISTENT,
+    Store,
+)
+
+KEYS = st.sampled_from([b"a", b"b", b"c", b"d", b"e", b"f", b"g", b"h"])
+VALUES = st.binary(max_size=300)
+TTLS_MS = st.none() | st.integers(min_value=1, max_value=5_000)
+
+
+def entry_bytes(key: bytes, value: bytes, expires_at_ms: int | None) -> int:
+    ttl_bytes = 0 if expires_at_ms is None else TTL_OVERHEAD_BYTES
+    return len(key) + len(value) + ENTRY_OVERHEAD_BYTES + ttl_bytes
+
+
+class StoreModel(RuleBasedStateMachine):
+    @initialize(
+        policy=st.sampled_from(POLICY_NAMES),
+        # From "holds about three entries" to "never evicts".
+        limit=st.sampled_from([3 * (ENTRY_OVERHEAD_BYTES + 150), 10**9]),
+        shard_count=st.sampled_from([1, 4]),
+    )
+    def setup(self, policy: str, limit: int, shard_count: int) -> None:
+        self.store = Store(limit, policy, seed=1, shard_count=shard_count)
+        self.evicting = limit < 10**9
+        self.model: dict[bytes, tuple[bytes, int | None]] = {}
+        self.now_ms = 1_000_000
+        self.hits = 0
+        self.misses = 0
+        self.evictions_seen = 0
+
+    def live(self, key: bytes) -> bytes | None:
+        entry = self.model.get(key)
+        if entry is None:
+            return None
+        value, expires_at_ms = entry
+        if expires_at_ms is not None and expires_at_ms <= self.now_ms:
+            return None
+        return value
+
+    def forget_lost_keys(self, written: bytes | None = None) -> None:
+        """Drop from the model what the store dropped; check each loss was allowed."""
+        lost = [k for k in self.model if not self.store.holds(k)]
+        evicted = 0
+        for key in lost:
+            if self.live(key) is None:
+                del self.model[key]  # expired: lazily or actively collected
+                continue
+            assert self.evicting, f"live key {key!r} vanished without a memory limit"
+            assert key != written, "the entry just written was evicted"
+            evicted += 1
+            del self.model[key]
+        evictions = self.store.stats().evictions
+        # Evictions may also take expired-but-uncollected entries, so at least the live ones count.
+        assert evictions - self.evictions_seen >= evicted
+        self.evictions_seen = evictions
+
+    @rule(key=KEYS, value=VALUES, ttl_ms=TTLS_MS, keep_ttl=st.booleans())
+    def put(self, key: bytes, value: bytes, ttl_ms: int | None, keep_ttl: bool) -> None:
+        old_live = self.live(key) is not None
+        self.store.put(key, value, self.now_ms, ttl_ms, keep_ttl=keep_ttl)
+        if ttl_ms is not None:
+            expires_at_ms = self.now_ms + ttl_ms
+        elif keep_ttl and old_live:
+            expires_at_ms = self.model[key][1]
+        else:
+            expires_at_ms = None
+        self.model[key] = (value, expires_at_ms)
+        self.forget_lost_keys(written=key)
+        assert self.store.get(key, self.now_ms) == value
+        self.hits += 1
+
+    @rule(key=KEYS)
+    def get(self, key: bytes) -> None:
+        expected = self.live(key)
+        assert self.store.get(key, self.now_ms) == expected
+        if expected is None:
+            self.misses += 1
+        else:
+            self.hits += 1
+        self.forget_lost_keys()
+
+    @rule(key=KEYS)
+    def delete(self, key: bytes) -> None:
+        expected = self.live(key) is not None
+        assert self.store.delete(key, self.now_ms) is expected
+        self.model.pop(key, None)
+        self.forget_lost_keys()
+
+    @rule(key=KEYS, ttl_ms=st.none() | st.integers(min_value=-10, max_value=5_000))
+    def expire(self, key: bytes, ttl_ms: int | None) -> None:
+        value = self.live(key)
+        assert self.store.expire(key, ttl_ms, self.now_ms) is (value is not None)
+        if value is not None:
+            if ttl_ms is not None and ttl_ms <= 0:
+                del self.model[key]
+            else:
+                expires_at_ms = None if ttl_ms is None else self.now_ms + ttl_ms
+                self.model[key] = (value, expires_at_ms)
+        self.forget_lost_keys()
+
+    @rule(key=KEYS)
+    def ttl(self, key: bytes) -> None:
+        got = self.store.ttl_ms(key, self.now_ms)
+        if self.live(key) is None:
+            assert got == TTL_MISSING
+        elif self.model[key][1] is None:
+            assert got == TTL_PERSISTENT
+        else:
+            assert got == self.model[key][1] - self.now_ms
+        self.forget_lost_keys()
+
+    @rule(elapsed_ms=st.integers(min_value=0, max_value=3_000))
+    def advance_time(self, elapsed_ms: int) -> None:
+        self.now_ms += elapsed_ms
+
+    @rule()
+    def expire_tick(self) -> None:
+        expired_before = self.store.stats().expirations
+        removed = self.store.expire_tick(self.now_ms)
+        assert self.store.stats().expirations == expired_before + removed
+        self.forget_lost_keys()
+
+    @invariant()
+    def matches_model(self) -> None:
+        store = self.store
+        assert len(store) == len(self.model)
+        assert store.used_bytes == sum(entry_bytes(k, v, e) for k, (v, e) in self.model.items())
+        assert store.used_bytes <= store.size_bytes_max
+        for key, (value, expires_at_ms) in self.model.items():
+            shard = store._shard(key)
+            assert shard.values[key] == value
+            assert shard.expires_at_ms.get(key) == expires_at_ms
+        stats = store.stats()
+        assert (stats.hits, stats.misses) == (self.hits, self.misses)
+        for shard in store._shards:
+            assert sorted(shard.ttl_keys) == sorted(shard.expires_at_ms)
+            assert all(shard.ttl_keys[i] == k for k, i in shard.ttl_slot.items())
+
+
+StoreModel.TestCase.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
+TestStoreModel = StoreModel.TestCase
+
+
+def test_refuses_oversized_inputs_and_leaves_store_unchanged() -> None:
+    store = Store(10_000, key_size_bytes_max=8, value_size_bytes_max=100)
+    store.put(b"k", b"v", now_ms=0)
+    with pytest.raises(KeyTooLarge, match="key is 9 bytes"):
+        store.put(b"k" * 9, b"v", now_ms=0)
+    with pytest.raises(ValueTooLarge, match="maximum is 100"):
+        store.put(b"k", b"v" * 101, now_ms=0)
+    small = Store(ENTRY_OVERHEAD_BYTES + 10)
+    small.put(b"k", b"v" * 9, now_ms=0)
+    with pytest.raises(EntryTooLarge, match="with a TTL"):
+        small.put(b"k", b"v", now_ms=0, ttl_ms=5)
+    small.flush()
+    with pytest.raises(EntryTooLarge, match="memory limit"):
+        small.put(b"k", b"v" * 10, now_ms=0)
+    assert store.get(b"k", now_ms=0) == b"v" and len(small) == 0
+
+
+def test_expired_entry_is_a_miss_and_counted() -> None:
+    store = Store(10_000)
+    store.put(b"k", b"v", now_ms=0, ttl_ms=10)
+    assert store.get(b"k", now_ms=9) == b"v"
+    assert store.get(b"k", now_ms=10) is None
+    stats = store.stats()
+    assert (stats.hits, stats.misses, stats.expirations, stats.keys) == (1, 1, 1, 0)
+    assert stats.hit_ratio == 0.5
+
+
+@pytest.mark.parametrize("shard_count", [1, 128])
+def test_active_expiry_is_bounded_per_tick_and_sweeps_everything(shard_count: int) -> None:
+    store = Store(10**9, shard_count=shard_count)
+    for i in range(10_000):
+        store.put(b"k%d" % i, b"v", now_ms=0, ttl_ms=100)
+    store.put(b"persistent", b"v", now_ms=0)
+    ticks = 0
+    while expired := store.expire_tick(now_ms=1_000, keys_max=500):
+        assert expired <= 500
+        ticks += 1
+    # Moving from one shard to the next counts as a key examined, so more shards need more ticks.
+    assert ticks == 20 if shard_count == 1 else 20 < ticks <= 21
+    assert len(store) == 1 and store.stats().expirations == 10_000
+
+
+def test_active_expiry_stops_early_when_few_keys_expired() -> None:
+    store = Store(10**9)
+    for i in range(1_000):
+        store.put(b"k%d" % i, b"v", now_ms=0, ttl_ms=100 if i % 10 == 0 else 10**6)
+    # 10 % of each batch is expired: below the 25 % repeat ratio, so one batch per tick.
+    assert store.expire_tick(now_ms=1_000) <= 20
+
+
+def test_overwrite_replaces_ttl_unless_kept() -> None:
+    store = Store(10_000)
+    store.put(b"k", b"v", now_ms=0, ttl_ms=100)
+    store.put(b"k", b"w", now_ms=10, keep_ttl=True)
+    assert store.ttl_ms(b"k", now_ms=10) == 90
+    store.put(b"k", b"x", now_ms=10)
+    assert store.ttl_ms(b"k", now_ms=10) == TTL_PERSISTENT
+
+
+def test_versions_are_local_counters_unless_given() -> None:
+    store = Store(10_000)
+    assert store.put(b"a", b"1", now_ms=0) == 1
+    assert store.put(b"b", b"1", now_ms=0) == 2
+    assert store.put(b"a", b"1", now_ms=0, version=77) == 77
+    assert store.version(b"a", now_ms=0) == 77
+
+
+def test_flush_keeps_counters() -> None:
+    store = Store(10_000)
+    store.put(b"a", b"1", now_ms=0, ttl_ms=5)
+    store.get(b"a", now_ms=0)
+    store.flush()
+    assert len(store) == 0 and store.used_bytes == 0 and store.stats().hits == 1
