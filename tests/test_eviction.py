@@ -235,3 +235,14 @@ def test_wtinylfu_promotes_and_bounds_protected() -> None:
         policy.access(b"k%d" % index)
     assert policy.segment_of(b"k98") == "protected"
     assert policy.segment_of(b"k0") == "probation"  # demoted: protected holds 79 items
+
+
+def test_eviction_bench_smoke() -> None:
+    from gossipcache.eviction_bench import render_markdown, run_benchmark
+
+    rows = run_benchmark(unique_keys=1000, requests=3000, runs=1)
+    loop = {row.policy: row.hit_ratio for row in rows if row.trace == "loop-1.1x"}
+    assert loop["lru"] == loop["fifo"] == 0.0  # a loop larger than the cache defeats recency
+    assert loop["wtinylfu"] > 0.5
+    report = render_markdown(rows, 1000, 3000, 1)
+    assert "| zipf-1.0+scans | 10 |" in report

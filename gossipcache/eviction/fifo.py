@@ -33,12 +33,13 @@ class FifoPolicy:
         del self._order[key]
 
     def evict(self, protect: bytes | None = None) -> bytes:
-        victim = oldest_except(self._order, protect)
-        if victim is None:
-            if not self._order:
-                raise LookupError("nothing to evict")
-            victim = protect  # The protected key is the only one tracked.
-        del self._order[victim]
+        order = self._order
+        if not order:
+            raise LookupError("nothing to evict")
+        victim = next(iter(order))
+        if victim == protect and len(order) > 1:
+            victim = oldest_except(order, protect)
+        del order[victim]
         return victim
 
     def __len__(self) -> int:

@@ -57,6 +57,8 @@ SKETCH_WIDTH_INITIAL_MAX = 1 << 16
 SKETCH_WIDTH_MAX = 1 << 22
 #: Hash slice per row: the 128-bit hash gives four independent 32-bit row indexes.
 _ROW_HASH_BITS = 32
+#: mmh3.hash128(key, seed, x64arch, signed), called positionally: keyword parsing costs time here.
+_hash128 = mmh3.hash128
 #: Byte translation table that halves every counter in one C-level pass.
 _HALVE = bytes(value >> 1 for value in range(256))
 
@@ -79,15 +81,26 @@ class FrequencySketch:
     def estimate(self, key: bytes) -> int:
         """An upper bound of ``key``'s recent frequency (the minimum over the rows)."""
         counters = self._counters
-        return min(counters[slot] for slot in self._slots(key))
+        first, second, third, fourth = self._slots(key)
+        return min(counters[first], counters[second], counters[third], counters[fourth])
 
     def increment(self, key: bytes) -> None:
+        """Count one occurrence of ``key``; runs on every insert and hit, so it is unrolled."""
         counters = self._counters
+        first, second, third, fourth = self._slots(key)
         added = False
-        for slot in self._slots(key):
-            if counters[slot] < SKETCH_COUNTER_MAX:
-                counters[slot] += 1
-                added = True
+        if counters[first] < SKETCH_COUNTER_MAX:
+            counters[first] += 1
+            added = True
+        if counters[second] < SKETCH_COUNTER_MAX:
+            counters[second] += 1
+            added = True
+        if counters[third] < SKETCH_COUNTER_MAX:
+            counters[third] += 1
+            added = True
+        if counters[fourth] < SKETCH_COUNTER_MAX:
+            counters[fourth] += 1
+            added = True
         if added:
             self._additions += 1
             if self._additions >= self._sample_size:
@@ -107,7 +120,7 @@ class FrequencySketch:
         self._additions = 0
 
     def _slots(self, key: bytes) -> tuple[int, int, int, int]:
-        hashed = mmh3.hash128(key, self._seed, signed=False)
+        hashed = _hash128(key, self._seed, True, False)
         mask = self._mask
         width = self._width
         return (
@@ -141,8 +154,10 @@ class WTinyLfuPolicy:
     def insert(self, key: bytes, weight: int) -> None:
         self._window[key] = weight
         self._window_weight += weight
-        self._sketch.ensure_width(len(self))
-        self._sketch.increment(key)
+        sketch = self._sketch
+        if len(self._probation) + len(self._protected) + len(self._window) > sketch.width:
+            sketch.ensure_width(len(self))
+        sketch.increment(key)
         if self._total_weight() <= self._capacity:
             self._drain_window()
 
@@ -186,9 +201,10 @@ class WTinyLfuPolicy:
         self._protected_weight -= self._protected.pop(key)
 
     def evict(self, protect: bytes | None = None) -> bytes:
-        if not len(self):
+        count = len(self)
+        if count == 0:
             raise LookupError("nothing to evict")
-        if len(self) == 1:
+        if count == 1:
             protect = None  # Nothing else can go.
         candidate = None
         if self._window_weight > self._window_budget and len(self._window) > 1:
