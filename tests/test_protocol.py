@@ -9,6 +9,7 @@ import msgpack
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from mutations import mutated
 
 from gossipcache.errors import ProtocolError, ValueTooLarge
 from gossipcache.protocol import (
@@ -320,32 +321,18 @@ def test_fuzz_arbitrary_bytes(data, chunk_sizes):
     decode_body_every_way(data)
 
 
-@st.composite
-def mutated_frames(draw):
-    frames = draw(
-        st.lists(
-            st.one_of(requests.map(encode_request), responses.map(encode_response)),
-            min_size=1,
-            max_size=4,
-        )
-    )
-    stream = bytearray(b"".join(frames))
-    for _ in range(draw(st.integers(1, 4))):
-        kind = draw(st.sampled_from(["flip", "insert", "delete"]))
-        at = draw(st.integers(0, len(stream) - 1))
-        if kind == "flip":
-            stream[at] = draw(st.integers(0, 255))
-        elif kind == "insert":
-            stream[at:at] = draw(st.binary(min_size=1, max_size=4))
-        else:
-            del stream[at : at + draw(st.integers(1, 4))]
-        if not stream:
-            break
-    return bytes(stream)
+mutated_frames = mutated(
+    st.lists(
+        st.one_of(requests.map(encode_request), responses.map(encode_response)),
+        min_size=1,
+        max_size=4,
+    ).map(b"".join),
+    st.integers(0, 255),
+)
 
 
 @FUZZ
-@given(mutated_frames(), st.lists(st.integers(1, 64), min_size=1, max_size=5))
+@given(mutated_frames, st.lists(st.integers(1, 64), min_size=1, max_size=5))
 def test_fuzz_mutated_frames(stream, chunk_sizes):
     decode_everything(stream, chunk_sizes)
 

@@ -1,0 +1,336 @@
+"""RESP2 codec: command parsing (fast and general paths), reply encoding and parsing, caps, fuzz."""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from mutations import mutated
+
+from gossipcache.errors import ProtocolError
+from gossipcache.resp import (
+    NULL_ARRAY,
+    NULL_BULK,
+    OK,
+    PONG,
+    RespError,
+    RespParser,
+    RespReplyParser,
+    _parse_simple_multibulk,
+    encode_array,
+    encode_bulk,
+    encode_command,
+    encode_error,
+    encode_integer,
+    encode_simple,
+)
+
+FAST = settings(max_examples=150, deadline=None)
+FUZZ = settings(max_examples=400, deadline=None)
+
+REDIS_BENCHMARK_SET = b"*3\r\n$3\r\nSET\r\n$16\r\nkey:000000000042\r\n$3\r\nxxx\r\n"
+
+# Arguments: mostly small, sometimes holding CRLF, sometimes above the fast path's 4 KiB table.
+arguments = st.one_of(
+    st.binary(max_size=20),
+    st.sampled_from([b"\r\n", b"a\r\nb", b"$3\r\nSET", b"*1\r\n", b""]),
+    # Cheap to generate: hypothesis drawing 4 KiB of random bytes would dominate the run time.
+    st.tuples(st.integers(4090, 4100), st.binary(min_size=1, max_size=1)).map(
+        lambda size_and_byte: size_and_byte[1] * size_and_byte[0]
+    ),
+)
+commands = st.lists(arguments, min_size=1, max_size=6)
+inline_words = st.binary(min_size=1, max_size=8).filter(
+    lambda word: not word.startswith(b"*") and not any(c in b" \t\r\n\x0b\x0c" for c in word)
+)
+inline_commands = st.lists(inline_words, min_size=1, max_size=4)
+chunk_sizes = st.lists(st.integers(1, 50), min_size=1, max_size=8)
+
+
+def feed_in_chunks(parser, stream: bytes, sizes: list[int], pop) -> list:
+    """Feed ``stream`` in chunks of ``sizes`` (cycled), popping after each; return everything."""
+    out = []
+    position = 0
+    index = 0
+    while position < len(stream):
+        size = sizes[index % len(sizes)]
+        parser.feed(stream[position : position + size])
+        out.extend(pop())
+        position += size
+        index += 1
+    return out
+
+
+def parse_commands(stream: bytes, sizes: list[int] | None = None, **caps) -> list[list[bytes]]:
+    parser = RespParser(**caps)
+    if sizes is None:
+        parser.feed(stream)
+        result = parser.pop_commands()
+    else:
+        result = feed_in_chunks(parser, stream, sizes, parser.pop_commands)
+    assert parser.buffered_size_bytes == 0
+    return result
+
+
+# -- commands --------------------------------------------------------------------------------
+
+
+def test_redis_benchmark_pipeline():
+    assert parse_commands(REDIS_BENCHMARK_SET * 16) == [[b"SET", b"key:000000000042", b"xxx"]] * 16
+    assert encode_command("SET", b"key:000000000042", "xxx") == REDIS_BENCHMARK_SET
+
+
+@FAST
+@given(st.lists(commands, min_size=1, max_size=10), chunk_sizes)
+def test_multibulk_round_trip_any_split(batch, sizes):
+    stream = b"".join(encode_command(*command) for command in batch)
+    assert parse_commands(stream) == batch
+    assert parse_commands(stream, sizes) == batch
+
+
+@FAST
+@given(st.lists(commands | inline_commands, min_size=1, max_size=10), chunk_sizes, st.data())
+def test_mixed_inline_and_multibulk(batch, sizes, data):
+    parts = []
+    for command in batch:
+        if inline_commands_of(command) and data.draw(st.booleans()):
+            ending = data.draw(st.sampled_from([b"\r\n", b"\n"]))
+            parts.append(b" ".join(command) + ending)
+        else:
+            parts.append(encode_command(*command))
+    assert parse_commands(b"".join(parts), sizes) == batch
+
+
+def inline_commands_of(command: list[bytes]) -> list[list[bytes]]:
+    """``[command]`` if it can be written inline, else []."""
+    writable = all(
+        word and not word.startswith(b"*") and not any(c in b" \t\r\n\x0b\x0c" for c in word)
+        for word in command
+    )
+    return [command] if writable else []
+
+
+@FAST
+@given(st.lists(commands, max_size=8), st.binary(max_size=40))
+def test_fast_path_agrees_with_general_path(batch, tail):
+    """The split-based fast path never accepts what the general parser reads differently."""
+    data = b"".join(encode_command(*command) for command in batch) + tail
+    assert fast_parse(data) == general_parse(data)
+
+
+def general_parse(data: bytes):
+    """The general parser alone on ``data``: (commands, consumed), or "error"."""
+    try:
+        return RespParser()._parse(data, 0, [])
+    except ProtocolError:
+        return "error"
+
+
+def fast_parse(data: bytes):
+    """The fast path, then the general parser where it stopped."""
+    try:
+        return RespParser()._parse(data, *_parse_simple_multibulk(data))
+    except ProtocolError:
+        return "error"
+
+
+def test_inline_commands():
+    assert parse_commands(b"PING\r\n\r\n \n  GET   a  b\nset k\tv\r\n") == [
+        [b"PING"],
+        [b"GET", b"a", b"b"],
+        [b"set", b"k", b"v"],
+    ]
+
+
+def test_empty_multibulk_is_no_command():
+    assert parse_commands(b"*0\r\n*-1\r\n*1\r\n$4\r\nPING\r\n") == [[b"PING"]]
+
+
+def test_incomplete_tail_stays_buffered():
+    parser = RespParser()
+    parser.feed(REDIS_BENCHMARK_SET + REDIS_BENCHMARK_SET[:-1])
+    assert len(parser.pop_commands()) == 1
+    assert parser.pop_commands() == []
+    parser.feed(b"\n")
+    assert parser.pop_commands() == [[b"SET", b"key:000000000042", b"xxx"]]
+
+
+def test_large_value_in_small_reads():
+    value = bytes(range(256)) * 4096  # 1 MiB, full of CRLF-free and CRLF-bearing spans
+    stream = encode_command(b"SET", b"k", value) + encode_command(b"GET", b"k")
+    parser = RespParser()
+    out = []
+    for position in range(0, len(stream), 65536):
+        parser.feed(stream[position : position + 65536])
+        out.extend(parser.pop_commands())
+    assert out == [[b"SET", b"k", value], [b"GET", b"k"]]
+
+
+@pytest.mark.parametrize(
+    ("stream", "message"),
+    [
+        (b"*abc\r\n", "invalid multibulk length"),
+        (b"*2000000\r\n", "invalid multibulk length"),
+        (b"*1\r\nPING\r\n", "expected '$', got 'P'"),
+        (b"*1\r\n$x\r\n", "invalid bulk length"),
+        (b"*1\r\n$-1\r\n", "invalid bulk length"),
+        (b"*1\r\n$99999999999\r\n", "invalid bulk length"),
+        (b"*1\r\n$4\r\nPINGxx", "expected CRLF"),
+        (b"*" + b"1" * 40, "too big mbulk count string"),
+        (b"*1\r\n$" + b"1" * 40, "too big bulk count string"),
+    ],
+)
+def test_malformed_commands(stream, message):
+    parser = RespParser()
+    parser.feed(stream)
+    with pytest.raises(ProtocolError, match="Protocol error: " + message.replace("$", r"\$")):
+        parser.pop_commands()
+    # Broken for good: the stream cannot be resynchronised.
+    with pytest.raises(ProtocolError):
+        parser.feed(b"*1\r\n$4\r\nPING\r\n")
+
+
+def assert_rejected(parser: RespParser | RespReplyParser, stream: bytes, match: str) -> None:
+    parser.feed(stream)
+    with pytest.raises(ProtocolError, match=match):
+        parser.pop_commands() if isinstance(parser, RespParser) else parser.pop_replies()
+
+
+def test_caps_enforced_before_the_data_arrives():
+    assert_rejected(
+        RespParser(bulk_size_bytes_max=100), b"*2\r\n$3\r\nSET\r\n$101\r\n", "invalid bulk length"
+    )
+    assert_rejected(RespParser(array_len_max=10), b"*11\r\n", "invalid multibulk length")
+    assert_rejected(RespParser(inline_size_bytes_max=100), b"x" * 101, "too big inline request")
+    parser = RespParser(inline_size_bytes_max=100)
+    parser.feed(b"x" * 100 + b"\n")
+    assert parser.pop_commands() == [[b"x" * 100]]
+
+
+def test_command_size_cap_across_reads():
+    parser = RespParser(command_size_bytes_max=1000)
+    parser.feed(b"*100\r\n")
+    with pytest.raises(ProtocolError, match="command too big"):  # noqa: PT012
+        for _ in range(100):
+            parser.feed(b"$20\r\n" + b"a" * 20 + b"\r\n")
+            parser.pop_commands()
+
+
+# -- replies ---------------------------------------------------------------------------------
+
+
+def test_reply_encoders():
+    assert encode_simple("OK") == OK
+    assert encode_simple("PONG") == PONG
+    assert encode_simple("a\r\nb") == b"+a  b\r\n"
+    assert encode_error("ERR unknown command 'FOO'") == b"-ERR unknown command 'FOO'\r\n"
+    assert encode_error("ERR x\ny") == b"-ERR x y\r\n"
+    assert encode_integer(-42) == b":-42\r\n"
+    assert encode_bulk(b"") == b"$0\r\n\r\n"
+    assert encode_bulk(None) == NULL_BULK
+    assert encode_array(None) == NULL_ARRAY
+    assert encode_array([b"a", "é", 1, None, [RespError("ERR x")], []]) == (
+        b"*6\r\n$1\r\na\r\n$2\r\n\xc3\xa9\r\n:1\r\n$-1\r\n*1\r\n-ERR x\r\n*0\r\n"
+    )
+    with pytest.raises(TypeError):
+        encode_array([1.5])
+
+
+nested_replies = st.recursive(
+    st.none()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.binary(max_size=30)
+    | st.text(alphabet=st.characters(blacklist_characters="\r\n"), max_size=20).map(RespError),
+    lambda children: st.lists(children, max_size=4),
+    max_leaves=15,
+)
+top_replies = nested_replies | st.text(
+    alphabet=st.characters(blacklist_characters="\r\n"), max_size=20
+)
+
+
+def encode_reply(value) -> bytes:
+    if isinstance(value, RespError):
+        return encode_error(value)
+    if isinstance(value, str):
+        return encode_simple(value)
+    if isinstance(value, int):
+        return encode_integer(value)
+    if isinstance(value, list):
+        return encode_array(value)
+    return encode_bulk(value)
+
+
+@FAST
+@given(st.lists(top_replies, min_size=1, max_size=10), chunk_sizes)
+def test_reply_round_trip_any_split(replies, sizes):
+    stream = b"".join(encode_reply(reply) for reply in replies)
+    parser = RespReplyParser()
+    parsed = feed_in_chunks(parser, stream, sizes, parser.pop_replies)
+    assert parsed == replies
+    assert [type(reply) for reply in parsed] == [type(reply) for reply in replies]
+    assert parser.buffered_size_bytes == 0
+
+
+def test_reply_types():
+    parser = RespReplyParser()
+    parser.feed(b"+OK\r\n-ERR boom\r\n:5\r\n$-1\r\n*-1\r\n$3\r\nabc\r\n*0\r\n")
+    replies = parser.pop_replies()
+    assert replies == ["OK", "ERR boom", 5, None, None, b"abc", []]
+    assert isinstance(replies[1], RespError)
+    assert not isinstance(replies[0], RespError)
+
+
+@pytest.mark.parametrize(
+    "stream",
+    [b"?x\r\n", b":abc\r\n", b"$abc\r\n", b"$-2\r\n", b"*-2\r\n", b"$1\r\nabc", b"+\xff\r\n"],
+)
+def test_malformed_replies(stream):
+    assert_rejected(RespReplyParser(), stream, "Protocol error")
+
+
+def test_reply_caps():
+    assert_rejected(RespReplyParser(depth_max=3), b"*1\r\n" * 4 + b":1\r\n", "nested")
+    assert_rejected(RespReplyParser(line_size_bytes_max=10), b"+" + b"a" * 20, "too long")
+    assert_rejected(RespReplyParser(bulk_size_bytes_max=10), b"$11\r\n", "bulk length")
+
+
+# -- fuzz: parsers only ever raise ProtocolError ---------------------------------------------
+
+
+def parse_all(stream: bytes, sizes: list[int]) -> None:
+    small_caps = {"bulk_size_bytes_max": 1000, "array_len_max": 100}
+    for parser, pop in (
+        (RespParser(inline_size_bytes_max=100, **small_caps), "pop_commands"),
+        (RespReplyParser(line_size_bytes_max=100, **small_caps), "pop_replies"),
+    ):
+        with contextlib.suppress(ProtocolError):
+            feed_in_chunks(parser, stream, sizes, getattr(parser, pop))
+
+
+@FUZZ
+@given(st.binary(max_size=300), chunk_sizes)
+def test_fuzz_arbitrary_bytes(stream, sizes):
+    parse_all(stream, sizes)
+
+
+mutated_streams = mutated(
+    st.tuples(st.lists(commands, max_size=4), st.lists(top_replies, max_size=4)).map(
+        lambda both: (
+            b"".join(encode_command(*command) for command in both[0])
+            + b"".join(encode_reply(reply) for reply in both[1])
+            + b"*1\r\n$4\r\nPING\r\n"
+        )
+    ),
+    # Bytes that matter to RESP, so edits hit its structure.
+    st.sampled_from(b"*$+-:\r\n0123456789x"),
+)
+
+
+@FUZZ
+@given(mutated_streams, chunk_sizes)
+def test_fuzz_mutated_streams(stream, sizes):
+    parse_all(stream, sizes)
+    assert fast_parse(stream) == general_parse(stream)
