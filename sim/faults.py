@@ -131,15 +131,18 @@ class FaultInjector:
             self._arm(kind)
 
     def heal(self) -> None:
-        """End the safety phase: calm network, no partitions or clogs, every node up."""
+        """End the safety phase: calm network, no partitions or clogs, every node this injector
+        crashed or paused back up."""
         sim = self._sim
         sim.set_network(self._base_network.calm())
         sim.heal_all()
-        for address in sim.addresses:
-            if sim.is_paused(address):
-                sim.resume(address)
-            if not sim.is_alive(address) and sim.incarnation(address) > 0:
+        # Only undo this injector's own crashes and pauses: a scenario may take nodes down
+        # on purpose (a node that left stays gone).
+        for address, kind in self._down.items():
+            if kind == "crash" and not sim.is_alive(address):
                 sim.restart(address)
+            elif kind == "pause" and sim.is_paused(address):
+                sim.resume(address)
         self._down.clear()
 
     def _rate_per_ms(self, kind: str) -> float:
