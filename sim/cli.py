@@ -4,6 +4,8 @@
 - ``python -m sim run SCENARIO --nodes N --seed S [--duration-s T] [--json]``
   prints the seed, each checker's verdict, fault counts by kind, the trace digest and, on
   failure, the command that replays the run. Exit code 0 when every checker passed, 1 otherwise.
+- ``python -m sim fuzz SCENARIO [--runs K] [--seed S] [--nodes N] [--duration-s T]`` runs K
+  seeds derived from S and prints the replay command of each failing one (exit 1 if any failed).
 - ``python -m sim bench NAME [ARGS...]`` (``python -m sim bench`` lists the benches).
 """
 
@@ -16,10 +18,14 @@ import sys
 
 from . import scenarios
 from .bench import bench_names, get_bench
+from .rng import derive_seed
 
 EXIT_PASSED = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+
+#: Seeds a fuzz run tries at most (each is a full scenario run).
+FUZZ_RUNS_MAX = 100_000
 
 
 def _random_seed() -> int:
@@ -37,6 +43,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, default=None, help="default: a fresh random seed")
     run.add_argument("--duration-s", type=float, default=None, help="safety phase length")
     run.add_argument("--json", action="store_true", help="print the report as JSON")
+    fuzz = commands.add_parser("fuzz", help="run many seeds of a scenario")
+    fuzz.add_argument("scenario")
+    fuzz.add_argument("--runs", type=int, default=20)
+    fuzz.add_argument("--seed", type=int, default=None, help="root of the derived seeds")
+    fuzz.add_argument("--nodes", type=int, default=None)
+    fuzz.add_argument("--duration-s", type=float, default=None)
     bench = commands.add_parser("bench", help="run a registered bench")
     bench.add_argument("name", nargs="?")
     bench.add_argument("bench_args", nargs=argparse.REMAINDER)
@@ -63,6 +75,24 @@ def _print_report(report: scenarios.RunReport) -> None:
         print(f"replay: {report.replay_command}")
 
 
+def _fuzz(scenario_: scenarios.Scenario, args: argparse.Namespace) -> int:
+    runs = min(max(args.runs, 0), FUZZ_RUNS_MAX)
+    root_seed = _random_seed() if args.seed is None else args.seed
+    print(f"fuzz: {scenario_.name}  runs: {runs}  root seed: {root_seed}")
+    failures = 0
+    for run_index in range(runs):
+        seed = derive_seed(root_seed, f"fuzz/{run_index}") & 0xFFFF_FFFF
+        report = scenarios.run_scenario(
+            scenario_, seed=seed, nodes=args.nodes, duration_s=args.duration_s
+        )
+        if not report.passed:
+            failures += 1
+            failed = ", ".join(c.name for c in report.checks if not c.passed)
+            print(f"FAIL seed {seed} ({failed}): {report.replay_command}")
+    print(f"result: {runs - failures}/{runs} passed")
+    return EXIT_FAILED if failures else EXIT_PASSED
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code."""
     args = _parser().parse_args(argv)
@@ -86,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyError as error:
         print(error.args[0], file=sys.stderr)
         return EXIT_USAGE
+    if args.command == "fuzz":
+        return _fuzz(scenario_, args)
     seed = _random_seed() if args.seed is None else args.seed
     report = scenarios.run_scenario(
         scenario_, seed=seed, nodes=args.nodes, duration_s=args.duration_s
