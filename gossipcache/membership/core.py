@@ -730,6 +730,7 @@ class Membership:
         )
         self._outbox.append(Outgoing(peer, Channel.STREAM, payload))
         self._count("stream_out")
+        self._count("stream_bytes_out", len(payload))
 
     def _reclaim_tombstones(self, now_ms: int) -> None:
         """Forget dead and left members after ``dead_node_reclaim_ms``."""
