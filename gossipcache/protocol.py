@@ -194,15 +194,16 @@ class FrameDecoder:
         if frame_size_bytes_max < 1:
             raise ValueError(f"frame_size_bytes_max must be >= 1, got {frame_size_bytes_max}")
         self.frame_size_bytes_max = frame_size_bytes_max
+        # Bytes not yet returned. ``pop_frames`` walks it with an offset and drops the consumed
+        # head once per call: CPython deletes a bytearray's head by moving its start pointer,
+        # copying the rest only when it shrinks below half its allocation (amortised O(1)/byte).
         self._buffer = bytearray()
-        # Bytes of ``_buffer`` already handed out; compacted away at the end of ``pop_frames``.
-        self._offset = 0
         self._error: ProtocolError | None = None
 
     @property
     def buffered_size_bytes(self) -> int:
         """Bytes received but not yet returned as frames."""
-        return len(self._buffer) - self._offset
+        return len(self._buffer)
 
     def feed(self, data: bytes) -> None:
         """Append received bytes. Raises ``ProtocolError`` if the next frame's length prefix is
@@ -210,7 +211,8 @@ class FrameDecoder:
         if self._error is not None:
             raise self._error
         self._buffer += data
-        self._check_header(self._offset)
+        if len(self._buffer) >= FRAME_HEADER_SIZE_BYTES:
+            self._check_length(_LENGTH.unpack_from(self._buffer)[0])
 
     def pop_frames(self) -> list[bytes]:
         """Return the bodies of all complete frames buffered, in order; keep the rest."""
@@ -218,41 +220,36 @@ class FrameDecoder:
             raise self._error
         buffer = self._buffer
         end = len(buffer)
-        offset = self._offset
+        frame_size_bytes_max = self.frame_size_bytes_max
+        unpack_length = _LENGTH.unpack_from
+        offset = 0
         frames = []
         while end - offset >= FRAME_HEADER_SIZE_BYTES:
-            length = self._check_header(offset)
-            frame_end = offset + FRAME_HEADER_SIZE_BYTES + length
+            (length,) = unpack_length(buffer, offset)
+            if not 0 < length <= frame_size_bytes_max:
+                self._check_length(length)
+            body_start = offset + FRAME_HEADER_SIZE_BYTES + 1
+            frame_end = body_start - 1 + length
             if frame_end > end:
                 break
-            if buffer[offset + FRAME_HEADER_SIZE_BYTES] != PROTOCOL_VERSION:
+            if buffer[body_start - 1] != PROTOCOL_VERSION:
                 self._fail(
-                    f"unsupported protocol version {buffer[offset + FRAME_HEADER_SIZE_BYTES]}"
+                    f"unsupported protocol version {buffer[body_start - 1]}"
                     f" (this node speaks {PROTOCOL_VERSION})"
                 )
-            frames.append(bytes(buffer[offset + FRAME_HEADER_SIZE_BYTES + 1 : frame_end]))
+            frames.append(bytes(buffer[body_start:frame_end]))
             offset = frame_end
-        # Deleting a bytearray's head is cheap in CPython (it moves a start pointer), but only do
-        # it once per call, not per frame.
         if offset == end:
             buffer.clear()
-            offset = 0
         elif offset:
             del buffer[:offset]
-            offset = 0
-        self._offset = offset
         return frames
 
-    def _check_header(self, offset: int) -> int:
-        """The frame length at ``offset`` if its prefix is buffered and valid (else 0)."""
-        if len(self._buffer) - offset < FRAME_HEADER_SIZE_BYTES:
-            return 0
-        (length,) = _LENGTH.unpack_from(self._buffer, offset)
+    def _check_length(self, length: int) -> None:
         if length > self.frame_size_bytes_max:
             self._fail(f"frame length {length} exceeds the cap of {self.frame_size_bytes_max}")
         if length == 0:
             self._fail("empty frame (no version byte)")
-        return length
 
     def _fail(self, message: str) -> None:
         self._error = ProtocolError(message)
@@ -290,6 +287,84 @@ def _check_args(op: str, args: tuple) -> None:
                 raise ProtocolError(f"op {op!r} ttl_ms {arg} is outside [{low}, {TTL_MS_MAX}]")
 
 
+# Fast validity checks on a whole request message ``(request_id, op, *args)``, one per op: the
+# hot path pays for a few type checks only. When one fails, ``_explain_invalid`` finds the
+# precise reason with ``_check_args``.
+def _valid_without_args(message: tuple) -> bool:
+    return len(message) == 2
+
+
+def _valid_key_only(message: tuple) -> bool:
+    return len(message) == 3 and type(message[2]) is bytes
+
+
+def _valid_put(message: tuple) -> bool:
+    if len(message) != 5:
+        return False
+    _, _, key, value, ttl_ms = message
+    return (
+        type(key) is bytes
+        and type(value) is bytes
+        and (ttl_ms is None or (type(ttl_ms) is int and 0 < ttl_ms <= TTL_MS_MAX))
+    )
+
+
+def _valid_expire(message: tuple) -> bool:
+    if len(message) != 4:
+        return False
+    _, _, key, ttl_ms = message
+    return type(key) is bytes and (
+        ttl_ms is None or (type(ttl_ms) is int and -TTL_MS_MAX <= ttl_ms <= TTL_MS_MAX)
+    )
+
+
+_VALID_MESSAGE = {
+    OP_PING: _valid_without_args,
+    OP_GET: _valid_key_only,
+    OP_PUT: _valid_put,
+    OP_DEL: _valid_key_only,
+    OP_EXPIRE: _valid_expire,
+    OP_TTL: _valid_key_only,
+    OP_STATS: _valid_without_args,
+    OP_MEMBERS: _valid_without_args,
+}
+assert set(_VALID_MESSAGE) == OPS, "every op needs a fast validity check"
+
+_new_request = Request._make  # skips NamedTuple.__new__'s argument handling
+
+
+def _is_valid_request(message: tuple) -> bool:
+    request_id = message[0]
+    op = message[1]
+    if type(request_id) is not int or not 0 <= request_id <= REQUEST_ID_MAX or type(op) is not str:
+        return False
+    valid = _VALID_MESSAGE.get(op)
+    return valid is not None and valid(message)
+
+
+def _explain_invalid(message: object, request_id_readable: int | None) -> BadRequest:
+    """The precise ``BadRequest`` for a message that failed the fast checks."""
+    if type(message) is not tuple or len(message) < 2:
+        return BadRequest(
+            "request must be an array [request_id, op, *args]", request_id=request_id_readable
+        )
+    request_id, op = message[0], message[1]
+    try:
+        _check_request_id(request_id)
+    except ProtocolError as error:
+        return BadRequest(str(error))
+    if type(op) is not str:
+        return BadRequest(f"op must be a str, got {type(op).__name__}", request_id=request_id)
+    if op not in OP_ARGS:
+        return BadRequest(f"unknown op {op!r:.80}", ERROR_UNKNOWN_OP, request_id)
+    try:
+        _check_args(op, message[2:])
+    except ProtocolError as error:
+        return BadRequest(str(error), request_id=request_id)
+    # Unreachable while _VALID_MESSAGE and _check_args agree; tests check they do.
+    return BadRequest(f"invalid {op!r} request", request_id=request_id)
+
+
 def encode_request(request: Request) -> bytes:
     """The full frame (length prefix included) for ``request``.
 
@@ -297,15 +372,10 @@ def encode_request(request: Request) -> bytes:
     an invalid request and ``ValueTooLarge`` when the frame would exceed ``FRAME_SIZE_BYTES_MAX``.
     """
     request_id, op, args = request
-    try:
-        _check_request_id(request_id)
-        if op not in OP_ARGS:
-            raise ProtocolError(f"unknown op {op!r}")
-        args = tuple(args)
-        _check_args(op, args)
-    except ProtocolError as error:
-        raise ValueError(str(error)) from None
-    return _frame(msgpack.packb((request_id, op, *args)))
+    message = (request_id, op, *args)
+    if not _is_valid_request(message):
+        raise ValueError(str(_explain_invalid(message, None)))
+    return _frame(msgpack.packb(message))
 
 
 def peek_request_id(body: bytes) -> int | None:
@@ -341,25 +411,9 @@ def decode_request(body: bytes) -> Request:
         message = msgpack.unpackb(body, **_REQUEST_UNPACK_OPTIONS)
     except _UNPACK_ERRORS as error:
         raise BadRequest(_describe_unpack_error(error), request_id=peek_request_id(body)) from None
-    if type(message) is not tuple or len(message) < 2:
-        raise BadRequest(
-            "request must be an array [request_id, op, *args]", request_id=peek_request_id(body)
-        )
-    request_id, op = message[0], message[1]
-    try:
-        _check_request_id(request_id)
-    except ProtocolError as error:
-        raise BadRequest(str(error)) from None
-    if type(op) is not str:
-        raise BadRequest(f"op must be a str, got {type(op).__name__}", request_id=request_id)
-    if op not in OP_ARGS:
-        raise BadRequest(f"unknown op {op!r:.80}", ERROR_UNKNOWN_OP, request_id)
-    args = message[2:]
-    try:
-        _check_args(op, args)
-    except ProtocolError as error:
-        raise BadRequest(str(error), request_id=request_id) from None
-    return Request(request_id, op, args)
+    if type(message) is tuple and len(message) >= 2 and _is_valid_request(message):
+        return _new_request((message[0], message[1], message[2:]))
+    raise _explain_invalid(message, peek_request_id(body))
 
 
 # -- responses -------------------------------------------------------------------------------
@@ -388,10 +442,18 @@ def encode_response(response: Response) -> bytes:
     ``FRAME_SIZE_BYTES_MAX``.
     """
     request_id, status, payload = response
-    try:
-        _check_response(request_id, status, payload)
-    except ProtocolError as error:
-        raise ValueError(str(error)) from None
+    # Only an OK response to a valid id skips the checks: it is the hot path and its payload
+    # is whatever msgpack can encode.
+    if not (
+        type(status) is int
+        and status == STATUS_OK
+        and type(request_id) is int
+        and 0 <= request_id <= REQUEST_ID_MAX
+    ):
+        try:
+            _check_response(request_id, status, payload)
+        except ProtocolError as error:
+            raise ValueError(str(error)) from None
     try:
         body = msgpack.packb((request_id, status, payload))
     except (TypeError, OverflowError, ValueError) as error:

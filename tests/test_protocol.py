@@ -29,6 +29,7 @@ from gossipcache.protocol import (
     FrameDecoder,
     Request,
     Response,
+    _check_args,
     decode_request,
     decode_response,
     encode_request,
@@ -235,6 +236,33 @@ def test_invalid_requests(request_):
     body = msgpack.packb((request_.request_id, request_.op, *request_.args))
     with pytest.raises(BadRequest):
         decode_request(body)
+
+
+arg_values = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.binary(max_size=4),
+    st.text(max_size=4),
+    st.integers(-(2**50), 2**50),
+    st.sampled_from([0, 1, -1, TTL_MS_MAX, TTL_MS_MAX + 1, -TTL_MS_MAX, -TTL_MS_MAX - 1]),
+    st.floats(allow_nan=False),
+)
+
+
+@FAST
+@given(request_ids, st.sampled_from(sorted(OPS)), st.lists(arg_values, max_size=4))
+def test_fast_validation_agrees_with_precise_checks(request_id, op, args):
+    """The decoder's per-op fast checks accept exactly what the precise checker accepts."""
+    body = msgpack.packb((request_id, op, *args))
+    try:
+        _check_args(op, tuple(args))
+    except ProtocolError:
+        with pytest.raises(BadRequest) as caught:
+            decode_request(body)
+        assert caught.value.request_id == request_id
+        assert "invalid" not in str(caught.value)  # the precise reason, never the fallback
+    else:
+        assert decode_request(body) == Request(request_id, op, tuple(args))
 
 
 def test_bad_request_carries_id_and_code():
