@@ -379,3 +379,14 @@ def test_lossy_network_still_converges_and_detects() -> None:
     assert all(cluster.view(i)["n7"] is MemberState.DEAD for i in range(7))
     healthy = {f"n{i}" for i in range(7)}
     assert converged(cluster, list(range(7)), healthy)
+
+
+def test_same_seed_replays_the_same_run() -> None:
+    def run() -> list:
+        cluster = build(5, seed=13, loss=0.1)
+        cluster.run_until(8_000)
+        cluster.crash(4)
+        cluster.run_until(30_000)
+        return [(o, e) for o, e in cluster.events]
+
+    assert run() == run()

@@ -126,3 +126,32 @@ def test_push_pull_period_scales_above_32_members() -> None:
     assert push_pull_scale(1) == 1 and push_pull_scale(32) == 1
     assert push_pull_scale(33) == 2 and push_pull_scale(64) == 2
     assert push_pull_scale(65) == 3 and push_pull_scale(1000) == 6
+
+
+def test_membership_package_is_sans_io() -> None:
+    """No clock, socket, event loop or module-global randomness anywhere in the package."""
+    import ast
+    import pathlib
+
+    import gossipcache.membership as package
+
+    forbidden_modules = {"trio", "time", "socket", "asyncio", "datetime", "os", "secrets"}
+    for path in pathlib.Path(package.__file__).parent.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names = {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                names = {(node.module or "").split(".")[0]}
+                if node.module == "random":
+                    raise AssertionError(f"{path.name}: from random import ...")
+            else:
+                names = set()
+            assert not names & forbidden_modules, f"{path.name} imports {names}"
+            # `random` may only be used for the `random.Random` type, never its global functions.
+            if (
+                isinstance(node, ast.Attribute)
+                and isinstance(node.value, ast.Name)
+                and node.value.id == "random"
+            ):
+                assert node.attr == "Random", f"{path.name} uses random.{node.attr}"
