@@ -67,6 +67,29 @@ def _resp_parse_split(command: bytes) -> Callable[[], int]:
     return run_batch
 
 
+def _resp_parse_general_only(command: bytes) -> Callable[[], int]:
+    """Reference: the general parser alone, as if the fast path did not exist."""
+    parser = RespParser()
+    batch = command * PIPELINE_DEPTH
+
+    def run_batch() -> int:
+        commands, _ = parser._parse(batch, 0, [])
+        return len(commands)
+
+    return run_batch
+
+
+def _split_floor(command: bytes) -> Callable[[], int]:
+    """Reference: one ``bytes.split`` of the batch, the least any tokenising parse costs."""
+    batch = command * PIPELINE_DEPTH
+
+    def run_batch() -> int:
+        batch.split(b"\r\n")
+        return PIPELINE_DEPTH
+
+    return run_batch
+
+
 def _resp_reply_parse() -> Callable[[], int]:
     parser = RespReplyParser()
     batch = encode_bulk(VALUE) * PIPELINE_DEPTH
@@ -112,6 +135,10 @@ def main(argv: list[str] | None = None) -> int:
         "resp parse SET, pipeline split in 2 reads": _resp_parse_split(
             encode_command(b"SET", KEY, VALUE)
         ),
+        "  reference: general path only": _resp_parse_general_only(
+            encode_command(b"SET", KEY, VALUE)
+        ),
+        "  reference: bytes.split floor": _split_floor(encode_command(b"SET", KEY, VALUE)),
         "resp parse inline PING (-P 16)": _resp_parse(b"PING\r\n"),
         "resp reply parse bulk (client, -P 16)": _resp_reply_parse(),
         "native FrameDecoder + decode_request put": _native_decode(),

@@ -134,22 +134,38 @@ class RespParser(_ByteStream):
         if data is None:
             return []
         try:
-            if self._partial_remaining:
-                commands, consumed = self._parse(data, 0, [])
-            else:
-                commands, consumed = self._parse(data, *_parse_simple_multibulk(data))
+            commands, consumed = self._parse_all(data)
         except ProtocolError as error:
             self._error = error
             raise
         self._consume(consumed)
         return commands
 
+    def _parse_all(self, data: bytes) -> tuple[list[list[bytes]], int]:
+        consumed = 0
+        commands: list[list[bytes]] = []
+        if self._partial_remaining:
+            # Finish the command the previous read cut, then go back to the fast path.
+            commands, consumed = self._parse(data, 0, commands, finish_cut_command=True)
+            if self._partial_remaining or consumed == len(data):
+                return commands, consumed
+            data = data[consumed:]
+        position, fast_commands = _parse_simple_multibulk(data)
+        commands += fast_commands
+        commands, position = self._parse(data, position, commands)
+        return commands, consumed + position
+
     def _parse(
-        self, data: bytes, position: int, commands: list[list[bytes]]
+        self,
+        data: bytes,
+        position: int,
+        commands: list[list[bytes]],
+        finish_cut_command: bool = False,
     ) -> tuple[list[list[bytes]], int]:
         """Parse ``data`` (a snapshot of the buffer) from ``position``, appending to
         ``commands``; return them and the bytes consumed. Handles every case, including a
-        command cut by the end of the buffer."""
+        command cut by the end of the buffer. With ``finish_cut_command``, return as soon as the
+        command a previous call left partial is complete."""
         end = len(data)
         find = data.find
         args = self._partial_args
@@ -228,6 +244,9 @@ class RespParser(_ByteStream):
                 remaining -= 1
             commands.append(args)
             self._partial_size_bytes = 0
+            if finish_cut_command:
+                self._size_bytes_needed = 1
+                return commands, position
 
     def _suspend(
         self,
