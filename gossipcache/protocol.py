@@ -165,6 +165,10 @@ class BadRequest(ProtocolError):
         self.request_id = request_id
 
 
+class FrameTooLarge(ProtocolError):
+    """A frame's length prefix is above the decoder's cap (the server answers ``too_large``)."""
+
+
 def error_response(request_id: int, code: str, message: str) -> Response:
     """An ERROR response carrying ``code`` (one of ``ERROR_CODES``) and a human message."""
     return Response(request_id, STATUS_ERROR, (code, message))
@@ -247,12 +251,15 @@ class FrameDecoder:
 
     def _check_length(self, length: int) -> None:
         if length > self.frame_size_bytes_max:
-            self._fail(f"frame length {length} exceeds the cap of {self.frame_size_bytes_max}")
+            self._fail(
+                f"frame length {length} exceeds the cap of {self.frame_size_bytes_max}",
+                FrameTooLarge,
+            )
         if length == 0:
             self._fail("empty frame (no version byte)")
 
-    def _fail(self, message: str) -> None:
-        self._error = ProtocolError(message)
+    def _fail(self, message: str, error_type: type[ProtocolError] = ProtocolError) -> None:
+        self._error = error_type(message)
         raise self._error
 
 

@@ -27,6 +27,7 @@ from gossipcache.protocol import (
     TTL_MS_MAX,
     BadRequest,
     FrameDecoder,
+    FrameTooLarge,
     Request,
     Response,
     _check_args,
@@ -167,7 +168,7 @@ def test_largest_value_fits_in_a_frame():
 
 def test_oversized_length_rejected_before_buffering():
     decoder = FrameDecoder(frame_size_bytes_max=1000)
-    with pytest.raises(ProtocolError, match="exceeds"):
+    with pytest.raises(FrameTooLarge, match="exceeds"):
         decoder.feed(struct.pack(">I", 1001))
     # The decoder stays broken: the stream cannot be resynchronised.
     with pytest.raises(ProtocolError):
