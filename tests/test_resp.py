@@ -334,3 +334,15 @@ mutated_streams = mutated(
 def test_fuzz_mutated_streams(stream, sizes):
     parse_all(stream, sizes)
     assert fast_parse(stream) == general_parse(stream)
+
+
+def test_parses_what_redis_py_sends():
+    """redis-py (the reference client) packs large arguments in separate chunks."""
+    connection = pytest.importorskip("redis.connection")
+    encoder = connection.Encoder("utf-8", "strict", False)
+    serializer = connection.PythonRespSerializer(6000, encoder.encode)
+    value = b"v" * 7000
+    parser = RespParser()
+    for chunk in serializer.pack("SET", "k", value, "EX", 10) + serializer.pack("GET", "k"):
+        parser.feed(chunk)
+    assert parser.pop_commands() == [[b"SET", b"k", value, b"EX", b"10"], [b"GET", b"k"]]
