@@ -1,11 +1,157 @@
-"""The ``gossipcache`` command line."""
+"""The ``gossipcache`` command line.
+
+Client commands exit 0 when the key was found / the write applied, 1 when the key is missing,
+2 on an error (unreachable node, refused request, bad arguments).
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import logging
+import math
 import sys
 
 from . import tracesim
+from .errors import GossipCacheError
+from .eviction import POLICY_NAMES
+
+EXIT_OK = 0
+EXIT_MISSING = 1
+EXIT_ERROR = 2
+
+_SIZE_UNITS = {
+    "": 1, "b": 1,
+    "k": 1000, "kb": 1000, "kib": 1024,
+    "m": 1000**2, "mb": 1000**2, "mib": 1024**2,
+    "g": 1000**3, "gb": 1000**3, "gib": 1024**3,
+}  # fmt: skip
+
+
+def parse_size_bytes(text: str) -> int:
+    """``"256MiB"`` -> 268435456. Units: B, KB/MB/GB (powers of 1000), KiB/MiB/GiB (1024)."""
+    stripped = text.strip().lower()
+    digits = stripped.rstrip("abcdefghijklmnopqrstuvwxyz")
+    unit = stripped[len(digits) :].strip()
+    try:
+        number = float(digits)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (try 256MiB)") from None
+    if unit not in _SIZE_UNITS or not math.isfinite(number) or number <= 0:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (try 256MiB)")
+    return int(number * _SIZE_UNITS[unit])
+
+
+def _port(text: str) -> int:
+    port = int(text)
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port out of range: {port}")
+    return port
+
+
+# -- node --------------------------------------------------------------------------------------
+
+
+def _run_node(args: argparse.Namespace) -> int:
+    import trio
+
+    from .node import NodeConfig
+    from .server import run_node
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    config = NodeConfig(
+        host=args.host,
+        port=args.port,
+        resp_port=args.resp_port,
+        metrics_port=args.metrics_port,
+        size_bytes_max=args.max_memory,
+        eviction=args.eviction,
+        connections_max=args.connections_max,
+    )
+    trio.run(run_node, config)
+    return EXIT_OK
+
+
+def _register_node(sub) -> None:
+    parser = sub.add_parser("node", help="run a cache node in the foreground")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=_port, default=7000, help="native protocol TCP port")
+    parser.add_argument("--resp-port", type=_port, default=None, help="Redis protocol port")
+    parser.add_argument("--metrics-port", type=_port, default=None, help="HTTP /metrics port")
+    parser.add_argument("--max-memory", type=parse_size_bytes, default="256MiB",
+                        help="memory limit for entries, e.g. 256MiB (default)")  # fmt: skip
+    parser.add_argument("--eviction", choices=POLICY_NAMES, default="sieve")
+    parser.add_argument("--connections-max", type=int, default=10_000)
+    parser.set_defaults(run=_run_node)
+
+
+# -- client commands -------------------------------------------------------------------------
+
+
+def _client_call(args: argparse.Namespace) -> int:
+    from .client import SyncClient
+
+    try:
+        with SyncClient(args.node, timeout_s=args.timeout_s) as client:
+            return _client_command(client, args)
+    except GossipCacheError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def _client_command(client, args: argparse.Namespace) -> int:
+    command = args.command
+    if command == "get":
+        value = client.get(args.key)
+        if value is None:
+            return EXIT_MISSING
+        sys.stdout.buffer.write(value + b"\n")
+        return EXIT_OK
+    if command == "put":
+        client.put(args.key, args.value, args.ttl_s)
+        return EXIT_OK
+    if command == "del":
+        return EXIT_OK if client.delete(args.key) else EXIT_MISSING
+    if command == "expire":
+        return EXIT_OK if client.expire(args.key, args.ttl_s) else EXIT_MISSING
+    if command == "ttl":
+        ttl_s = client.ttl(args.key)
+        if ttl_s is None:
+            return EXIT_MISSING
+        print("none" if math.isinf(ttl_s) else f"{ttl_s:.3f}")
+        return EXIT_OK
+    if command == "stats":
+        stats = client.stats()
+        if args.json:
+            print(json.dumps(stats, indent=2, sort_keys=True))
+        else:
+            for name in sorted(stats):
+                print(f"{name}: {stats[name]}")
+        return EXIT_OK
+    raise AssertionError(command)
+
+
+def _register_client_commands(sub) -> None:
+    def add(name: str, help_text: str) -> argparse.ArgumentParser:
+        parser = sub.add_parser(name, help=help_text)
+        parser.add_argument("--node", default="127.0.0.1:7000", help="HOST:PORT of a node")
+        parser.add_argument("--timeout-s", type=float, default=5.0)
+        parser.set_defaults(run=_client_call)
+        return parser
+
+    add("get", "print a key's value (exit 1 when missing)").add_argument("key")
+    parser = add("put", "write a key")
+    parser.add_argument("key")
+    parser.add_argument("value")
+    parser.add_argument("--ttl-s", type=float, default=None, help="expire after this many seconds")
+    add("del", "delete a key (exit 1 when missing)").add_argument("key")
+    parser = add("expire", "set (or with --clear, remove) a key's TTL")
+    parser.add_argument("key")
+    group = parser.add_mutually_exclusive_group(required=True)
+    group.add_argument("--ttl-s", type=float)
+    group.add_argument("--clear", dest="ttl_s", action="store_const", const=None)
+    add("ttl", "print seconds until a key expires ('none' without a TTL)").add_argument("key")
+    add("stats", "print the node's counters").add_argument("--json", action="store_true")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -14,6 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="gossipcache: a peer-to-peer distributed in-memory cache.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _register_node(sub)
+    _register_client_commands(sub)
     tracesim.register(sub)
     return parser
 
@@ -23,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
-        return 0
+        return EXIT_OK
     return args.run(args)
 
 
