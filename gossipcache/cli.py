@@ -11,8 +11,9 @@ import json
 import logging
 import math
 import sys
+import time
 
-from . import tracesim
+from . import bench, tracesim
 from .errors import GossipCacheError
 from .eviction import POLICY_NAMES
 
@@ -55,10 +56,16 @@ def _port(text: str) -> int:
 def _run_node(args: argparse.Namespace) -> int:
     import trio
 
-    from .node import NodeConfig
+    from .node import NodeConfig, load_cluster_keyring
     from .server import run_node
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if args.cluster_key_file is not None:
+        try:  # fail before binding anything, with a clear message
+            load_cluster_keyring(args.cluster_key_file)
+        except (OSError, ValueError) as error:
+            print(f"error: cluster key file {args.cluster_key_file}: {error}", file=sys.stderr)
+            return EXIT_ERROR
     config = NodeConfig(
         host=args.host,
         port=args.port,
@@ -67,6 +74,10 @@ def _run_node(args: argparse.Namespace) -> int:
         size_bytes_max=args.max_memory,
         eviction=args.eviction,
         connections_max=args.connections_max,
+        membership_enabled=not args.no_membership,
+        seeds=tuple(args.seed),
+        cluster_key_file=args.cluster_key_file,
+        membership_profile=args.membership_profile,
     )
     trio.run(run_node, config)
     return EXIT_OK
@@ -82,7 +93,23 @@ def _register_node(sub) -> None:
                         help="memory limit for entries, e.g. 256MiB (default)")  # fmt: skip
     parser.add_argument("--eviction", choices=POLICY_NAMES, default="sieve")
     parser.add_argument("--connections-max", type=int, default=10_000)
+    parser.add_argument("--seed", action="append", type=_address, default=[],
+                        help="HOST:PORT of a member to join through (repeatable)")  # fmt: skip
+    parser.add_argument("--cluster-key-file", default=None,
+                        help="file of hex cluster keys, one per line, first is primary "
+                             "(default: a public development key, with a warning)")  # fmt: skip
+    parser.add_argument("--membership-profile", choices=("lan", "local"), default="lan",
+                        help="membership timers: lan (default) or local (one host, faster)")  # fmt: skip
+    parser.add_argument("--no-membership", action="store_true",
+                        help="serve alone: no membership sockets or timers")  # fmt: skip
     parser.set_defaults(run=_run_node)
+
+
+def _address(text: str) -> str:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"not HOST:PORT: {text!r}")
+    return text
 
 
 # -- client commands -------------------------------------------------------------------------
@@ -128,7 +155,32 @@ def _client_command(client, args: argparse.Namespace) -> int:
             for name in sorted(stats):
                 print(f"{name}: {stats[name]}")
         return EXIT_OK
+    if command == "members":
+        _print_members(client.members(), args.json)
+        return EXIT_OK
     raise AssertionError(command)
+
+
+def _print_members(members: list[dict], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(members, indent=2, sort_keys=True))
+        return
+    now_ms = time.time_ns() // 1_000_000
+    rows = [("ID", "ADDRESS", "STATE", "INCARNATION", "SINCE")]
+    for member in members:
+        age_s = max(0, now_ms - member["since_ms"]) / 1000
+        rows.append(
+            (
+                member["id"],
+                member["address"],
+                member["state"],
+                str(member["incarnation"]),
+                f"{age_s:.1f} s ago",
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
 
 
 def _register_client_commands(sub) -> None:
@@ -152,6 +204,9 @@ def _register_client_commands(sub) -> None:
     group.add_argument("--clear", dest="ttl_s", action="store_const", const=None)
     add("ttl", "print seconds until a key expires ('none' without a TTL)").add_argument("key")
     add("stats", "print the node's counters").add_argument("--json", action="store_true")
+    add("members", "print the node's view of the cluster").add_argument(
+        "--json", action="store_true"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -163,6 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     _register_node(sub)
     _register_client_commands(sub)
     tracesim.register(sub)
+    bench.register(sub)
     return parser
 
 

@@ -1,0 +1,272 @@
+"""The load generator: key sampling, request stream, reply accounting, and short end-to-end runs
+of ``gossipcache bench`` (both protocols) against a node served in a background thread."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import queue
+import random
+import threading
+import time
+from collections import Counter
+
+import pytest
+import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gossipcache import bench, cli
+from gossipcache.bench import (
+    KIND_GET,
+    KIND_SET,
+    KeyDistribution,
+    Tally,
+    build_batches,
+    make_reply_reader,
+    parse_key_distribution,
+    record_many,
+    sample_key_indices,
+)
+from gossipcache.errors import ProtocolError
+from gossipcache.histogram import Histogram
+from gossipcache.node import Node, NodeConfig
+from gossipcache.protocol import (
+    STATUS_NOT_FOUND,
+    STATUS_OK,
+    FrameDecoder,
+    Response,
+    decode_request,
+    encode_response,
+    error_response,
+)
+from gossipcache.resp import RespParser
+from gossipcache.server import NodeServer
+
+ZIPF = KeyDistribution("zipf", 0.99)
+UNIFORM = KeyDistribution("uniform")
+
+# -- key distribution ------------------------------------------------------------------------
+
+
+def test_parse_key_distribution() -> None:
+    assert parse_key_distribution("zipf:0.99") == ZIPF
+    assert parse_key_distribution("Zipf:1.2") == KeyDistribution("zipf", 1.2)
+    assert parse_key_distribution("zipf") == ZIPF
+    assert parse_key_distribution("uniform") == UNIFORM
+    assert str(ZIPF) == "zipf:0.99" and str(UNIFORM) == "uniform"
+    for bad in ("zipf:0", "zipf:-1", "zipf:x", "zipf:nan", "normal", "uniform:1", ""):
+        with pytest.raises(argparse.ArgumentTypeError):
+            parse_key_distribution(bad)
+
+
+def test_zipf_is_skewed_and_uniform_is_not() -> None:
+    keys, draws = 1000, 50_000
+    zipf = Counter(sample_key_indices(ZIPF, keys, draws, random.Random(7)))
+    # Rank r has weight r**-0.99: key 0 about 10x as often as key 9, the top 1% of keys take
+    # H(10) / H(1000) ~ 38% of the requests.
+    assert zipf[0] > 5 * zipf[9] > 0
+    top_share = sum(zipf[index] for index in range(10)) / draws
+    assert 0.33 < top_share < 0.43
+    uniform = Counter(sample_key_indices(UNIFORM, keys, draws, random.Random(7)))
+    assert sum(uniform[index] for index in range(10)) / draws < 0.02
+    assert len(uniform) > 990
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    st.sampled_from([ZIPF, UNIFORM, KeyDistribution("zipf", 2.0)]),
+    st.integers(1, 500),
+    st.integers(0, 2**32),
+)
+def test_samples_are_in_range_and_seeded(distribution, keys, seed) -> None:
+    sample = sample_key_indices(distribution, keys, 200, random.Random(seed))
+    assert all(0 <= index < keys for index in sample)
+    assert sample == sample_key_indices(distribution, keys, 200, random.Random(seed))
+
+
+def test_request_stream_is_deterministic_per_seed() -> None:
+    def stream(protocol: str, seed: int) -> list:
+        return build_batches(protocol, ZIPF, 1000, 0.9, 10, 16, seed, sample_size_requests=4096)
+
+    for protocol in bench.PROTOCOLS:
+        first = stream(protocol, 1)
+        assert first == stream(protocol, 1)
+        assert first != stream(protocol, 2)
+        assert len(first) == 256 and all(len(batch.kinds) == 16 for batch in first)
+        gets = sum(batch.kinds.count(KIND_GET) for batch in first)
+        assert 0.85 < gets / 4096 < 0.95
+
+
+def test_native_batch_requests_carry_their_position_as_id() -> None:
+    batch = build_batches("native", UNIFORM, 50, 0.5, 3, 8, 1, sample_size_requests=8)[0]
+    decoder = FrameDecoder()
+    decoder.feed(batch.payload)
+    requests = [decode_request(body) for body in decoder.pop_frames()]
+    assert [request.request_id for request in requests] == list(range(8))
+    assert [request.op for request in requests] == [
+        "get" if kind == KIND_GET else "put" for kind in batch.kinds
+    ]
+    assert all(request.args[0].startswith(b"key:") for request in requests)
+
+
+def test_resp_batch_is_get_and_set_commands() -> None:
+    batch = build_batches("resp", UNIFORM, 50, 0.5, 3, 8, 1, sample_size_requests=8)[0]
+    parser = RespParser()
+    parser.feed(batch.payload)
+    commands = parser.pop_commands()
+    assert [command[0] for command in commands] == [
+        b"GET" if kind == KIND_GET else b"SET" for kind in batch.kinds
+    ]
+    assert all(command[2] == b"vvv" for command in commands if command[0] == b"SET")
+
+
+# -- reply accounting ------------------------------------------------------------------------
+
+KINDS = bytes([KIND_GET, KIND_GET, KIND_SET, KIND_GET, KIND_SET])
+RESP_REPLIES = b"$3\r\nabc\r\n$-1\r\n+OK\r\n-ERR boom\r\n+OK\r\n"
+NATIVE_REPLIES = b"".join(
+    encode_response(response)
+    for response in (
+        Response(0, STATUS_OK, b"abc"),
+        Response(1, STATUS_NOT_FOUND, None),
+        Response(2, STATUS_OK, True),
+        error_response(3, "internal", "boom"),
+        Response(4, STATUS_OK, True),
+    )
+)
+
+
+def _tally_in_pieces(protocol: str, data: bytes, cuts: list[int]) -> Tally:
+    read = make_reply_reader(protocol)
+    tally = Tally()
+    received = 0
+    bounds = [0, *sorted(cuts), len(data)]
+    for start, stop in zip(bounds, bounds[1:]):
+        received += read(data[start:stop], KINDS, received, tally)
+    assert received == len(KINDS)
+    return tally
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.sampled_from(bench.PROTOCOLS), st.lists(st.integers(0, len(NATIVE_REPLIES)), max_size=6))
+def test_hits_and_misses_are_counted_from_parsed_replies(protocol, cuts) -> None:
+    data = RESP_REPLIES if protocol == "resp" else NATIVE_REPLIES
+    tally = _tally_in_pieces(protocol, data, [cut for cut in cuts if cut <= len(data)])
+    assert (tally.gets, tally.sets, tally.hits, tally.misses, tally.errors) == (3, 2, 1, 1, 1)
+    assert len(tally.error_messages) == 1 and "boom" in tally.error_messages[0]
+
+
+def test_unexpected_replies_are_errors() -> None:
+    tally = Tally()
+    tally.add_resp([":1", 5], bytes([KIND_GET, KIND_SET]), 0)
+    tally.add_native(
+        [encode_response(Response(9, STATUS_OK, b"v"))[5:],
+         encode_response(Response(1, STATUS_NOT_FOUND, None))[5:], b"\xc1"],
+        bytes([KIND_GET, KIND_SET, KIND_GET]), 0,
+    )  # fmt: skip
+    assert tally.errors == 5 and tally.hits == 0 and tally.ops == 5
+    with pytest.raises(ProtocolError):  # more replies than requests in the batch
+        make_reply_reader("resp")(b"+OK\r\n+OK\r\n", bytes([KIND_SET]), 0, Tally())
+
+
+def test_tally_merge_and_error_message_bound() -> None:
+    first, second = Tally(), Tally()
+    for index in range(bench.ERROR_MESSAGES_MAX + 3):
+        second.error(f"error {index}")
+    second.hits = second.gets = 4
+    first.error("error 0")
+    first.merge(second)
+    assert first.errors == bench.ERROR_MESSAGES_MAX + 4
+    assert len(first.error_messages) == bench.ERROR_MESSAGES_MAX
+    assert first.hits == first.gets == 4
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.integers(0, 2**50), st.integers(1, 100))
+def test_record_many_equals_repeated_record(value, count) -> None:
+    once, repeated = Histogram(), Histogram()
+    record_many(once, value, count)
+    for _ in range(count):
+        repeated.record(value)
+    assert (once.counts, once.count, once.total, once.min, once.max) == (
+        repeated.counts, repeated.count, repeated.total, repeated.min, repeated.max,
+    )  # fmt: skip
+
+
+def test_bench_config_rejects_bad_values() -> None:
+    for bad in ({"protocol": "http"}, {"pipeline": 0}, {"read_ratio": 1.5},
+                {"connections": 1, "processes": 2}, {"duration_s": 0}):  # fmt: skip
+        with pytest.raises(ValueError):
+            bench.BenchConfig(**bad)
+
+
+# -- end to end ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def node_ports():
+    """A node served by its own Trio loop in a background thread (``bench`` runs its own
+    ``trio.run``, so the node cannot share the test's loop)."""
+    started: queue.Queue = queue.Queue()
+
+    async def serve() -> None:
+        config = NodeConfig(port=0, resp_port=0, metrics_port=0, size_bytes_max=16 * 1024 * 1024)
+        server = NodeServer(Node(config, time.perf_counter_ns))
+        async with trio.open_nursery() as nursery:
+            ports = await nursery.start(server.serve)
+            started.put((ports, nursery.cancel_scope, trio.lowlevel.current_trio_token()))
+
+    thread = threading.Thread(target=trio.run, args=(serve,), daemon=True)
+    thread.start()
+    ports, cancel_scope, token = started.get(timeout=30)
+    yield ports
+    trio.from_thread.run_sync(cancel_scope.cancel, trio_token=token)
+    thread.join(timeout=30)
+
+
+def _run_cli(capsys, port: int, protocol: str, *extra: str) -> dict:
+    argv = [
+        "bench", "--node", f"127.0.0.1:{port}", "--protocol", protocol, "--duration-s", "1",
+        "--warmup-s", "0.2", "--connections", "2", "--pipeline", "4", "--keys", "100", "--json",
+        *extra,
+    ]  # fmt: skip
+    exit_code = cli.main(argv)
+    captured = capsys.readouterr()
+    assert exit_code == 0, captured.err
+    assert "ops/s" in captured.err  # the progress line
+    return json.loads(captured.out)
+
+
+@pytest.mark.parametrize("protocol", bench.PROTOCOLS)
+def test_short_run_against_a_node(node_ports, capsys, protocol) -> None:
+    port = node_ports["resp" if protocol == "resp" else "native"]
+    # The node runs in this process, so this process's CPU stands in for the server's.
+    summary = _run_cli(capsys, port, protocol, "--server-pid", str(os.getpid()))
+    assert summary["protocol"] == protocol and summary["pipeline"] == 4
+    assert summary["ops"] > 0 and summary["ops_per_s"] > 0
+    assert summary["errors"] == 0 and summary["preload_errors"] == 0
+    assert summary["gets"] + summary["sets"] == summary["ops"]
+    # Every key was preloaded and 100 keys fit: every GET hits.
+    assert summary["hits"] == summary["gets"] > 0 and summary["hit_ratio"] == 1.0
+    latencies = [summary[f"latency_us_{name}"] for name in ("p50", "p90", "p99", "p999", "max")]
+    assert latencies == sorted(latencies) and latencies[0] > 0
+    assert summary["generator_cpu_s"] > 0 and summary["server_cpu_us_per_op"] is not None
+    assert isinstance(summary["generator_saturated"], bool)
+
+
+def test_without_preload_gets_miss(node_ports, capsys) -> None:
+    summary = _run_cli(capsys, node_ports["native"], "native", "--no-preload", "--read-ratio", "1")
+    assert summary["misses"] == summary["gets"] > 0 and summary["preload_s"] is None
+
+
+def test_generator_processes_merge(node_ports, capsys) -> None:
+    summary = _run_cli(capsys, node_ports["resp"], "resp", "--processes", "2")
+    assert summary["processes"] == 2 and summary["ops"] > 0 and summary["errors"] == 0
+
+
+def test_unreachable_node_exits_2(capsys) -> None:
+    exit_code = cli.main(["bench", "--node", "127.0.0.1:1", "--duration-s", "1", "--keys", "10"])
+    assert exit_code == 2
+    assert "bench:" in capsys.readouterr().err
