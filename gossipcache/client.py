@@ -150,6 +150,13 @@ class Client:
     async def ping(self) -> None:
         await self._call(protocol.OP_PING)
 
+    async def members(self) -> list[dict[str, Any]]:
+        """The node's member list: one dict per record with ``id``, ``address``, ``state``
+        (alive / suspect / dead / left), ``incarnation`` and ``since_ms`` (wall-clock ms when
+        the member entered that state). Raises ``ServerError`` ("unavailable") when the node
+        runs without membership."""
+        return (await self._call(protocol.OP_MEMBERS))[1]
+
     # -- machinery -------------------------------------------------------------------------
 
     async def _call(self, op: str, *args: object) -> tuple[int, Any]:
@@ -279,6 +286,9 @@ class SyncClient:
 
     def ping(self):
         return self._call(self._client.ping)
+
+    def members(self):
+        return self._call(self._client.members)
 
     def close(self) -> None:
         if self._token is not None and self._stop is not None:

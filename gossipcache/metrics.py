@@ -62,6 +62,20 @@ def _header(out: list[str], name: str, kind: str, help_text: str) -> None:
     out.append(f"# TYPE {name} {kind}")
 
 
+def _unlabelled(out: list[str], kind: str, rows: tuple[tuple[str, str, float | int], ...]) -> None:
+    for name, help_text, value in rows:
+        _header(out, name, kind, help_text)
+        _line(out, name, value)
+
+
+def _labelled(
+    out: list[str], name: str, kind: str, help_text: str, label: str, values: dict[str, int]
+) -> None:
+    _header(out, name, kind, help_text)
+    for key in sorted(values):
+        _line(out, name, values[key], f'{label}="{key}"')
+
+
 def render_prometheus(node) -> str:
     """The node's metrics in Prometheus text exposition format (version 0.0.4)."""
     stats = node.store.stats()
@@ -84,9 +98,7 @@ def render_prometheus(node) -> str:
         ("gossipcache_received_bytes_total", "Bytes read from clients.", server.bytes_received),
         ("gossipcache_sent_bytes_total", "Bytes written to clients.", server.bytes_sent),
     )  # fmt: skip
-    for name, help_text, value in counters:
-        _header(out, name, "counter", help_text)
-        _line(out, name, value)
+    _unlabelled(out, "counter", counters)
     gauges = (
         ("gossipcache_keys", "Entries held (expired ones not yet collected included).",
          stats.keys),
@@ -96,9 +108,7 @@ def render_prometheus(node) -> str:
         ("gossipcache_hit_ratio", "Hits over lookups since start.", round(stats.hit_ratio, 6)),
         ("gossipcache_connections_open", "Client connections open now.", server.connections_open),
     )  # fmt: skip
-    for name, help_text, value in gauges:
-        _header(out, name, "gauge", help_text)
-        _line(out, name, value)
+    _unlabelled(out, "gauge", gauges)
     name = "gossipcache_command_errors_total"
     _header(out, name, "counter", "Commands answered with an error, by command.")
     for command in sorted(server.commands):
@@ -113,5 +123,69 @@ def render_prometheus(node) -> str:
         _line(out, f"{name}_bucket", histogram.count, f'command="{command}",le="+Inf"')
         _line(out, f"{name}_sum", histogram.total / 1e9, f'command="{command}"')
         _line(out, f"{name}_count", histogram.count, f'command="{command}"')
+    membership = getattr(node, "membership", None)
+    if membership is not None:
+        _render_membership(out, membership, node.membership_transport_stats)
     out.append("")
     return "\n".join(out)
+
+
+#: Member states, always rendered (zero included) so dashboards see every series.
+_MEMBER_STATES = ("alive", "suspect", "dead", "left")
+
+
+def _render_membership(out: list[str], membership, transport_stats: dict[str, int]) -> None:
+    """Membership gauges and counters: O(members) to read, never the keyspace."""
+    by_state = dict.fromkeys(_MEMBER_STATES, 0)
+    for member in membership.members():
+        by_state[str(member.state)] += 1
+    _labelled(
+        out,
+        "gossipcache_members",
+        "gauge",
+        "Member records this node holds, by state (itself included).",
+        "state",
+        by_state,
+    )
+    stats = membership.stats()
+    gauges = (  # O(1): running counters of the core
+        ("gossipcache_membership_local_health", "Lifeguard local health score (0 = healthy).",
+         stats["local_health"]),
+        ("gossipcache_membership_incarnation", "This node's incarnation number.",
+         membership.incarnation),
+        ("gossipcache_membership_broadcast_queue", "Membership updates waiting to be gossiped.",
+         stats["broadcast_queue"]),
+    )  # fmt: skip
+    _unlabelled(out, "gauge", gauges)
+    drops = {k[5:]: v for k, v in stats.items() if k.startswith("drop_")}
+    counters = {
+        k: v for k, v in stats.items() if not k.startswith("drop_") and k not in _MEMBERSHIP_GAUGES
+    }
+    _labelled(
+        out,
+        "gossipcache_membership_dropped_total",
+        "counter",
+        "Membership input dropped by the core, by reason.",
+        "reason",
+        drops,
+    )
+    _labelled(
+        out,
+        "gossipcache_membership_messages_total",
+        "counter",
+        "Membership core counters (probes, suspicions, ...), by name.",
+        "name",
+        counters,
+    )
+    _labelled(
+        out,
+        "gossipcache_membership_transport_total",
+        "counter",
+        "Membership driver counters (sockets, peer streams), by name.",
+        "name",
+        transport_stats,
+    )
+
+
+#: ``Membership.stats()`` entries that are gauges, not counters.
+_MEMBERSHIP_GAUGES = frozenset(("local_health", "members_live", "members_known", "broadcast_queue"))

@@ -10,16 +10,22 @@ monotonic nanosecond clock used only to time commands for the latency histograms
 
 from __future__ import annotations
 
+import hashlib
+import logging
+import random
+from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from . import protocol
 from .errors import EntryTooLarge, InvalidRequest, KeyTooLarge, ProtocolError, ValueTooLarge
+from .membership import Keyring, MemberEvent, Membership, MembershipConfig
 from .metrics import ServerMetrics
 from .protocol import (
     ERROR_BAD_REQUEST,
     ERROR_INTERNAL,
     ERROR_TOO_LARGE,
+    ERROR_UNAVAILABLE,
     ERROR_UNKNOWN_OP,
     STATUS_NOT_FOUND,
     STATUS_OK,
@@ -31,7 +37,66 @@ from .protocol import (
 )
 from .store import TTL_MISSING, Store
 
+log = logging.getLogger("gossipcache.node")
+
 _TOO_LARGE = (KeyTooLarge, ValueTooLarge, EntryTooLarge)
+
+#: Membership profiles selectable by name (``--membership-profile``).
+MEMBERSHIP_PROFILES: dict[str, Callable[[], MembershipConfig]] = {
+    "lan": MembershipConfig.lan,
+    "local": MembershipConfig.local,
+}
+#: The cluster key used when no key file is configured. Public, so it authenticates nothing:
+#: for development on one machine only (the node logs a warning when it uses it).
+DEVELOPMENT_CLUSTER_KEY = b"gossipcache development key, not secret!"
+#: Membership events kept for the placement layer and for inspection; older ones are dropped.
+MEMBERSHIP_EVENTS_KEPT = 4096
+#: Keys one cluster key file may hold (current, next, previous is the usual rotation).
+CLUSTER_KEYS_MAX = 16
+
+
+def parse_cluster_keys(text: str) -> list[bytes]:
+    """Keys of a cluster key file: one hex key per line, the first is primary; blank lines and
+    ``#`` comments are ignored. Raises ValueError for anything else."""
+    keys = []
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        try:
+            keys.append(bytes.fromhex(line))
+        except ValueError:
+            raise ValueError(f"cluster key file line {number}: not a hex key") from None
+    if not keys:
+        raise ValueError("cluster key file holds no key")
+    if len(keys) > CLUSTER_KEYS_MAX:
+        raise ValueError(f"cluster key file holds more than {CLUSTER_KEYS_MAX} keys")
+    return keys
+
+
+def cluster_keyring(keys: list[bytes]) -> Keyring:
+    """A keyring holding ``keys`` (first = primary). A key's id is derived from the key itself
+    (first byte of its SHA-256), so nodes agree on ids whatever order their files list keys in."""
+    ids = [hashlib.sha256(key).digest()[0] for key in keys]
+    if len(set(ids)) != len(ids):
+        raise ValueError("two cluster keys share a key id; generate another key")
+    keyring = Keyring(keys[0], ids[0])
+    for key_id, key in zip(ids[1:], keys[1:]):
+        keyring.add_key(key_id, key)
+    return keyring
+
+
+def load_cluster_keyring(path: str | None) -> Keyring:
+    """The keyring from the key file at ``path``, or the development key when ``path`` is None.
+    Raises OSError / ValueError for an unreadable or malformed file."""
+    if path is None:
+        log.warning(
+            "no --cluster-key-file: membership uses the public development key; "
+            "anyone who can reach this node's port can join or disrupt the cluster"
+        )
+        return cluster_keyring([DEVELOPMENT_CLUSTER_KEY])
+    with open(path, encoding="ascii") as file:
+        return cluster_keyring(parse_cluster_keys(file.read()))
 
 
 @dataclass(frozen=True)
@@ -50,6 +115,14 @@ class NodeConfig:
     receive_size_bytes: int = 64 * 1024
     #: Period of the bounded active-expiry cycle.
     expire_interval_ms: int = 100
+    #: Run SWIM membership (UDP on ``port``'s number, peer streams on the native port).
+    membership_enabled: bool = True
+    #: ``"host:port"`` native addresses of members to join through (this node's own is skipped).
+    seeds: tuple[str, ...] = ()
+    #: File of hex cluster keys, one per line, first primary; None = the development key.
+    cluster_key_file: str | None = None
+    #: A name in ``MEMBERSHIP_PROFILES``: ``lan`` (data centre) or ``local`` (one host, faster).
+    membership_profile: str = "lan"
 
 
 class Node:
@@ -70,7 +143,73 @@ class Node:
             protocol.OP_TTL: self._op_ttl,
             protocol.OP_STATS: self._op_stats,
         }
+        self._native_ops[protocol.OP_MEMBERS] = self._op_members
         self._native_metrics = {op: self.metrics.command(op) for op in self._native_ops}
+        #: The membership core once ``start_membership`` ran (None when membership is off).
+        self.membership: Membership | None = None
+        self._membership_clock_ms: Callable[[], int] | None = None
+        #: Recent membership events, oldest first (bounded; the placement layer reads these).
+        self.membership_events: deque[MemberEvent] = deque(maxlen=MEMBERSHIP_EVENTS_KEPT)
+        #: Counters of the membership driver (``gossipcache.net``), rendered in /metrics.
+        self.membership_transport_stats: dict[str, int] = {}
+
+    # -- membership --------------------------------------------------------------------------
+
+    def start_membership(
+        self,
+        address: str,
+        clock_ms: Callable[[], int],
+        wall_ms: int,
+        rng: random.Random,
+        keyring: Keyring | None = None,
+    ) -> Membership:
+        """Create the membership core for this node at ``address`` (its native ``host:port``).
+
+        ``clock_ms`` is the monotonic clock the driver feeds the core. The node id is the address
+        plus a random start nonce, and the incarnation starts at the wall-clock ``wall_ms``: a
+        restarted process at the same address is a new id with a higher incarnation, which the
+        cluster accepts at once and which declares the previous process dead.
+        """
+        config = self.config
+        profile = MEMBERSHIP_PROFILES.get(config.membership_profile)
+        if profile is None:
+            raise ValueError(f"unknown membership profile {config.membership_profile!r}")
+        if keyring is None:
+            keyring = load_cluster_keyring(config.cluster_key_file)
+        node_id = f"{address}#{rng.getrandbits(32):08x}"
+        self._membership_clock_ms = clock_ms
+        self.membership = Membership(
+            address,
+            node_id,
+            profile(),
+            rng,
+            keyring,
+            clock_ms(),
+            seeds=config.seeds,
+            incarnation=wall_ms,
+        )
+        log.info("membership: %s, incarnation %d, seeds %s", node_id, wall_ms, config.seeds)
+        return self.membership
+
+    def after_membership_step(self, now_ms: int) -> None:
+        """Called by the driver after every call into the membership core: drain its events."""
+        if self.membership is not None:
+            events = self.membership.take_events()
+            if events:
+                self.on_membership_events(events)
+
+    def on_membership_events(self, events: list[MemberEvent]) -> None:
+        """The hook where view changes arrive, in order. Logged and kept (bounded) for now;
+        the placement layer will rebalance here. Must not await or block."""
+        for event in events:
+            log.info(
+                "member %s: %s at %s (incarnation %d)",
+                event.kind,
+                event.node_id,
+                event.address,
+                event.incarnation,
+            )
+        self.membership_events.extend(events)
 
     # -- native protocol -------------------------------------------------------------------
 
@@ -141,6 +280,24 @@ class Node:
 
     def _op_stats(self, args: tuple, now_ms: int) -> tuple:
         return STATUS_OK, self.stats_dict()
+
+    def _op_members(self, args: tuple, now_ms: int) -> tuple:
+        """Every member record: id, address, state, incarnation, and ``since_ms`` as wall-clock
+        ms (the core keeps monotonic time; converted through the age). O(members)."""
+        core = self.membership
+        if core is None or self._membership_clock_ms is None:
+            return protocol.STATUS_ERROR, (ERROR_UNAVAILABLE, "membership is not running")
+        monotonic_now_ms = self._membership_clock_ms()
+        return STATUS_OK, [
+            {
+                "id": member.node_id,
+                "address": member.address,
+                "state": str(member.state),
+                "incarnation": member.incarnation,
+                "since_ms": now_ms - (monotonic_now_ms - member.since_ms),
+            }
+            for member in core.members()
+        ]
 
     # -- shared ------------------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ import errno
 import gc
 import itertools
 import logging
+import random
 import signal
 import socket as _stdlib_socket
 import time
@@ -28,6 +29,7 @@ from collections.abc import Awaitable, Callable
 
 import trio
 
+from . import net
 from .errors import ProtocolError
 from .metrics import render_prometheus
 from .node import Node, NodeConfig
@@ -86,12 +88,18 @@ class NodeServer:
         self._client_ids = itertools.count(1)
         #: Bound ports (useful when configured as 0); filled as listeners start.
         self.ports: dict[str, int] = {}
+        #: The membership driver, once ``serve`` bound its sockets (None: membership off).
+        self.peer_driver: net.PeerDriver | None = None
 
     async def serve(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         """Serve until cancelled. ``task_status.started`` fires once every listener is bound."""
         config = self.node.config
+        if config.membership_enabled:
+            native_sock = await self._start_membership(config)
+        else:
+            native_sock = await _listen(config.host, config.port)
         listeners: list[tuple[str, trio.socket.SocketType, Callable]] = [
-            ("native", await _listen(config.host, config.port), self._native_connection)
+            ("native", native_sock, self._native_connection)
         ]
         if config.resp_port is not None:
             listeners.append(
@@ -102,11 +110,40 @@ class NodeServer:
                 ("metrics", await _listen(config.host, config.metrics_port), self._http_connection)
             )
         async with trio.open_nursery() as nursery:
+            if self.peer_driver is not None:
+                await nursery.start(self.peer_driver.run)
             for name, sock, handler in listeners:
                 self.ports[name] = sock.getsockname()[1]
                 nursery.start_soon(self._accept_loop, sock, handler, name != "metrics")
             nursery.start_soon(self._expire_loop)
             task_status.started(self.ports)
+
+    async def _start_membership(self, config: NodeConfig) -> trio.socket.SocketType:
+        """Bind the native TCP port and the membership UDP port (same number), build the core
+        and its driver (``gossipcache.net``); returns the native listener."""
+        native_sock, udp_sock = await net.bind_tcp_and_udp(config.host, config.port, _listen)
+        try:
+            address = f"{config.host}:{native_sock.getsockname()[1]}"
+            node = self.node
+            core = node.start_membership(address, net.monotonic_ms, wall_ms(), random.Random())
+            self.peer_driver = net.PeerDriver(
+                core,
+                address,
+                udp_sock,
+                on_step=node.after_membership_step,
+                stats=node.membership_transport_stats,
+            )
+        except BaseException:
+            native_sock.close()
+            udp_sock.close()
+            raise
+        return native_sock
+
+    async def leave_cluster(self) -> None:
+        """Leave the membership gracefully: announce it, then wait (bounded) for the
+        announcement to be sent. A no-op without membership."""
+        if self.peer_driver is not None and self.node.membership is not None:
+            await self.peer_driver.stop(self.node.membership.leave, net.STOP_WAIT_S)
 
     async def _accept_loop(
         self,
@@ -154,6 +191,13 @@ class NodeServer:
                 metrics.connections_open -= 1
 
     async def _native_connection(self, sock: trio.socket.SocketType) -> None:
+        if self.peer_driver is not None:
+            # Membership peer streams share this port; they start with a preamble no native
+            # frame can start with. Peeked once per connection, so the data path is unchanged.
+            head = await sock.recv(len(net.PREAMBLE), _stdlib_socket.MSG_PEEK)
+            if net.starts_like_preamble(head):
+                await self.peer_driver.handle_peer_stream(sock, b"")
+                return
         node = self.node
         metrics = node.metrics
         decoder = FrameDecoder()
@@ -257,5 +301,6 @@ async def run_node(config: NodeConfig, *, task_status=trio.TASK_STATUS_IGNORED) 
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async for signum in signals:
                 log.info("received %s: shutting down", signal.Signals(signum).name)
+                await server.leave_cluster()
                 nursery.cancel_scope.cancel()
                 break
