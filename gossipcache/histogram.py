@@ -44,38 +44,42 @@ def bucket_highest(index: int) -> int:
 class Histogram:
     """Counts of values by log-linear bucket, plus exact count, sum, min and max."""
 
-    __slots__ = ("counts", "count", "total", "min", "max")
+    __slots__ = ("counts", "count", "total", "_min", "max")
 
     def __init__(self) -> None:
         self.counts = [0] * BUCKET_COUNT
         self.count = 0
         self.total = 0
-        self.min = 0
+        self._min = VALUE_MAX + 1  # above anything recordable: no "empty" branch per record
         self.max = 0
 
+    @property
+    def min(self) -> int:
+        return self._min if self.count else 0
+
     def record(self, value: int) -> None:
-        if value < (1 << _SUB_BITS):
-            index = value if value > 0 else 0
+        # On the data path once per command: kept to a few integer operations.
+        if value >= 128:
+            if value > VALUE_MAX:
+                value = VALUE_MAX
+            shift = value.bit_length() - _SUB_BITS
+            self.counts[(shift << (_SUB_BITS - 1)) + (value >> shift)] += 1
         else:
-            clamped = value if value <= VALUE_MAX else VALUE_MAX
-            shift = clamped.bit_length() - _SUB_BITS
-            index = (shift << (_SUB_BITS - 1)) + (clamped >> shift)
-        self.counts[index] += 1
-        if self.count == 0 or value < self.min:
-            self.min = value
-        if value > self.max:
-            self.max = value
+            self.counts[value if value > 0 else 0] += 1
         self.count += 1
         self.total += value
+        if value > self.max:
+            self.max = value
+        if value < self._min:
+            self._min = value
 
     def merge(self, other: Histogram) -> None:
         counts = self.counts
         for index, n in enumerate(other.counts):
             if n:
                 counts[index] += n
-        if other.count:
-            self.min = other.min if self.count == 0 else min(self.min, other.min)
-            self.max = max(self.max, other.max)
+        self._min = min(self._min, other._min)
+        self.max = max(self.max, other.max)
         self.count += other.count
         self.total += other.total
 

@@ -128,6 +128,20 @@ class RespParser(_ByteStream):
         self._partial_remaining = 0
         self._partial_size_bytes = 0
 
+    def parse(self, data: bytes) -> list[list[bytes]]:
+        """``feed(data)`` then ``pop_commands()``, faster in the common case.
+
+        When nothing is buffered and ``data`` holds only whole, small multibulk commands (one
+        read of a pipelining client), the fast path parses ``data`` in place: no copy into the
+        buffer and out again. Anything else takes the general route, from the start of ``data``.
+        """
+        if not self._buffer and self._error is None and not self._partial_remaining:
+            consumed, commands = _parse_simple_multibulk(data)
+            if consumed == len(data) and commands:
+                return commands
+        self.feed(data)
+        return self.pop_commands()
+
     def pop_commands(self) -> list[list[bytes]]:
         """Return every complete command buffered, in order; keep an incomplete tail."""
         data = self._snapshot()
@@ -335,7 +349,8 @@ def _parse_simple_multibulk(data: bytes) -> tuple[int, list[list[bytes]]]:
 
 def _one_line(text: str) -> bytes:
     # A simple string or error cannot contain CR or LF; Redis replaces them with spaces too.
-    return text.replace("\r", " ").replace("\n", " ").encode()
+    # Lone surrogates (from bytes decoded with surrogateescape) cannot be UTF-8: replace them.
+    return text.replace("\r", " ").replace("\n", " ").encode(errors="replace")
 
 
 def encode_simple(text: str) -> bytes:

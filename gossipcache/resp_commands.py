@@ -397,9 +397,10 @@ class RespDispatcher:
         self.node = node
         # Handler and metrics object per command name, upper- and lower-case spellings both
         # looked up directly (clients send one or the other); mixed case goes through upper().
-        self._table: dict[bytes, tuple[Callable, object]] = {}
+        self._table: dict[bytes, tuple[Callable, Callable, object]] = {}
         for name, handler in COMMANDS.items():
-            entry = (handler, node.metrics.command(name.decode().lower()))
+            metrics = node.metrics.command(name.decode().lower())
+            entry = (handler, metrics.latency_ns.record, metrics)
             self._table[name] = entry
             self._table[name.lower()] = entry
 
@@ -409,24 +410,27 @@ class RespDispatcher:
         table = self._table
         clock_ns = node.clock_ns
         out = []
+        append = out.append
         for args in commands:
-            entry = table.get(args[0]) or table.get(args[0].upper())
+            entry = table.get(args[0])
             if entry is None:
-                out.append(_unknown_command(args))
-                continue
-            handler, metrics = entry
+                entry = table.get(args[0].upper())
+                if entry is None:
+                    append(_unknown_command(args))
+                    continue
+            handler, record, metrics = entry
             started_ns = clock_ns()
             try:
                 reply = handler(node, session, args, now_ms)
             except Exception as error:  # a bug: answer, count, keep serving
                 node.metrics.internal_errors += 1
                 reply = encode_error(f"ERR internal error: {error!r}")
-            metrics.latency_ns.record(clock_ns() - started_ns)
-            if reply[:1] == b"-":
+            record(clock_ns() - started_ns)
+            if reply[0] == 45:  # b"-": an error reply
                 metrics.errors += 1
-            elif reply == NULL_BULK and session.protocol_version == 3:
+            elif session.protocol_version == 3 and reply == NULL_BULK:
                 reply = _RESP3_NULL
-            out.append(reply)
+            append(reply)
             if session.closing:
                 break
         return b"".join(out)

@@ -73,10 +73,33 @@ async def _listen(host: str, port: int) -> trio.socket.SocketType:
 
 
 async def _send_all(sock: trio.socket.SocketType, data: bytes) -> None:
+    """Write all of ``data``. Tries the send at once and waits for writability only if the
+    kernel buffer is full: no scheduler round trip when the write fits (the common case)."""
+    raw = sock._sock  # the stdlib socket under the Trio wrapper (non-blocking)
     view = memoryview(data)
     while view:
-        sent = await sock.send(view)
+        try:
+            sent = raw.send(view)
+        except BlockingIOError:
+            await trio.lowlevel.wait_writable(raw)
+            continue
         view = view[sent:]
+
+
+async def _receive(sock: trio.socket.SocketType, size_bytes: int) -> bytes:
+    """Wait until ``sock`` is readable, then read up to ``size_bytes``.
+
+    Called right after the replies to the previous batch were written, when the client has
+    usually not sent more yet: waiting first saves the receive call that would fail with EAGAIN.
+    The wait is also this connection's one checkpoint per batch (cancellation and fairness).
+    """
+    raw = sock._sock
+    while True:
+        await trio.lowlevel.wait_readable(raw)
+        try:
+            return raw.recv(size_bytes)
+        except BlockingIOError:  # spurious wake-up
+            continue
 
 
 class NodeServer:
@@ -203,7 +226,7 @@ class NodeServer:
         decoder = FrameDecoder()
         receive_size_bytes = node.config.receive_size_bytes
         while True:
-            data = await sock.recv(receive_size_bytes)
+            data = await _receive(sock, receive_size_bytes)
             if not data:
                 return
             metrics.bytes_received += len(data)
@@ -232,13 +255,12 @@ class NodeServer:
         handle = self.resp.handle
         receive_size_bytes = node.config.receive_size_bytes
         while True:
-            data = await sock.recv(receive_size_bytes)
+            data = await _receive(sock, receive_size_bytes)
             if not data:
                 return
             metrics.bytes_received += len(data)
-            parser.feed(data)
             try:
-                commands = parser.pop_commands()
+                commands = parser.parse(data)
             except ProtocolError as error:
                 metrics.protocol_errors += 1
                 # Commands complete before the bad one are lost with the connection, as in Redis.

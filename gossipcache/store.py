@@ -5,12 +5,13 @@ the Unix epoch, because an expiry is an absolute wall-clock instant that travels
 No method awaits or blocks, so a Trio node calls the store between two checkpoints and needs no
 lock.
 
-Layout (docs/design.md, "Store"). The keyspace is split into shards by the key's bucket (the same
-16384 buckets placement uses; ``shard = bucket mod shard_count``). Sharding bounds pauses: CPython
+Layout (docs/design.md, "Store"). The keyspace is split into shards by ``hash(key)``: the hash
+CPython caches in every bytes object and that the dict lookup needs anyway, so choosing a shard
+costs one mask (a CRC16 bucket would cost ~170 ns per request). Sharding bounds pauses: CPython
 grows a dict by rehashing all of it at once, which takes ~60 ms at a million entries; a shard
 holds at most about ``SHARD_SIZE_BYTES_TARGET / ENTRY_OVERHEAD_BYTES`` entries, so no single resize
-costs more than a few milliseconds whatever the total. It also gives later mechanisms (hand-off,
-anti-entropy) a cheap per-bucket walk.
+costs more than a few milliseconds whatever the total. Shard membership is process-local (string
+hashes are randomised per process) and is never sent anywhere.
 
 Within a shard an entry is spread over dicts whose keys and values are bytes and ints only, which
 CPython's cyclic collector never tracks:
@@ -38,7 +39,7 @@ from dataclasses import dataclass
 
 from .errors import EntryTooLarge, KeyTooLarge, ValueTooLarge
 from .eviction import EvictionPolicy, make_policy
-from .keyslot import BUCKET_COUNT, bucket_of
+from .keyslot import BUCKET_COUNT
 
 #: Per-entry bytes charged on top of key and value: the bytes objects' headers, the dict slots of
 #: ``values`` and ``versions``, the version int, and the eviction policy's per-key metadata.
@@ -145,6 +146,8 @@ class Store:
             _Shard(make_policy(eviction, share_bytes, seed + index)) for index in range(shard_count)
         ]
         self._shard_mask = shard_count - 1
+        # Entries up to this weight fit even with a TTL: put() checks the exact sum only above.
+        self._entry_bytes_max_without_ttl = size_bytes_max - TTL_OVERHEAD_BYTES
         self._keys = 0
         self._used_bytes = 0
         self._version_last = 0
@@ -167,16 +170,16 @@ class Store:
         return self._shard_mask + 1
 
     def _shard(self, key: bytes) -> _Shard:
-        return self._shards[bucket_of(key) & self._shard_mask]
+        return self._shards[hash(key) & self._shard_mask]
 
     # -- reads -------------------------------------------------------------------------------
 
     def get(self, key: bytes, now_ms: int) -> bytes | None:
         """The live value of ``key``, or None. An expired entry is removed and counts as a miss."""
         self._gets += 1
-        shard = self._shard(key)
+        shard = self._shards[hash(key) & self._shard_mask]
         value = shard.values.get(key)
-        if value is None or self._expired(shard, key, now_ms):
+        if value is None or (key in shard.expires_at_ms and self._expired(shard, key, now_ms)):
             self._misses += 1
             return None
         self._hits += 1
@@ -241,36 +244,38 @@ class Store:
             )
         if ttl_ms is not None and ttl_ms <= 0:
             raise ValueError(f"ttl_ms must be positive, got {ttl_ms}")
-        shard = self._shard(key)
+        shard = self._shards[hash(key) & self._shard_mask]
         values = shard.values
+        expires = shard.expires_at_ms
         old = values.get(key)
-        if old is not None and self._expired(shard, key, now_ms):
+        if old is not None and key in expires and self._expired(shard, key, now_ms):
             old = None
-        keeps_ttl = keep_ttl and old is not None and key in shard.expires_at_ms
+        keeps_ttl = keep_ttl and old is not None and key in expires
         weight = len(key) + len(value) + ENTRY_OVERHEAD_BYTES
-        ttl_bytes = TTL_OVERHEAD_BYTES if ttl_ms is not None or keeps_ttl else 0
-        if weight + ttl_bytes > self.size_bytes_max:
+        if weight > self._entry_bytes_max_without_ttl and (
+            weight + (TTL_OVERHEAD_BYTES if ttl_ms is not None or keeps_ttl else 0)
+            > self.size_bytes_max
+        ):
             raise EntryTooLarge(
-                f"entry needs {weight + ttl_bytes} bytes (key + value + {ENTRY_OVERHEAD_BYTES} "
-                f"overhead, +{TTL_OVERHEAD_BYTES} with a TTL); the memory limit is "
-                f"{self.size_bytes_max}"
+                f"entry needs {weight} bytes (key + value + {ENTRY_OVERHEAD_BYTES} overhead, "
+                f"+{TTL_OVERHEAD_BYTES} with a TTL); the memory limit is {self.size_bytes_max}"
             )
         self._puts += 1
         if old is None:
             shard.policy.insert(key, weight)
             self._keys += 1
+            self._used_bytes += weight
         else:
-            self._used_bytes -= len(key) + len(old) + ENTRY_OVERHEAD_BYTES
+            self._used_bytes += len(value) - len(old)
             shard.policy.update(key, weight)
         values[key] = value
-        self._used_bytes += weight
         if version is None:
             self._version_last += 1
             version = self._version_last
         shard.versions[key] = version
         if ttl_ms is not None:
             self._set_expiry(shard, key, now_ms + ttl_ms)
-        elif not keeps_ttl:
+        elif not keeps_ttl and key in expires:
             self._clear_expiry(shard, key)
         if self._used_bytes > self.size_bytes_max:
             self._evict_to_limit(shard, key)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import time
+from unittest import mock
 
 import pytest
 import trio
@@ -256,5 +257,15 @@ def test_no_input_raises_out_of_a_connection_handler(chunks: list[bytes], resp: 
     async def main() -> None:
         await handler(FakeSocket(chunks))  # returns normally: no exception escapes
 
-    trio.run(main)
+    async def fake_receive(sock: FakeSocket, size: int) -> bytes:
+        return await sock.recv(size)
+
+    async def fake_send_all(sock: FakeSocket, data: bytes) -> None:
+        await sock.send(data)
+
+    with (
+        mock.patch("gossipcache.server._receive", fake_receive),
+        mock.patch("gossipcache.server._send_all", fake_send_all),
+    ):
+        trio.run(main)
     assert node_server.node.metrics.internal_errors == 0

@@ -1,24 +1,24 @@
 """Least frequently used, ties broken by recency (LRU among the least frequent).
 
-The O(1) scheme of Shah, Mitra and Matani (2010): one bucket per frequency that some key has, each
-an ``OrderedDict`` of its keys oldest first, and the buckets chained in increasing frequency by two
-int -> int dicts. An access moves a key from bucket ``f`` to bucket ``f + 1``, which is either the
-next bucket in the chain or is created right after ``f``; the least frequent bucket is the chain's
-head, so eviction never searches.
+The O(1) scheme of Shah, Mitra and Matani (2010): one list per frequency that some key has, oldest
+key first, and the lists chained in increasing frequency. An access moves a key from the list of
+frequency ``f`` to that of ``f + 1``, which is either the next list in the chain or is created
+right after ``f``; the least frequent list is the chain's head, so eviction never searches.
 
-Per entry: one slot in ``_frequency`` (bytes -> int) and one in its bucket (bytes -> None). The
-buckets are the only container objects the collector tracks, one per distinct frequency: ``k``
-distinct frequencies need at least ``k * (k + 1) / 2`` accesses, so they stay few.
+Everything lives in dicts of bytes and ints, which the cyclic collector never tracks: the lists
+are doubly linked through ``_newer`` / ``_older`` (key -> key), each list is known by its
+``_oldest`` and ``_newest`` key (frequency -> key), and the chain by ``_higher`` / ``_lower``
+(frequency -> frequency). A container per frequency (an ``OrderedDict`` each) would be simpler,
+but each would be a tracked object created while serving, which a full collection walks entry by
+entry.
+
+Per entry: one slot in ``_frequency`` and up to two in ``_newer`` / ``_older``.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
-
-from ._order import oldest_except
-
-#: The frequency chain's sentinel: "no bucket on this side".
-_NO_BUCKET = 0
+#: The frequency chain's sentinel: "no list on this side". Frequencies start at 1.
+_NONE = 0
 
 
 class LfuPolicy:
@@ -29,50 +29,43 @@ class LfuPolicy:
     def __init__(self, capacity: int, seed: int = 0) -> None:
         del capacity, seed  # Counts and recency are the whole state.
         self._frequency: dict[bytes, int] = {}
-        self._buckets: dict[int, OrderedDict[bytes, None]] = {}
-        # Chain of frequencies that have a bucket, ascending; _NO_BUCKET marks the ends.
-        self._higher: dict[int, int] = {}
+        self._newer: dict[bytes, bytes] = {}  # within a frequency's list
+        self._older: dict[bytes, bytes] = {}
+        self._oldest: dict[int, bytes] = {}  # per frequency
+        self._newest: dict[int, bytes] = {}
+        self._higher: dict[int, int] = {}  # the chain of frequencies that have a list
         self._lower: dict[int, int] = {}
-        self._lowest = _NO_BUCKET
+        self._lowest = _NONE
 
     def insert(self, key: bytes, weight: int) -> None:
         self._frequency[key] = 1
-        bucket = self._buckets.get(1)
-        if bucket is None:
-            bucket = self._add_bucket(1, lower=_NO_BUCKET)
-        bucket[key] = None
+        self._append(1, key, lower=_NONE)
 
     def access(self, key: bytes) -> None:
         frequency = self._frequency[key]
-        bucket = self._buckets[frequency]
-        higher = self._buckets.get(frequency + 1)
-        if higher is None:
-            higher = self._add_bucket(frequency + 1, lower=frequency)
-        del bucket[key]
-        higher[key] = None
+        # Unlink first (the links are reused), drop the emptied list only once the next one is
+        # chained after it.
+        emptied = self._unlink(frequency, key)
+        self._append(frequency + 1, key, lower=frequency)
+        if emptied:
+            self._drop_list(frequency)
         self._frequency[key] = frequency + 1
-        if not bucket:
-            self._drop_bucket(frequency)
 
     def update(self, key: bytes, weight: int) -> None:
         self.access(key)
 
     def remove(self, key: bytes) -> None:
         frequency = self._frequency.pop(key)
-        bucket = self._buckets[frequency]
-        del bucket[key]
-        if not bucket:
-            self._drop_bucket(frequency)
+        if self._unlink(frequency, key):
+            self._drop_list(frequency)
 
     def evict(self, protect: bytes | None = None) -> bytes:
         if not self._frequency:
             raise LookupError("nothing to evict")
-        lowest = self._buckets[self._lowest]
-        victim = oldest_except(lowest, protect)
-        if victim is None:
-            # The lowest bucket holds only ``protect``: take the next bucket's oldest key.
-            higher = self._higher[self._lowest]
-            victim = next(iter(self._buckets[higher])) if higher != _NO_BUCKET else protect
+        victim = self._oldest[self._lowest]
+        if victim == protect and len(self._frequency) > 1:
+            # Next in the lowest list, or else the oldest of the next frequency.
+            victim = self._newer.get(victim) or self._oldest[self._higher[self._lowest]]
         self.remove(victim)
         return victim
 
@@ -86,30 +79,58 @@ class LfuPolicy:
     def __contains__(self, key: bytes) -> bool:
         return key in self._frequency
 
-    # -- the frequency chain -----------------------------------------------------------------
+    # -- lists and chain ---------------------------------------------------------------------
 
-    def _add_bucket(self, frequency: int, lower: int) -> OrderedDict[bytes, None]:
-        """Create the bucket for ``frequency`` right after ``lower`` (or at the head)."""
-        higher = self._higher[lower] if lower != _NO_BUCKET else self._lowest
-        self._lower[frequency] = lower
-        self._higher[frequency] = higher
-        if lower == _NO_BUCKET:
-            self._lowest = frequency
+    def _append(self, frequency: int, key: bytes, lower: int) -> None:
+        """Make ``key`` the newest of ``frequency``'s list, creating the list right after
+        ``lower`` in the chain (or at its head) when it does not exist."""
+        newest = self._newest.get(frequency)
+        if newest is None:
+            self._oldest[frequency] = key
+            higher = self._higher[lower] if lower != _NONE else self._lowest
+            self._lower[frequency] = lower
+            self._higher[frequency] = higher
+            if lower == _NONE:
+                self._lowest = frequency
+            else:
+                self._higher[lower] = frequency
+            if higher != _NONE:
+                self._lower[higher] = frequency
         else:
-            self._higher[lower] = frequency
-        if higher != _NO_BUCKET:
-            self._lower[higher] = frequency
-        bucket: OrderedDict[bytes, None] = OrderedDict()
-        self._buckets[frequency] = bucket
-        return bucket
+            self._newer[newest] = key
+            self._older[key] = newest
+        self._newest[frequency] = key
 
-    def _drop_bucket(self, frequency: int) -> None:
-        del self._buckets[frequency]
+    def _unlink(self, frequency: int, key: bytes) -> bool:
+        """Take ``key`` out of ``frequency``'s list; True when the list is now empty (the caller
+        then drops it)."""
+        older = self._older.pop(key, None)
+        newer = self._newer.pop(key, None)
+        if older is None:
+            if newer is None:
+                return True
+            self._oldest[frequency] = newer
+        else:
+            if newer is None:
+                del self._newer[older]
+            else:
+                self._newer[older] = newer
+        if newer is None:
+            self._newest[frequency] = older
+        elif older is None:
+            del self._older[newer]
+        else:
+            self._older[newer] = older
+        return False
+
+    def _drop_list(self, frequency: int) -> None:
+        del self._oldest[frequency]
+        del self._newest[frequency]
         lower = self._lower.pop(frequency)
         higher = self._higher.pop(frequency)
-        if lower == _NO_BUCKET:
+        if lower == _NONE:
             self._lowest = higher
         else:
             self._higher[lower] = higher
-        if higher != _NO_BUCKET:
+        if higher != _NONE:
             self._lower[higher] = lower
