@@ -497,6 +497,13 @@ class Membership:
 
     def _on_suspect(self, suspect: Suspect, now_ms: int) -> None:
         member = self._members.get(suspect.node_id)
+        if member is self._self and suspect.incarnation < member.incarnation:
+            # A stale accusation (e.g. a buddy ping from a suspecter): our refutation missed
+            # that node. Gossip our alive again, or it declares us dead when its timer ends.
+            me = self._self
+            self._queue_update(me.node_id, Alive(me.node_id, me.address, me.incarnation, me.meta))
+            self._count("refutations_repeated")
+            return
         if member is None or suspect.incarnation < member.incarnation:
             return
         if member is self._self:
