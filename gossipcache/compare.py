@@ -67,6 +67,10 @@ class Settings:
     bench_pipeline: int = 16
     bench_keys: int = 100_000
     bench_processes: int = 1
+    #: The scrape test is latency-sensitive rather than saturating: with 800 requests in flight
+    #: p99 is queueing (Little's law) and a stall hides in the noise; 10 connections x 1 show it.
+    scrape_connections: int = 10
+    scrape_pipeline: int = 1
     redis_server: str = "redis-server"
     redis_benchmark: str = "redis-benchmark"
 
@@ -227,25 +231,39 @@ def measure_redis_benchmark(
     )  # fmt: skip
 
 
-def bench_argv(settings: Settings, port: int, protocol: str, server_pid: int) -> list[str]:
+def bench_argv(
+    settings: Settings,
+    port: int,
+    protocol: str,
+    server_pid: int,
+    connections: int | None = None,
+    pipeline: int | None = None,
+) -> list[str]:
+    """``gossipcache bench`` with the settings' workload (connections, pipeline overridable)."""
     return [
         sys.executable, "-m", "gossipcache", "bench", "--node", f"{HOST}:{port}",
         "--protocol", protocol, "--duration-s", str(settings.bench_duration_s),
         "--warmup-s", str(settings.bench_warmup_s),
-        "--connections", str(settings.bench_connections),
-        "--pipeline", str(settings.bench_pipeline), "--keys", str(settings.bench_keys),
+        "--connections", str(connections or settings.bench_connections),
+        "--pipeline", str(pipeline or settings.bench_pipeline), "--keys", str(settings.bench_keys),
         "--key-distribution", "zipf:0.99", "--read-ratio", "0.9", "--value-size", "100",
         "--processes", str(settings.bench_processes), "--server-pid", str(server_pid), "--json",
     ]  # fmt: skip
 
 
 def measure_bench(
-    settings: Settings, server: Server, protocol: str, round_index: int, config: str = ""
+    settings: Settings,
+    server: Server,
+    protocol: str,
+    round_index: int,
+    config: str = "",
+    **workload: int,
 ) -> Measurement:
-    """One ``gossipcache bench`` run; server CPU is read by bench over its measured window."""
+    """One ``gossipcache bench`` run; server CPU is read by bench over its measured window.
+    ``workload``: ``connections`` / ``pipeline`` overrides."""
     port = server.resp_port if protocol == "resp" else server.native_port
     assert port is not None
-    summary = json.loads(_run(bench_argv(settings, port, protocol, server.pid)))
+    summary = json.loads(_run(bench_argv(settings, port, protocol, server.pid, **workload)))
     return Measurement(
         round_index, config or f"gossipcache bench {protocol} -P {settings.bench_pipeline}",
         server.name, summary["ops_per_s"], summary["server_cpu_us_per_op"],
@@ -296,15 +314,30 @@ class Scraper:
         return response.startswith(b"HTTP/1.1 200")
 
 
+SCRAPE_OFF = "scrape: off"
+SCRAPE_ON = "scrape: every 100 ms"
+
+
 def measure_scrape_pair(settings: Settings, node: Server, round_index: int) -> list[Measurement]:
-    """The node under ``gossipcache bench --protocol native`` without, then with, the scraper."""
-    quiet = measure_bench(settings, node, "native", round_index, "scrape: off")
+    """The node under ``gossipcache bench --protocol native`` without and with the scraper,
+    back to back; which goes first alternates between rounds."""
     assert node.metrics_port is not None
-    with Scraper(node.metrics_port) as scraper:
-        scraped = measure_bench(settings, node, "native", round_index, "scrape: every 100 ms")
-    if scraper.failures:
-        raise RuntimeError(f"{scraper.failures} /metrics scrapes failed")
-    return [quiet, Measurement(**{**asdict(scraped), "scrapes": scraper.scrapes})]
+    workload = {"connections": settings.scrape_connections, "pipeline": settings.scrape_pipeline}
+    pair = []
+    for scraped in (False, True) if round_index % 2 == 0 else (True, False):
+        if not scraped:
+            pair.append(
+                measure_bench(settings, node, "native", round_index, SCRAPE_OFF, **workload)
+            )
+            continue
+        with Scraper(node.metrics_port) as scraper:
+            measurement = measure_bench(
+                settings, node, "native", round_index, SCRAPE_ON, **workload
+            )
+        if scraper.failures:
+            raise RuntimeError(f"{scraper.failures} /metrics scrapes failed")
+        pair.append(Measurement(**{**asdict(measurement), "scrapes": scraper.scrapes}))
+    return sorted(pair, key=lambda m: m.config != SCRAPE_OFF)
 
 
 def run_round(
@@ -365,6 +398,13 @@ def _ratio(numerator: float | None, denominator: float | None) -> float | None:
     return numerator / denominator
 
 
+def _cpu_of(measurements: list[Measurement], round_index: int, config: str, server: str):
+    for m in measurements:
+        if m.round == round_index and m.config == config and m.server == server:
+            return m.server_cpu_us_per_op
+    return None
+
+
 def comparison_rows(settings: Settings, measurements: list[Measurement]) -> list[dict]:
     """One row per configuration: medians per server and the gossipcache / Redis ratios."""
     resp_bench = f"gossipcache bench resp -P {settings.bench_pipeline}"
@@ -373,9 +413,16 @@ def comparison_rows(settings: Settings, measurements: list[Measurement]) -> list
     configs = [f"redis-benchmark -P {pipeline}" for pipeline in REDIS_BENCHMARK_PIPELINES]
     for config in [*configs, resp_bench, native_bench]:
         # The native protocol has no Redis counterpart: compare it with Redis over RESP.
-        redis = medians(measurements, resp_bench if config == native_bench else config, "redis")
+        redis_config = resp_bench if config == native_bench else config
+        redis = medians(measurements, redis_config, "redis")
         node = medians(measurements, config, "gossipcache")
         pipeline = int(config.rsplit(" ", 1)[1]) if config.startswith("redis-") else None
+        per_round = []
+        for round_index in range(settings.rounds):
+            redis_cpu = _cpu_of(measurements, round_index, redis_config, "redis")
+            node_cpu = _cpu_of(measurements, round_index, config, "gossipcache")
+            if redis_cpu and node_cpu is not None:
+                per_round.append(node_cpu / redis_cpu)
         rows.append({
             "config": config,
             "redis": redis,
@@ -383,6 +430,7 @@ def comparison_rows(settings: Settings, measurements: list[Measurement]) -> list
             "throughput_ratio": _ratio(node["ops_per_s"], redis["ops_per_s"]),
             "cpu_ratio": _ratio(node["server_cpu_us_per_op"], redis["server_cpu_us_per_op"]),
             "cpu_ratio_target": CPU_RATIO_TARGETS.get(pipeline),
+            "cpu_ratios_per_round": per_round,
         })  # fmt: skip
     return rows
 
@@ -390,8 +438,8 @@ def comparison_rows(settings: Settings, measurements: list[Measurement]) -> list
 def scrape_result(measurements: list[Measurement]) -> dict:
     """Median p99 without and with the scraper, and the relative change of the medians (also
     the median of the per-round changes, pairs measured back to back)."""
-    quiet = [m for m in measurements if m.config == "scrape: off"]
-    scraped = [m for m in measurements if m.config == "scrape: every 100 ms"]
+    quiet = [m for m in measurements if m.config == SCRAPE_OFF]
+    scraped = [m for m in measurements if m.config == SCRAPE_ON]
     p99_off = _median([m.latency_us_p99 for m in quiet])
     p99_on = _median([m.latency_us_p99 for m in scraped])
     paired = [
@@ -447,8 +495,8 @@ def render_markdown(
         *[f"- {note}" for note in notes],
         "",
         "| configuration | Redis ops/s | gossipcache ops/s | throughput ratio "
-        "| Redis CPU us/op | gossipcache CPU us/op | CPU ratio | target |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| Redis CPU us/op | gossipcache CPU us/op | CPU ratio | per round | target |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in comparison_rows(settings, measurements):
         redis, node = row["redis"], row["gossipcache"]
@@ -459,11 +507,15 @@ def render_markdown(
         lines.append(
             f"| {row['config']} | {_fmt(redis['ops_per_s'], 0)} | {_fmt(node['ops_per_s'], 0)} "
             f"| {_fmt(row['throughput_ratio'])} | {_fmt(redis['server_cpu_us_per_op'])} "
-            f"| {_fmt(node['server_cpu_us_per_op'])} | {_fmt(row['cpu_ratio'])} | {verdict} |"
+            f"| {_fmt(node['server_cpu_us_per_op'])} | {_fmt(row['cpu_ratio'])} "
+            f"| {', '.join(f'{ratio:.2f}' for ratio in row['cpu_ratios_per_round'])} "
+            f"| {verdict} |"
         )
     lines += [
         "",
-        "The native row's Redis columns are Redis over RESP under the same generator settings.",
+        "Ratios are gossipcache / Redis: CPU ratio of the medians, then each round's own ratio "
+        "(both servers measured back to back). The native row's Redis columns are Redis over "
+        "RESP under the same generator settings.",
         "",
         "## gossipcache bench: latency and generator load (medians)",
         "",
@@ -482,7 +534,8 @@ def render_markdown(
     change = scrape["p99_change"]
     lines += [
         "",
-        "## Metrics scraping (node, native protocol, `/metrics` every 100 ms)",
+        f"## Metrics scraping (node, native protocol, {settings.scrape_connections} connections"
+        f" x pipeline {settings.scrape_pipeline}, `/metrics` every 100 ms)",
         "",
         f"p99 without scraper {_fmt(scrape['latency_us_p99_without'], 0)} us, with "
         f"{_fmt(scrape['latency_us_p99_with'], 0)} us: change "
@@ -566,7 +619,8 @@ def main(argv: list[str] | None = None) -> int:
     except (RuntimeError, OSError, subprocess.TimeoutExpired, ValueError) as error:
         print(f"compare: {error}", file=sys.stderr)
         return 2
-    notes.append(f"whole comparison took {time.monotonic() - started_s:.0f} s")
+    load = " ".join(f"{value:.2f}" for value in os.getloadavg())
+    notes.append(f"whole comparison took {time.monotonic() - started_s:.0f} s; load at end {load}")
     command = "python -m gossipcache.compare " + " ".join(
         argv if argv is not None else sys.argv[1:]
     )

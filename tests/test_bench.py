@@ -17,7 +17,7 @@ import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gossipcache import bench, cli
+from gossipcache import bench, cli, compare
 from gossipcache.bench import (
     KIND_GET,
     KIND_SET,
@@ -270,3 +270,65 @@ def test_unreachable_node_exits_2(capsys) -> None:
     exit_code = cli.main(["bench", "--node", "127.0.0.1:1", "--duration-s", "1", "--keys", "10"])
     assert exit_code == 2
     assert "bench:" in capsys.readouterr().err
+
+
+# -- compare (pure parts; no Redis needed) ---------------------------------------------------
+
+REDIS_BENCHMARK_CSV = (
+    '"test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms",'
+    '"p99_latency_ms","max_latency_ms"\n'
+    '"SET","100000.00","0.3","0.1","0.3","0.5","0.7","1.0"\n'
+    '"GET","50000.00","0.3","0.1","0.3","0.5","0.7","1.0"\n'
+)
+
+
+def test_parse_redis_benchmark_csv() -> None:
+    assert compare.parse_redis_benchmark_csv(REDIS_BENCHMARK_CSV) == {
+        "SET": 100000.0,
+        "GET": 50000.0,
+    }
+    with pytest.raises(RuntimeError):
+        compare.parse_redis_benchmark_csv("SET: 1 requests per second\n")
+
+
+def _measurements() -> list:
+    m = compare.Measurement
+    rows = []
+    for round_index in range(3):
+        rows += [
+            m(round_index, "redis-benchmark -P 1", "redis", 100_000, 4.0),
+            m(round_index, "redis-benchmark -P 1", "gossipcache", 20_000, 6.0 + round_index),
+            m(round_index, "redis-benchmark -P 16", "redis", 400_000, 1.0),
+            m(round_index, "redis-benchmark -P 16", "gossipcache", 100_000, 2.0),
+            m(round_index, "gossipcache bench resp -P 16", "redis", 120_000, 1.5, 1000.0, 40.0),
+            m(round_index, "gossipcache bench resp -P 16", "gossipcache", 90_000, 5.0, 2000.0),
+            m(round_index, "gossipcache bench native -P 16", "gossipcache", 60_000, 6.0, 3000.0),
+            m(round_index, "scrape: off", "gossipcache", 60_000, 6.0, 1000.0),
+            m(round_index, "scrape: every 100 ms", "gossipcache", 59_000, 6.1, 1030.0, scrapes=60),
+        ]
+    return rows
+
+
+def test_comparison_medians_and_ratios() -> None:
+    rows = {
+        row["config"]: row for row in compare.comparison_rows(compare.Settings(), _measurements())
+    }
+    p1 = rows["redis-benchmark -P 1"]
+    assert p1["gossipcache"]["server_cpu_us_per_op"] == 7.0  # median of 6, 7, 8
+    assert p1["cpu_ratio"] == pytest.approx(7.0 / 4.0) and p1["cpu_ratio_target"] == 2.0
+    assert rows["redis-benchmark -P 16"]["cpu_ratio"] == 2.0
+    native = rows["gossipcache bench native -P 16"]
+    assert native["cpu_ratio"] == 4.0  # against Redis over RESP under the same generator
+    scrape = compare.scrape_result(_measurements())
+    assert scrape["p99_change"] == pytest.approx(0.03)
+    assert scrape["p99_change_paired_median"] == pytest.approx(0.03)
+    markdown = compare.render_markdown(compare.Settings(), _measurements(), ["2 cores"], "cmd")
+    assert (
+        "| redis-benchmark -P 1 | 100,000 | 20,000 | 0.20 | 4.00 | 7.00 | 1.75 | 1.50, 1.75, 2.00 | <= 2.0x met |"
+        in (markdown)
+    )
+    assert "<= 1.5x **missed**" in markdown and "change 3.0 %" in markdown
+
+
+def test_scraper_fetches_metrics(node_ports) -> None:
+    assert compare.Scraper(node_ports["metrics"]).fetch()
