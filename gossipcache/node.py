@@ -255,7 +255,7 @@ class Node:
         return b"".join(out)
 
     def _op_ping(self, args: tuple, now_ms: int) -> tuple:
-        return STATUS_OK, "pong"
+        return STATUS_OK, True
 
     def _op_get(self, args: tuple, now_ms: int) -> tuple:
         value = self.store.get(args[0], now_ms)
