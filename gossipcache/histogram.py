@@ -98,15 +98,22 @@ class Histogram:
 
     def cumulative_counts(self, bounds: Iterable[int]) -> list[int]:
         """For each bound (ascending), how many values are <= it (Prometheus ``le`` buckets).
-        A bucket straddling a bound counts below it only if its highest value is <= the bound."""
+        A bucket straddling a bound counts below it only if its highest value is <= the bound.
+
+        One C-level ``sum`` over a slice per bound: a scrape renders many of these, and it runs
+        on the node's loop, so it must stay in the microseconds."""
+        counts = self.counts
         result = []
         seen = 0
-        index = 0
-        counts = self.counts
+        start = 0
         for bound in bounds:
-            while index < BUCKET_COUNT and bucket_highest(index) <= bound:
-                seen += counts[index]
-                index += 1
+            index = bucket_index(bound)
+            if bucket_highest(index) > bound:  # the bound falls inside that bucket
+                index -= 1
+            stop = min(index + 1, BUCKET_COUNT)
+            if stop > start:
+                seen += sum(counts[start:stop])
+                start = stop
             result.append(seen)
         return result
 

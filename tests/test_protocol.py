@@ -29,7 +29,9 @@ from gossipcache.protocol import (
     FrameDecoder,
     FrameTooLarge,
     Request,
+    RequestDecoder,
     Response,
+    ResponseEncoder,
     _check_args,
     decode_request,
     decode_response,
@@ -373,3 +375,33 @@ def test_fuzz_mutated_bodies(frame, data):
     at = data.draw(st.integers(0, len(body) - 1))
     body[at] = data.draw(st.integers(0, 255))
     decode_body_every_way(bytes(body))
+
+
+def _outcome(decode, body: bytes):
+    try:
+        return ("ok", decode(body))
+    except ProtocolError as error:
+        return ("error", type(error), getattr(error, "code", None), getattr(error, "request_id", 0))
+
+
+@FAST
+@given(
+    st.lists(
+        st.one_of(
+            requests.map(lambda r: body_of(encode_request(r))),
+            st.binary(max_size=40),
+            requests.map(lambda r: body_of(encode_request(r)) + b"\x01"),  # trailing byte
+        ),
+        max_size=8,
+    )
+)
+def test_reusable_decoder_agrees_with_one_shot_decoder(bodies: list[bytes]) -> None:
+    decoder = RequestDecoder()
+    for body in bodies:
+        assert _outcome(decoder.decode, body) == _outcome(decode_request, body)
+
+
+@FAST
+@given(responses)
+def test_reusable_encoder_agrees_with_one_shot_encoder(response) -> None:
+    assert ResponseEncoder().encode(*response) == encode_response(response)
