@@ -101,7 +101,8 @@ class MembershipObserver:
     rate in force, and when the liveness phase began (``healed_at_ms``)."""
 
     def __init__(self, sim: Simulation) -> None:
-        self.sim = sim
+        # No reference to ``sim`` here: the observer is the value of a WeakKeyDictionary keyed by
+        # the simulation, and a reference back would keep every finished simulation alive.
         self.events: list[ObservedEvent] = []
         self.dead_events: list[ObservedEvent] = []
         self.self_events: list[ObservedEvent] = []  # a node's events about itself: a bug
