@@ -113,7 +113,7 @@ class NodeConfig:
     #: Bytes read per receive call: with pipelining, the requests answered in one write.
     receive_size_bytes: int = 64 * 1024
     #: Period of the bounded active-expiry cycle.
-    expire_interval_ms: int = 100
+    expire_interval_ms: int = 50
     #: Run SWIM membership (UDP on ``port``'s number, peer streams on the native port).
     membership_enabled: bool = True
     #: ``"host:port"`` native addresses of members to join through (this node's own is skipped).

@@ -1,41 +1,29 @@
 """The Trio driver of a node: it moves bytes between sockets and ``gossipcache.node``.
 
-One process, one Trio loop, one nursery with a child task per listener, per connection and per
-timer. No task awaits between reading and writing the store: handlers run whole between two
-checkpoints, so no lock is needed anywhere.
-
-The data path uses raw ``trio.socket`` sockets rather than ``trio.SocketStream``: one ``recv``
-returns every pipelined request a client has sent (up to ``receive_size_bytes``), the node answers
-them all, and one ``send`` returns the replies. That halves the per-request checkpoints and
-syscalls compared with a stream per request (docs/benchmarks.md, "Node server vs Redis").
-
-Bounds: at most ``connections_max`` client connections (more are closed on accept); a connection
-has at most one read batch in flight -- the loop does not read again until the replies to the last
-batch are written, so a client that does not read its replies stops being read (back-pressure),
-and the parser caps any single request (``protocol.FRAME_SIZE_BYTES_MAX``, ``resp`` caps).
+One process, one Trio loop, one nursery: the client reactor (``gossipcache.reactor``: every
+native and RESP connection, served from one task over a private epoll set), the metrics HTTP
+listener, the membership driver (``gossipcache.net``) and the expiry timer. No task awaits between
+reading and writing the store: handlers run whole between two checkpoints, so no lock is needed
+anywhere.
 """
 
 from __future__ import annotations
 
 import errno
 import gc
-import itertools
 import logging
 import random
 import signal
 import socket as _stdlib_socket
 import time
-from collections.abc import Awaitable, Callable
 
 import trio
 
 from . import net
-from .errors import ProtocolError
 from .metrics import render_prometheus
 from .node import Node, NodeConfig
-from .protocol import ERROR_BAD_REQUEST, FrameDecoder, encode_response, error_response
-from .resp import RespParser, encode_error
-from .resp_commands import RespDispatcher, RespSession
+from .reactor import NATIVE, RESP, ClientReactor
+from .resp_commands import RespDispatcher
 
 log = logging.getLogger("gossipcache.server")
 
@@ -73,33 +61,15 @@ async def _listen(host: str, port: int) -> trio.socket.SocketType:
 
 
 async def _send_all(sock: trio.socket.SocketType, data: bytes) -> None:
-    """Write all of ``data``. Tries the send at once and waits for writability only if the
-    kernel buffer is full: no scheduler round trip when the write fits (the common case)."""
-    raw = sock._sock  # the stdlib socket under the Trio wrapper (non-blocking)
     view = memoryview(data)
     while view:
-        try:
-            sent = raw.send(view)
-        except BlockingIOError:
-            await trio.lowlevel.wait_writable(raw)
-            continue
+        sent = await sock.send(view)
         view = view[sent:]
 
 
-async def _receive(sock: trio.socket.SocketType, size_bytes: int) -> bytes:
-    """Wait until ``sock`` is readable, then read up to ``size_bytes``.
-
-    Called right after the replies to the previous batch were written, when the client has
-    usually not sent more yet: waiting first saves the receive call that would fail with EAGAIN.
-    The wait is also this connection's one checkpoint per batch (cancellation and fairness).
-    """
-    raw = sock._sock
-    while True:
-        await trio.lowlevel.wait_readable(raw)
-        try:
-            return raw.recv(size_bytes)
-        except BlockingIOError:  # spurious wake-up
-            continue
+def _to_stdlib(sock: trio.socket.SocketType) -> _stdlib_socket.socket:
+    """The same listening socket as a plain stdlib socket, for the reactor's epoll set."""
+    return _stdlib_socket.socket(fileno=sock.detach())
 
 
 class NodeServer:
@@ -108,7 +78,8 @@ class NodeServer:
     def __init__(self, node: Node) -> None:
         self.node = node
         self.resp = RespDispatcher(node)
-        self._client_ids = itertools.count(1)
+        #: The client reactor, once ``serve`` started it.
+        self.reactor: ClientReactor | None = None
         #: Bound ports (useful when configured as 0); filled as listeners start.
         self.ports: dict[str, int] = {}
         #: The membership driver, once ``serve`` bound its sockets (None: membership off).
@@ -121,25 +92,38 @@ class NodeServer:
             native_sock = await self._start_membership(config)
         else:
             native_sock = await _listen(config.host, config.port)
-        listeners: list[tuple[str, trio.socket.SocketType, Callable]] = [
-            ("native", native_sock, self._native_connection)
-        ]
-        if config.resp_port is not None:
-            listeners.append(
-                ("resp", await _listen(config.host, config.resp_port), self._resp_connection)
-            )
-        if config.metrics_port is not None:
-            listeners.append(
-                ("metrics", await _listen(config.host, config.metrics_port), self._http_connection)
-            )
         async with trio.open_nursery() as nursery:
+            reactor = ClientReactor(
+                self.node,
+                self.resp,
+                wall_ms,
+                on_peer_stream=(
+                    None
+                    if self.peer_driver is None
+                    else lambda raw, first: nursery.start_soon(self._peer_stream, raw, first)
+                ),
+            )
+            self.reactor = reactor
+            self.ports["native"] = native_sock.getsockname()[1]
+            reactor.add_listener(_to_stdlib(native_sock), NATIVE)
+            if config.resp_port is not None:
+                resp_sock = await _listen(config.host, config.resp_port)
+                self.ports["resp"] = resp_sock.getsockname()[1]
+                reactor.add_listener(_to_stdlib(resp_sock), RESP)
+            if config.metrics_port is not None:
+                metrics_sock = await _listen(config.host, config.metrics_port)
+                self.ports["metrics"] = metrics_sock.getsockname()[1]
+                nursery.start_soon(self._http_accept_loop, metrics_sock)
             if self.peer_driver is not None:
                 await nursery.start(self.peer_driver.run)
-            for name, sock, handler in listeners:
-                self.ports[name] = sock.getsockname()[1]
-                nursery.start_soon(self._accept_loop, sock, handler, name != "metrics")
+            nursery.start_soon(reactor.run)
             nursery.start_soon(self._expire_loop)
             task_status.started(self.ports)
+
+    async def _peer_stream(self, raw: _stdlib_socket.socket, first_bytes: bytes) -> None:
+        """A membership peer connection the reactor recognised: the driver serves it."""
+        with trio.socket.from_stdlib_socket(raw) as sock:
+            await self.peer_driver.handle_peer_stream(sock, first_bytes)
 
     async def _start_membership(self, config: NodeConfig) -> trio.socket.SocketType:
         """Bind the native TCP port and the membership UDP port (same number), build the core
@@ -168,13 +152,8 @@ class NodeServer:
         if self.peer_driver is not None and self.node.membership is not None:
             await self.peer_driver.stop(self.node.membership.leave, net.STOP_WAIT_S)
 
-    async def _accept_loop(
-        self,
-        listener: trio.socket.SocketType,
-        handler: Callable[[trio.socket.SocketType], Awaitable[None]],
-        counted: bool,
-    ) -> None:
-        metrics = self.node.metrics
+    async def _http_accept_loop(self, listener: trio.socket.SocketType) -> None:
+        """The metrics endpoint: rare, short requests, so a plain task per connection."""
         async with trio.open_nursery() as nursery:
             with listener:
                 while True:
@@ -187,93 +166,17 @@ class NodeServer:
                             await trio.sleep(0.1)
                             continue
                         raise
-                    if counted:
-                        if metrics.connections_open >= self.node.config.connections_max:
-                            metrics.connections_refused += 1
-                            sock.close()
-                            continue
-                        metrics.connections_accepted += 1
-                    sock.setsockopt(_stdlib_socket.IPPROTO_TCP, _stdlib_socket.TCP_NODELAY, 1)
-                    nursery.start_soon(self._guarded, sock, handler, counted)
+                    nursery.start_soon(self._http_guarded, sock)
 
-    async def _guarded(self, sock, handler, counted: bool) -> None:
-        """Run one connection; whatever happens, close it and keep the node up."""
-        metrics = self.node.metrics
-        if counted:
-            metrics.connections_open += 1
+    async def _http_guarded(self, sock: trio.socket.SocketType) -> None:
         try:
             with sock:
-                await handler(sock)
-        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
-            pass  # the peer went away
+                await self._http_connection(sock)
+        except OSError:
+            pass  # the scraper went away
         except Exception:
-            metrics.internal_errors += 1
-            log.exception("connection handler failed")
-        finally:
-            if counted:
-                metrics.connections_open -= 1
-
-    async def _native_connection(self, sock: trio.socket.SocketType) -> None:
-        if self.peer_driver is not None:
-            # Membership peer streams share this port; they start with a preamble no native
-            # frame can start with. Peeked once per connection, so the data path is unchanged.
-            head = await sock.recv(len(net.PREAMBLE), _stdlib_socket.MSG_PEEK)
-            if net.starts_like_preamble(head):
-                await self.peer_driver.handle_peer_stream(sock, b"")
-                return
-        node = self.node
-        metrics = node.metrics
-        decoder = FrameDecoder()
-        receive_size_bytes = node.config.receive_size_bytes
-        while True:
-            data = await _receive(sock, receive_size_bytes)
-            if not data:
-                return
-            metrics.bytes_received += len(data)
-            try:
-                decoder.feed(data)
-                bodies = decoder.pop_frames()
-            except ProtocolError as error:
-                # Framing is lost: say why (request id 0), then close.
-                metrics.protocol_errors += 1
-                await _send_all(
-                    sock, encode_response(error_response(0, ERROR_BAD_REQUEST, str(error)))
-                )
-                return
-            if not bodies:
-                continue
-            metrics.batches += 1
-            reply = node.handle_native_frames(bodies, wall_ms())
-            metrics.bytes_sent += len(reply)
-            await _send_all(sock, reply)
-
-    async def _resp_connection(self, sock: trio.socket.SocketType) -> None:
-        node = self.node
-        metrics = node.metrics
-        parser = RespParser()
-        session = RespSession(next(self._client_ids))
-        handle = self.resp.handle
-        receive_size_bytes = node.config.receive_size_bytes
-        while True:
-            data = await _receive(sock, receive_size_bytes)
-            if not data:
-                return
-            metrics.bytes_received += len(data)
-            try:
-                commands = parser.parse(data)
-            except ProtocolError as error:
-                metrics.protocol_errors += 1
-                # Commands complete before the bad one are lost with the connection, as in Redis.
-                await _send_all(sock, encode_error(f"ERR {error}"))
-                return
-            if not commands:
-                continue
-            metrics.batches += 1
-            reply = handle(session, commands, wall_ms())
-            metrics.bytes_sent += len(reply)
-            await _send_all(sock, reply)
-            if session.closing:
-                return
+            self.node.metrics.internal_errors += 1
+            log.exception("metrics request failed")
 
     async def _http_connection(self, sock: trio.socket.SocketType) -> None:
         """A minimal HTTP/1.1 endpoint: GET /metrics (Prometheus text) and GET /health."""

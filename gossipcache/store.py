@@ -67,7 +67,7 @@ TTL_PERSISTENT = -1
 EXPIRE_BATCH_KEYS = 20
 EXPIRE_REPEAT_RATIO = 0.25
 #: Most keys one ``expire_tick`` may examine: bounds the pause one tick can cause.
-EXPIRE_TICK_KEYS_MAX = 2000
+EXPIRE_TICK_KEYS_MAX = 1000
 
 
 def shard_count_for(size_bytes_max: int) -> int:

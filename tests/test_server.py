@@ -4,8 +4,8 @@ fuzzing through an in-memory fake socket."""
 from __future__ import annotations
 
 import math
+import socket
 import time
-from unittest import mock
 
 import pytest
 import trio
@@ -16,7 +16,9 @@ from gossipcache.client import Client, SyncClient
 from gossipcache.errors import CacheUnavailable, ServerError, ValueTooLarge
 from gossipcache.node import Node, NodeConfig
 from gossipcache.protocol import FrameDecoder, Request, decode_response, encode_request
+from gossipcache.reactor import NATIVE, RESP, ClientReactor, Connection
 from gossipcache.resp import RespReplyParser, encode_command
+from gossipcache.resp_commands import RespDispatcher
 from gossipcache.server import NodeServer
 
 
@@ -203,23 +205,6 @@ async def test_connections_over_the_cap_are_closed(nursery) -> None:
 # -- fuzzing the connection handlers ----------------------------------------------------------
 
 
-class FakeSocket:
-    """Feeds scripted chunks to a handler and collects what it sends."""
-
-    def __init__(self, chunks: list[bytes]) -> None:
-        self.chunks = list(chunks)
-        self.sent = bytearray()
-
-    async def recv(self, size: int) -> bytes:
-        await trio.lowlevel.checkpoint()
-        return self.chunks.pop(0) if self.chunks else b""
-
-    async def send(self, data) -> int:
-        await trio.lowlevel.checkpoint()
-        self.sent += data
-        return len(data)
-
-
 def _valid_native() -> st.SearchStrategy[bytes]:
     keys = st.binary(max_size=20)
     requests = st.one_of(
@@ -250,22 +235,15 @@ chunk_lists = st.lists(
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(chunks=chunk_lists, resp=st.booleans())
-def test_no_input_raises_out_of_a_connection_handler(chunks: list[bytes], resp: bool) -> None:
-    node_server = NodeServer(Node(NodeConfig(size_bytes_max=1024 * 1024), time.perf_counter_ns))
-    handler = node_server._resp_connection if resp else node_server._native_connection
-
-    async def main() -> None:
-        await handler(FakeSocket(chunks))  # returns normally: no exception escapes
-
-    async def fake_receive(sock: FakeSocket, size: int) -> bytes:
-        return await sock.recv(size)
-
-    async def fake_send_all(sock: FakeSocket, data: bytes) -> None:
-        await sock.send(data)
-
-    with (
-        mock.patch("gossipcache.server._receive", fake_receive),
-        mock.patch("gossipcache.server._send_all", fake_send_all),
-    ):
-        trio.run(main)
-    assert node_server.node.metrics.internal_errors == 0
+def test_no_input_raises_out_of_connection_processing(chunks: list[bytes], resp: bool) -> None:
+    """Whatever bytes arrive, in whatever pieces, processing answers or closes; never raises."""
+    node = Node(NodeConfig(size_bytes_max=1024 * 1024), time.perf_counter_ns)
+    reactor = ClientReactor(node, RespDispatcher(node), lambda: 0)
+    with socket.socket() as sock:  # never used for I/O: processing is sans-IO
+        connection = Connection(sock, RESP if resp else NATIVE, client_id=1)
+        for chunk in chunks:
+            if connection.closing:
+                break
+            reply = reactor.process(connection, chunk)
+            assert isinstance(reply, bytes)
+    assert node.metrics.internal_errors == 0
