@@ -73,6 +73,24 @@ class Histogram:
         if value < self._min:
             self._min = value
 
+    def record_n(self, value: int, count: int) -> None:
+        """Record ``value`` ``count`` times (one call for a run of equal values)."""
+        if count <= 0:
+            return
+        if value >= 128:
+            if value > VALUE_MAX:
+                value = VALUE_MAX
+            shift = value.bit_length() - _SUB_BITS
+            self.counts[(shift << (_SUB_BITS - 1)) + (value >> shift)] += count
+        else:
+            self.counts[value if value > 0 else 0] += count
+        self.count += count
+        self.total += value * count
+        if value > self.max:
+            self.max = value
+        if value < self._min:
+            self._min = value
+
     def merge(self, other: Histogram) -> None:
         counts = self.counts
         for index, n in enumerate(other.counts):

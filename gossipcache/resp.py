@@ -373,7 +373,16 @@ def encode_bulk(data: bytes | None) -> bytes:
     """A bulk-string reply; None is the null bulk ``$-1\\r\\n`` (a missing key)."""
     if data is None:
         return NULL_BULK
-    return b"$%d\r\n%b\r\n" % (len(data), data)
+    size = len(data)
+    if size < _BULK_HEADERS_CACHED:
+        return _BULK_HEADERS[size] + data + _CRLF
+    return b"$%d\r\n%b\r\n" % (size, data)
+
+
+#: Bulk headers for common value sizes, built once: concatenating a cached header is about twice
+#: as fast as formatting one per reply (a GET's hot path).
+_BULK_HEADERS_CACHED = 16 * 1024
+_BULK_HEADERS = [b"$%d\r\n" % size for size in range(_BULK_HEADERS_CACHED)]
 
 
 def _encode_item(item: object, parts: list[bytes]) -> None:

@@ -16,6 +16,7 @@ import os
 from collections.abc import Callable
 
 from .errors import EntryTooLarge, KeyTooLarge, ValueTooLarge
+from .histogram import Histogram
 from .resp import (
     EMPTY_ARRAY,
     NULL_BULK,
@@ -397,20 +398,30 @@ class RespDispatcher:
         self.node = node
         # Handler and metrics object per command name, upper- and lower-case spellings both
         # looked up directly (clients send one or the other); mixed case goes through upper().
-        self._table: dict[bytes, tuple[Callable, Callable, object]] = {}
+        self._table: dict[bytes, tuple[Callable, Histogram, object]] = {}
         for name, handler in COMMANDS.items():
             metrics = node.metrics.command(name.decode().lower())
-            entry = (handler, metrics.latency_ns.record, metrics)
+            entry = (handler, metrics.latency_ns, metrics)
             self._table[name] = entry
             self._table[name.lower()] = entry
 
     def handle(self, session: RespSession, commands: list[list[bytes]], now_ms: int) -> bytes:
-        """The replies to ``commands``, concatenated. Stops after QUIT."""
+        """The replies to ``commands``, concatenated. Stops after QUIT.
+
+        Latency is timed per batch, not per command: two clock reads cost ~220 ns, a tenth of
+        serving a GET, so each command of the batch is recorded with the batch's mean service
+        time (one ``record_n`` per run of equal commands). For the usual pipeline of alike
+        commands this is exact on average; a batch mixing cheap and costly commands smears.
+        """
         node = self.node
         table = self._table
         clock_ns = node.clock_ns
         out = []
         append = out.append
+        runs = []  # (histogram, commands in a row) for the batch's latency recording
+        run_histogram = None
+        run_length = 0
+        started_ns = clock_ns()
         for args in commands:
             entry = table.get(args[0])
             if entry is None:
@@ -418,14 +429,19 @@ class RespDispatcher:
                 if entry is None:
                     append(_unknown_command(args))
                     continue
-            handler, record, metrics = entry
-            started_ns = clock_ns()
+            handler, histogram, metrics = entry
             try:
                 reply = handler(node, session, args, now_ms)
             except Exception as error:  # a bug: answer, count, keep serving
                 node.metrics.internal_errors += 1
                 reply = encode_error(f"ERR internal error: {error!r}")
-            record(clock_ns() - started_ns)
+            if histogram is run_histogram:
+                run_length += 1
+            else:
+                if run_length:
+                    runs.append((run_histogram, run_length))
+                run_histogram = histogram
+                run_length = 1
             if reply[0] == 45:  # b"-": an error reply
                 metrics.errors += 1
             elif session.protocol_version == 3 and reply == NULL_BULK:
@@ -433,6 +449,12 @@ class RespDispatcher:
             append(reply)
             if session.closing:
                 break
+        if run_length:
+            runs.append((run_histogram, run_length))
+            served = sum(length for _, length in runs)
+            mean_ns = (clock_ns() - started_ns) // served
+            for histogram, length in runs:
+                histogram.record_n(mean_ns, length)
         return b"".join(out)
 
 

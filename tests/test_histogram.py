@@ -54,3 +54,18 @@ def test_merge_adds_up() -> None:
     b.record(7)
     a.merge(b)
     assert (a.count, a.min, a.max, a.total) == (4, 5, 50_000, 50_512)
+
+
+@given(st.integers(min_value=0, max_value=10**12), st.integers(min_value=0, max_value=50))
+def test_record_n_equals_n_records(value: int, count: int) -> None:
+    one_by_one, at_once = Histogram(), Histogram()
+    for _ in range(count):
+        one_by_one.record(value)
+    at_once.record_n(value, count)
+    assert at_once.counts == one_by_one.counts
+    assert (at_once.count, at_once.total, at_once.min, at_once.max) == (
+        one_by_one.count,
+        one_by_one.total,
+        one_by_one.min,
+        one_by_one.max,
+    )
