@@ -93,6 +93,9 @@ class Measurement:
 
 # -- servers ---------------------------------------------------------------------------------
 
+#: The reference bare Trio server's name in measurements.
+BARE_TRIO = "bare-trio"
+
 
 @dataclass
 class Server:
@@ -341,11 +344,18 @@ def measure_scrape_pair(settings: Settings, node: Server, round_index: int) -> l
 
 
 def run_round(
-    settings: Settings, redis: Server, node: Server, round_index: int, log: Callable[[str], None]
+    settings: Settings,
+    redis: Server,
+    node: Server,
+    round_index: int,
+    log: Callable[[str], None],
+    bare: Server | None = None,
 ) -> list[Measurement]:
     """One round of every configuration. Which server goes first alternates between rounds,
-    so a drift in the machine's load does not always favour the same one."""
+    so a drift in the machine's load does not always favour the same one. ``bare`` (the
+    reference bare Trio server) joins the redis-benchmark runs."""
     pair = (redis, node) if round_index % 2 == 0 else (node, redis)
+    trio_reference = [] if bare is None else [bare]
     measurements: list[Measurement] = []
 
     def record(measurement: Measurement) -> None:
@@ -357,7 +367,7 @@ def run_round(
         )
 
     for pipeline in REDIS_BENCHMARK_PIPELINES:
-        for server in pair:
+        for server in (*pair, *trio_reference):
             record(measure_redis_benchmark(settings, server, pipeline, round_index))
     for server in pair:
         record(measure_bench(settings, server, "resp", round_index))
@@ -513,6 +523,25 @@ def render_markdown(
         )
     lines += [
         "",
+        "## Reference: the bare Trio server, same runs",
+        "",
+        "`python -m gossipcache.bare_server`: GET/SET on a dict, a task per connection over raw "
+        "`trio.socket`, nothing else -- the floor of a Trio RESP server in Python.",
+        "",
+        "| configuration | bare Trio CPU us/op | bare / Redis | gossipcache / bare |",
+        "|---|---:|---:|---:|",
+    ]
+    for pipeline in REDIS_BENCHMARK_PIPELINES:
+        config = f"redis-benchmark -P {pipeline}"
+        bare_cpu = medians(measurements, config, BARE_TRIO)["server_cpu_us_per_op"]
+        redis_cpu = medians(measurements, config, "redis")["server_cpu_us_per_op"]
+        node_cpu = medians(measurements, config, "gossipcache")["server_cpu_us_per_op"]
+        lines.append(
+            f"| {config} | {_fmt(bare_cpu)} | {_fmt(_ratio(bare_cpu, redis_cpu))} "
+            f"| {_fmt(_ratio(node_cpu, bare_cpu))} |"
+        )
+    lines += [
+        "",
         "Ratios are gossipcache / Redis: CPU ratio of the medians, then each round's own ratio "
         "(both servers measured back to back). The native row's Redis columns are Redis over "
         "RESP under the same generator settings.",
@@ -583,9 +612,14 @@ def compare(settings: Settings, log: Callable[[str], None]) -> list[Measurement]
             running("gossipcache", node_argv(ports["native_port"], ports["resp_port"],
                                              ports["metrics_port"]), f"{logs}/node.log", **ports)
         )  # fmt: skip
+        bare_port = free_port()
+        bare = stack.enter_context(
+            running(BARE_TRIO, [sys.executable, "-m", "gossipcache.bare_server", "--host", HOST,
+                                "--port", str(bare_port)], f"{logs}/bare.log", resp_port=bare_port)
+        )  # fmt: skip
         log(f"redis pid {redis.pid} port {redis.resp_port}; gossipcache pid {node.pid} {ports}")
         for round_index in range(settings.rounds):
-            measurements += run_round(settings, redis, node, round_index, log)
+            measurements += run_round(settings, redis, node, round_index, log, bare)
     return measurements
 
 
