@@ -65,7 +65,8 @@ class LfuPolicy:
         victim = self._oldest[self._lowest]
         if victim == protect and len(self._frequency) > 1:
             # Next in the lowest list, or else the oldest of the next frequency.
-            victim = self._newer.get(victim) or self._oldest[self._higher[self._lowest]]
+            newer = self._newer.get(victim)  # (b"" is a valid key: compare with None)
+            victim = newer if newer is not None else self._oldest[self._higher[self._lowest]]
         self.remove(victim)
         return victim
 
