@@ -78,6 +78,9 @@ class Client:
         self._wake_writer = trio.Event()
         self._slots = trio.Semaphore(IN_FLIGHT_MAX)
         self._broken: BaseException | None = None
+        self._closed = False
+        self._reconnecting: trio.Event | None = None
+        self._nursery: trio.Nursery | None = None
 
     async def __aenter__(self) -> Client:
         self._exit_stack = contextlib.AsyncExitStack()
@@ -89,14 +92,11 @@ class Client:
 
     @contextlib.asynccontextmanager
     async def _running(self):
-        try:
-            self._stream = await trio.open_tcp_stream(self._host, self._port)
-        except OSError as error:
-            raise CacheUnavailable(f"cannot connect to {self.address}: {error}") from error
+        self._stream = await self._connect()
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._reader)
-                nursery.start_soon(self._writer)
+                self._nursery = nursery
+                self._start_io(self._stream)
                 try:
                     yield
                 finally:
@@ -108,9 +108,42 @@ class Client:
                 raise group.exceptions[0] from None
             raise
         finally:
+            self._closed = True
             self._fail_all(CacheUnavailable("client closed"))
             with trio.CancelScope(shield=True):
                 await self._stream.aclose()
+
+    async def _connect(self) -> trio.SocketStream:
+        try:
+            with trio.fail_after(self.timeout_s):
+                return await trio.open_tcp_stream(self._host, self._port)
+        except (OSError, trio.TooSlowError) as error:
+            raise CacheUnavailable(f"cannot connect to {self.address}: {error}") from error
+
+    def _start_io(self, stream: trio.SocketStream) -> None:
+        self._broken = None
+        self._outgoing = []
+        self._wake_writer = trio.Event()
+        self._nursery.start_soon(self._reader, stream)
+        self._nursery.start_soon(self._writer, stream)
+
+    async def _reconnect(self) -> None:
+        """After the connection broke: one new connection attempt, shared by every caller that
+        arrives meanwhile. Requests in flight when it broke already failed (they may or may not
+        have applied); nothing is retried behind the caller's back."""
+        if self._reconnecting is not None:
+            await self._reconnecting.wait()
+            return
+        self._reconnecting = trio.Event()
+        try:
+            stream = await self._connect()
+            old, self._stream = self._stream, stream
+            with trio.CancelScope(shield=True):
+                await old.aclose()
+            self._start_io(stream)
+        finally:
+            self._reconnecting.set()
+            self._reconnecting = None
 
     # -- operations -------------------------------------------------------------------------
 
@@ -160,10 +193,12 @@ class Client:
     # -- machinery -------------------------------------------------------------------------
 
     async def _call(self, op: str, *args: object) -> tuple[int, Any]:
-        if self._broken is not None:
-            raise CacheUnavailable(f"connection to {self.address} is broken: {self._broken}")
-        if self._stream is None:
+        if self._stream is None or self._closed:
             raise CacheUnavailable("client is not open: use `async with Client(...)`")
+        if self._broken is not None:
+            await self._reconnect()
+            if self._broken is not None:
+                raise CacheUnavailable(f"connection to {self.address} is broken: {self._broken}")
         async with self._slots:
             request_id = self._next_id
             self._next_id = request_id + 1 if request_id < protocol.REQUEST_ID_MAX else 1
@@ -189,21 +224,23 @@ class Client:
             raise ServerError(code, message)
         return response.status, response.payload
 
-    async def _writer(self) -> None:
+    async def _writer(self, stream: trio.SocketStream) -> None:
         try:
             while True:
                 await self._wake_writer.wait()
+                if stream is not self._stream:
+                    return  # replaced by a reconnection
                 self._wake_writer = trio.Event()
                 batch, self._outgoing = self._outgoing, []
-                await self._stream.send_all(b"".join(batch))
+                await stream.send_all(b"".join(batch))
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as error:
-            self._fail_all(CacheUnavailable(f"connection to {self.address} broke: {error}"))
+            self._broke(stream, CacheUnavailable(f"connection to {self.address} broke: {error}"))
 
-    async def _reader(self) -> None:
+    async def _reader(self, stream: trio.SocketStream) -> None:
         decoder = FrameDecoder()
         try:
             while True:
-                data = await self._stream.receive_some(_RECEIVE_SIZE_BYTES)
+                data = await stream.receive_some(_RECEIVE_SIZE_BYTES)
                 if not data:
                     raise CacheUnavailable(f"{self.address} closed the connection")
                 decoder.feed(data)
@@ -214,9 +251,15 @@ class Client:
                         slot[1] = response
                         slot[0].set()
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as error:
-            self._fail_all(CacheUnavailable(f"connection to {self.address} broke: {error}"))
+            self._broke(stream, CacheUnavailable(f"connection to {self.address} broke: {error}"))
         except (CacheUnavailable, ProtocolError) as error:
-            self._fail_all(CacheUnavailable(str(error)))
+            self._broke(stream, CacheUnavailable(str(error)))
+
+    def _broke(self, stream: trio.SocketStream, error: CacheUnavailable) -> None:
+        """``stream`` failed: if it is still the current one, fail everything waiting on it."""
+        if stream is self._stream and self._broken is None:
+            self._fail_all(error)
+            self._wake_writer.set()  # let the writer see the stream is done
 
     def _fail_all(self, error: CacheUnavailable) -> None:
         self._broken = error

@@ -247,3 +247,30 @@ def test_no_input_raises_out_of_connection_processing(chunks: list[bytes], resp:
             reply = reactor.process(connection, chunk)
             assert isinstance(reply, bytes)
     assert node.metrics.internal_errors == 0
+
+
+async def test_client_reconnects_after_the_node_restarts(nursery) -> None:
+    config = NodeConfig(port=0, resp_port=None, metrics_port=None, membership_enabled=False)
+    first = NodeServer(Node(config, time.perf_counter_ns))
+    scope = trio.CancelScope()
+
+    async def serve_until_cancelled(server: NodeServer, task_status=trio.TASK_STATUS_IGNORED):
+        with scope:
+            await server.serve(task_status=task_status)
+
+    await nursery.start(serve_until_cancelled, first)
+    port = first.ports["native"]
+    async with Client(f"127.0.0.1:{port}", timeout_s=2) as client:
+        await client.put("k", "v")
+        scope.cancel()  # the node goes away: the connection breaks
+        with pytest.raises(CacheUnavailable):
+            for _ in range(100):
+                await client.ping()
+                await trio.sleep(0.01)
+        restarted = NodeConfig(
+            port=port, resp_port=None, metrics_port=None, membership_enabled=False
+        )
+        second = NodeServer(Node(restarted, time.perf_counter_ns))
+        await nursery.start(second.serve)
+        await client.ping()  # one call reconnects
+        assert await client.get("k") is None  # a new node: the old data is gone
