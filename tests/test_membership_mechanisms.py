@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from gossipcache.membership import MembershipConfig
 from gossipcache.membership.awareness import Awareness
 from gossipcache.membership.broadcast import BroadcastQueue, retransmit_limit
-from gossipcache.membership.core import push_pull_scale
+from gossipcache.membership.core import push_pull_chance
 from gossipcache.membership.suspicion import (
     Suspicion,
     expected_confirmations,
@@ -29,6 +29,10 @@ def test_profiles_derive_from_one_default_and_validate() -> None:
     assert local.packet_size_bytes_max == lan.packet_size_bytes_max  # untouched knobs shared
     with pytest.raises(ValueError):
         lan.replace(probe_timeout_ms=2000)  # longer than the period
+    with pytest.raises(ValueError):
+        lan.replace(indirect_probe_timeout_ms=600)  # direct + indirect longer than the period
+    with pytest.raises(ValueError):
+        lan.replace(push_pull_scale_threshold=0)
     with pytest.raises(ValueError):
         lan.replace(packet_size_bytes_max=100)
     with pytest.raises(ValueError):
@@ -122,10 +126,20 @@ def test_queue_matches_a_model_of_latest_update_per_member(puts: list) -> None:
     assert len(queue) == 0
 
 
-def test_push_pull_period_scales_above_32_members() -> None:
-    assert push_pull_scale(1) == 1 and push_pull_scale(32) == 1
-    assert push_pull_scale(33) == 2 and push_pull_scale(64) == 2
-    assert push_pull_scale(65) == 3 and push_pull_scale(1000) == 6
+def test_push_pull_chance_keeps_rows_per_node_flat_above_the_threshold() -> None:
+    assert push_pull_chance(1, 10) == 1.0 and push_pull_chance(10, 10) == 1.0
+    assert push_pull_chance(20, 10) == 0.5 and push_pull_chance(100, 10) == 0.1
+
+
+@settings(max_examples=100)
+@given(st.integers(0, 10_000), st.integers(1, 100))
+def test_push_pull_rows_per_period_are_those_of_the_threshold_cluster(
+    members: int, threshold: int
+) -> None:
+    """A sync sends ``members`` rows: expected rows per base period = min(members, N0)."""
+    chance = push_pull_chance(members, threshold)
+    assert 0.0 < chance <= 1.0
+    assert members * chance == pytest.approx(min(members, threshold))
 
 
 def test_membership_package_is_sans_io() -> None:

@@ -9,9 +9,13 @@ Formulas the knobs feed (N = live members this node knows, itself included):
 - retransmissions of one update: ``retransmit_mult * ceil(log10(N + 1))``
 - suspicion timeout, minimum: ``suspicion_mult * max(1, log10(max(1, N))) * probe_interval_ms``
 - suspicion timeout, maximum: ``suspicion_max_timeout_mult * minimum``
-- probe period and probe timeout under local health score S: ``value * (S + 1)``,
-  with ``0 <= S < awareness_max_multiplier``
-- push-pull period: ``push_pull_interval_ms * push_pull_scale(N)`` (grows as log2 N above 32)
+- probe period, probe timeout and indirect probe timeout under local health score S:
+  ``value * (S + 1)``, with ``0 <= S < awareness_max_multiplier``
+- a probe of a silent member ends, and the member is suspected, at
+  ``(probe_timeout_ms + indirect_probe_timeout_ms) * (S + 1)`` after the ping
+- push-pull period, on average: ``push_pull_interval_ms * max(1, N / push_pull_scale_threshold)``
+  (each base period a node syncs with probability ``min(1, threshold / N)``: its O(N) table goes
+  out 1/N as often, so push-pull bytes per node per second stay flat)
 """
 
 from __future__ import annotations
@@ -30,6 +34,13 @@ class MembershipConfig:
     #: How long to wait for a direct ack before asking ``indirect_checks`` helpers. Should exceed
     #: the network's 99th-percentile round trip; too short sends needless indirect probes.
     probe_timeout_ms: int = 500
+    #: After the direct timeout, how long the helpers have to return the target's ack (ping-req,
+    #: forwarded ping, ack, forwarded ack: two round trips). When it passes without an ack the
+    #: probe fails and the target is suspected at once, not at the end of the period, which
+    #: brings the crash -> first suspicion mean to ~1.6 T (see docs/design.md). Helpers nack
+    #: after ``NACK_TIMEOUT_FRACTION`` of it. Must exceed two round trips at the 99th percentile
+    #: with room for the nack; longer adds directly to detection time.
+    indirect_probe_timeout_ms: int = 100
     #: k, helpers asked to ping a target that missed its direct ack (SWIM ping-req). More helpers
     #: make a false suspicion from one bad path less likely at the cost of 2k extra packets.
     indirect_checks: int = 3
@@ -55,8 +66,20 @@ class MembershipConfig:
     #: dead hears it and refutes.
     gossip_to_the_dead_ms: int = 30_000
     #: Period of the full-state push-pull with one random live member over a stream. Repairs
-    #: whatever gossip missed; the cost is the whole member table per round.
+    #: whatever gossip missed; the cost is the whole member table per round. Scaled up above
+    #: ``push_pull_scale_threshold`` members.
     push_pull_interval_ms: int = 30_000
+    #: N0: above this many live members the push-pull period grows in proportion to the member
+    #: count, ``push_pull_interval_ms * N / N0`` on average (each base period a node syncs with
+    #: probability N0 / N). A sync carries N rows, so each node's push-pull bytes per second
+    #: stay those of an N0-member cluster, and the cluster as a whole still runs N0 syncs per
+    #: base period (partition heal, which needs any one cross-side sync, does not slow down).
+    #: The cost: one node's stale view waits ~N/N0 times longer for a sync of its own, so the
+    #: thinning applies only once this node's view has been quiet (no member added or changed
+    #: state) for a whole ``push_pull_interval_ms``; while views move (a partition healing),
+    #: every node syncs each period. Tries of one dead member (partition heal) are never thinned.
+    #: Smaller = flatter bytes per node across sizes, slower per-node repair in big clusters.
+    push_pull_scale_threshold: int = 10
     #: A push-pull (or join) exchange that has not answered in this long is abandoned.
     push_pull_timeout_ms: int = 10_000
     #: How long a dead or left member's record (a tombstone) is kept. While kept, stale gossip
@@ -80,6 +103,7 @@ class MembershipConfig:
         positive = (
             "probe_interval_ms",
             "probe_timeout_ms",
+            "indirect_probe_timeout_ms",
             "retransmit_mult",
             "suspicion_mult",
             "suspicion_max_timeout_mult",
@@ -87,6 +111,7 @@ class MembershipConfig:
             "gossip_interval_ms",
             "gossip_nodes",
             "push_pull_interval_ms",
+            "push_pull_scale_threshold",
             "push_pull_timeout_ms",
             "join_retry_initial_ms",
             "join_retry_max_ms",
@@ -97,8 +122,11 @@ class MembershipConfig:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.indirect_checks < 0:
             raise ValueError("indirect_checks must be >= 0")
-        if self.probe_timeout_ms > self.probe_interval_ms:
-            raise ValueError("probe_timeout_ms must not exceed probe_interval_ms")
+        if self.probe_timeout_ms + self.indirect_probe_timeout_ms > self.probe_interval_ms:
+            # A probe must end before the next one starts: one probe in flight at a time.
+            raise ValueError(
+                "probe_timeout_ms + indirect_probe_timeout_ms must not exceed probe_interval_ms"
+            )
         if self.packet_size_bytes_max < 576:
             # 576 is the smallest datagram every IPv4 host must accept; below that the largest
             # single update (bounded ids, addresses and meta) might not fit.
@@ -117,6 +145,7 @@ class MembershipConfig:
         return dataclasses.replace(
             cls(),
             probe_timeout_ms=200,
+            indirect_probe_timeout_ms=300,
             indirect_checks=1,
             retransmit_mult=2,
             suspicion_mult=3,

@@ -6,7 +6,9 @@ One protocol period (``probe_interval_ms`` scaled by the local health multiplier
    the time until any given member is probed to two periods in the worst case);
 2. no ack within ``probe_timeout_ms``: ask ``indirect_checks`` random members to ping it for us
    (ping-req); they answer with the target's ack, or with a nack when it stays silent (Lifeguard);
-3. no ack by the end of the period: *suspect* the target and gossip it. A suspicion ends with a
+3. no ack within ``indirect_probe_timeout_ms`` more: *suspect* the target and gossip it right
+   away (not at the end of the period: that would add the rest of the period to every
+   detection); the next probe still starts at the next period boundary. A suspicion ends with a
    refutation (the member gossips ``alive`` with a higher incarnation) or, after the Lifeguard
    suspicion timeout, with the member declared *dead*.
 
@@ -28,7 +30,6 @@ and ordered by incarnation):
 from __future__ import annotations
 
 import enum
-import math
 import random
 from dataclasses import dataclass
 
@@ -74,11 +75,10 @@ SEEDS_MAX = 16
 FORWARDS_MAX = 256
 #: Events not yet taken beyond this are dropped oldest first (and counted).
 EVENTS_MAX = 65_536
-#: A helper sends its nack after this share of the probe timeout without an ack from the target,
-#: so the nack reaches the prober before the prober's own period ends.
+#: A helper sends its nack after this share of the indirect probe timeout without an ack from
+#: the target, so the nack reaches the prober (one more one-way trip) before the prober's
+#: indirect deadline: the remaining 20 % (50 ms on the LAN profile) is the margin for that trip.
 NACK_TIMEOUT_FRACTION = 0.8
-#: Push-pull period grows as log2(N / 32) above this many members (the exchange costs O(N)).
-PUSH_PULL_SCALE_THRESHOLD = 32
 #: Random picks are rejection-sampled from the member table; this many tries per pick at most.
 SAMPLE_TRIES_PER_PICK = 8
 
@@ -149,23 +149,26 @@ class _Member:
 
 
 class _Probe:
-    """The probe of the current period."""
+    """The probe of the current period: ping-reqs at ``direct_deadline_ms``, and the target is
+    suspected at ``indirect_deadline_ms`` unless an ack (direct or forwarded) came first."""
 
     __slots__ = (
         "seq",
         "target_id",
         "direct_deadline_ms",
-        "end_ms",
+        "indirect_deadline_ms",
         "indirect_sent",
         "expected_nacks",
         "nacks",
     )
 
-    def __init__(self, seq: int, target_id: str, direct_deadline_ms: int, end_ms: int) -> None:
+    def __init__(
+        self, seq: int, target_id: str, direct_deadline_ms: int, indirect_deadline_ms: int
+    ) -> None:
         self.seq = seq
         self.target_id = target_id
         self.direct_deadline_ms = direct_deadline_ms
-        self.end_ms = end_ms
+        self.indirect_deadline_ms = indirect_deadline_ms
         self.indirect_sent = False
         self.expected_nacks = 0
         self.nacks = 0
@@ -185,11 +188,17 @@ class _Forward:
         self.expires_ms = expires_ms
 
 
-def push_pull_scale(member_count: int) -> int:
-    """Multiplier of the push-pull period: 1 up to 32 members, then +1 per doubling."""
-    if member_count <= PUSH_PULL_SCALE_THRESHOLD:
-        return 1
-    return math.ceil(math.log2(member_count) - math.log2(PUSH_PULL_SCALE_THRESHOLD)) + 1
+def push_pull_chance(member_count: int, scale_threshold: int) -> float:
+    """Probability that a node runs its periodic push-pull in one ``push_pull_interval_ms``:
+    1 up to ``scale_threshold`` live members, then ``scale_threshold / member_count``.
+
+    The mean period is ``push_pull_interval_ms * max(1, N / scale_threshold)``: a sync carries N
+    rows, so a node syncs 1/N as often and its push-pull bytes per second stay flat. A coin flip
+    per base period rather than a longer timer: it follows N at once, and nodes that started
+    together do not all sync in the same window of every long period (a timer armed at start
+    keeps them in step).
+    """
+    return min(1.0, scale_threshold / max(1, member_count))
 
 
 class Membership:
@@ -243,6 +252,7 @@ class Membership:
         self._next_gossip_ms = now_ms + config.gossip_interval_ms
         self._next_push_pull_ms = now_ms + rng.randrange(config.push_pull_interval_ms)
         self._next_reclaim_ms = now_ms + config.dead_node_reclaim_ms
+        self._view_changed_ms = now_ms  # last time a member was added or changed state
         self._left = False
         self._events: list[MemberEvent] = []
         self._outbox: list[Outgoing] = []
@@ -352,7 +362,7 @@ class Membership:
         deadline = min(self._next_probe_ms, self._next_push_pull_ms)
         probe = self._probe
         if probe is not None:
-            deadline = min(deadline, probe.end_ms)
+            deadline = min(deadline, probe.indirect_deadline_ms)
             if not probe.indirect_sent:
                 deadline = min(deadline, probe.direct_deadline_ms)
         if len(self._broadcasts):
@@ -428,7 +438,8 @@ class Membership:
         seq = self._next_seq()
         nack_at_ms = None
         if request.want_nack:
-            nack_at_ms = now_ms + int(self.config.probe_timeout_ms * NACK_TIMEOUT_FRACTION)
+            nack_delay_ms = self.config.indirect_probe_timeout_ms * NACK_TIMEOUT_FRACTION
+            nack_at_ms = now_ms + int(nack_delay_ms)
         expires_ms = now_ms + self.config.probe_interval_ms
         self._forwards[seq] = _Forward(source, request.seq, nack_at_ms, expires_ms)
         self._send(request.target_address, [encode_message(Ping(seq, request.target_id))])
@@ -471,6 +482,7 @@ class Membership:
         if not self._claim_address(alive, now_ms):
             return
         member = _Member(alive.node_id, alive.address, alive.incarnation, now_ms, alive.meta)
+        self._view_changed_ms = now_ms
         self._members[member.node_id] = member
         self._id_index[member.node_id] = len(self._ids)
         self._ids.append(member.node_id)
@@ -577,10 +589,15 @@ class Membership:
             if self._joining:
                 self._joining = False
                 self._count("joined")
-        else:
-            self._send_push_pull(source, reply=True, join=False)
         self._count("push_pull_merged")
-        for row in push_pull.states:
+        self._merge_states(push_pull.states, now_ms)
+        if not push_pull.reply:
+            # Reply after merging, so the reply already carries our refutation of anything the
+            # requester held against us (after a partition: "dead"); it heals in one exchange.
+            self._send_push_pull(source, reply=True, join=False)
+
+    def _merge_states(self, states: tuple[NodeState, ...], now_ms: int) -> None:
+        for row in states:
             if row.state == STATE_ALIVE:
                 self._on_alive(Alive(row.node_id, row.address, row.incarnation, row.meta), now_ms)
             elif row.state == STATE_LEFT:
@@ -612,7 +629,7 @@ class Membership:
         if probe is not None:
             if not probe.indirect_sent and now_ms >= probe.direct_deadline_ms:
                 self._send_ping_reqs(probe)
-            if now_ms >= probe.end_ms:
+            if now_ms >= probe.indirect_deadline_ms:
                 self._probe = None
                 self._probe_failed(probe, now_ms)
         if now_ms >= self._next_probe_ms:
@@ -625,8 +642,13 @@ class Membership:
         if target is None:
             return
         seq = self._next_seq()
-        timeout_ms = self._awareness.scale_ms(self.config.probe_timeout_ms)
-        self._probe = _Probe(seq, target.node_id, now_ms + timeout_ms, now_ms + interval_ms)
+        direct_deadline_ms = now_ms + self._awareness.scale_ms(self.config.probe_timeout_ms)
+        indirect_ms = self._awareness.scale_ms(self.config.indirect_probe_timeout_ms)
+        # Both timeouts and the period scale by the same health factor and the config checks
+        # timeout + indirect <= period, so this probe ends before the next one starts.
+        indirect_deadline_ms = direct_deadline_ms + indirect_ms
+        assert indirect_deadline_ms <= self._next_probe_ms
+        self._probe = _Probe(seq, target.node_id, direct_deadline_ms, indirect_deadline_ms)
         primary = [encode_message(Ping(seq, target.node_id))]
         if target.state is MemberState.SUSPECT and self.config.lifeguard:
             # Buddy system: tell a suspect directly, so it can refute without waiting for gossip.
@@ -696,17 +718,26 @@ class Membership:
                 self._count("push_pull_timeout")
         if now_ms < self._next_push_pull_ms:
             return
-        scale = push_pull_scale(self._live_count)
-        self._next_push_pull_ms = now_ms + self.config.push_pull_interval_ms * scale
+        config = self.config
+        self._next_push_pull_ms = now_ms + config.push_pull_interval_ms
         peers = self._sample(1, None, alive_only=True)
         if peers:
-            self._start_push_pull(peers[0].address, now_ms, join=False)
+            chance = push_pull_chance(self._live_count, config.push_pull_scale_threshold)
+            # Thinned out only once the view has been quiet for a whole period: while members
+            # come, go or refute (after a partition heals, say), views diverge and every node
+            # syncs each period, as in a small cluster.
+            quiet = now_ms - self._view_changed_ms >= config.push_pull_interval_ms
+            if not quiet or chance >= 1.0 or self._rng.random() < chance:
+                self._start_push_pull(peers[0].address, now_ms, join=False)
+            else:
+                self._count("push_pull_skipped")
         elif self._seeds and not self._joining:
             # Alone: everyone we knew is gone or declared us dead. Rejoin through the seeds.
             self._joining = True
             self._next_join_ms = now_ms
         # Partition healing: also try one member we believe dead; if it answers, both sides
-        # learn of each other's refutations.
+        # learn of each other's refutations. Not thinned out like the sync above: it costs
+        # nothing in steady state (no dead records) and is what merges partitions after heal.
         dead = self._sample(1, None, dead_only=True)
         if dead:
             self._start_push_pull(dead[0].address, now_ms, join=False)
@@ -763,6 +794,7 @@ class Membership:
     def _set_state(self, member: _Member, state: MemberState, now_ms: int) -> None:
         was_live = member.state in _LIVE
         is_live = state in _LIVE
+        self._view_changed_ms = now_ms
         member.state = state
         member.since_ms = now_ms
         if state is not MemberState.SUSPECT:
