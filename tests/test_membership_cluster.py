@@ -17,6 +17,7 @@ from gossipcache.membership import (
     MembershipConfig,
     MemberState,
 )
+from gossipcache.membership.codec import Nack, Ping, PingReq, decode_packet
 from gossipcache.sansio import Channel
 
 KEY_A = b"A" * 32
@@ -230,6 +231,75 @@ def test_crashed_node_is_suspected_then_declared_dead_within_bound() -> None:
     assert len(dead_times) == 5 and max(dead_times) <= bound_ms
     # Confirmations from independent members shrink the timeout well below the maximum.
     assert max(dead_times) < CONFIG.suspicion_max_timeout_mult * suspicion_min_ms
+
+
+class RecordingCluster(Cluster):
+    """Also logs every datagram's messages: (send time, source, destination, message)."""
+
+    def __init__(self, seed: int = 1) -> None:
+        super().__init__(seed=seed)
+        self.sent: list[tuple[int, str, str, object]] = []
+
+    def _flush(self, source: str) -> None:
+        core = self.cores[source]
+        outbox = core.take_outbox()
+        for out in outbox:
+            if out.channel is Channel.DATAGRAM:
+                for message in decode_packet(self.keyrings[source], out.payload, False):
+                    self.sent.append((self.now_ms, source, out.destination, message))
+        core._outbox.extend(outbox)  # hand them back for the normal delivery
+        super()._flush(source)
+
+
+def test_probe_suspects_at_the_indirect_deadline_and_counts_helper_nacks() -> None:
+    cluster = RecordingCluster(seed=4)
+    for index in range(5):
+        cluster.add(index, seeds=(0,) if index else ())
+        cluster.run_until(cluster.now_ms + 50)
+    cluster.run_until(10_000)
+    crash_ms = cluster.now_ms
+    cluster.crash(4)
+    cluster.run_until(crash_ms + 3 * CONFIG.probe_interval_ms * 4)
+    dead_address = address_of(4)
+    # Each prober's own failed probe: the suspicion comes probe + indirect timeout after the
+    # ping (not at the end of the period); the ping-reqs go out at the direct deadline.
+    failures = 0
+    for index in range(4):
+        observer = address_of(index)
+        pings = [
+            t
+            for t, src, dst, m in cluster.sent
+            if src == observer and dst == dead_address and isinstance(m, Ping) and t >= crash_ms
+        ]
+        own = [
+            e.now_ms
+            for o, e in cluster.events
+            if o == observer and e.kind is EventKind.SUSPECT and e.node_id == "n4"
+            if any(
+                e.now_ms - t == CONFIG.probe_timeout_ms + CONFIG.indirect_probe_timeout_ms
+                for t in pings
+            )
+        ]
+        if not own:
+            continue
+        failures += 1
+        ping_ms = own[0] - CONFIG.probe_timeout_ms - CONFIG.indirect_probe_timeout_ms
+        ping_reqs = [
+            t
+            for t, src, _, m in cluster.sent
+            if src == observer and isinstance(m, PingReq) and t > ping_ms and t <= own[0]
+        ]
+        assert ping_reqs and all(t == ping_ms + CONFIG.probe_timeout_ms for t in ping_reqs)
+        # Every helper nacked, early enough to arrive before the deadline (the 5 ms link delay),
+        # so the prober's local health does not count them as missed.
+        nacks = [
+            t
+            for t, _, dst, m in cluster.sent
+            if dst == observer and isinstance(m, Nack) and ping_ms < t <= own[0]
+        ]
+        assert len(nacks) == len(ping_reqs)
+        assert all(t + cluster.delay_ms <= own[0] for t in nacks)
+    assert failures >= 1
 
 
 def test_suspected_live_node_refutes_after_short_partition() -> None:
