@@ -56,7 +56,8 @@ def _port(text: str) -> int:
 def _run_node(args: argparse.Namespace) -> int:
     import trio
 
-    from .node import NodeConfig, load_cluster_keyring
+    from .cluster_keys import load_cluster_keyring
+    from .node import NodeConfig
     from .server import run_node
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -209,6 +210,21 @@ def _register_client_commands(sub) -> None:
     )
 
 
+def _run_keygen(args: argparse.Namespace) -> int:
+    import secrets
+
+    print(secrets.token_hex(32))
+    return EXIT_OK
+
+
+def _register_keygen(sub) -> None:
+    parser = sub.add_parser(
+        "keygen",
+        help="print a new random cluster key (hex); put it in the file --cluster-key-file reads",
+    )
+    parser.set_defaults(run=_run_keygen)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gossipcache",
@@ -216,6 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _register_node(sub)
+    _register_keygen(sub)
     _register_client_commands(sub)
     tracesim.register(sub)
     bench.register(sub)

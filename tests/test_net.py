@@ -16,17 +16,16 @@ import trio
 
 from gossipcache import net
 from gossipcache.client import Client
-from gossipcache.errors import ServerError
-from gossipcache.membership import EventKind
-from gossipcache.metrics import render_prometheus
-from gossipcache.node import (
+from gossipcache.cluster_keys import (
     DEVELOPMENT_CLUSTER_KEY,
-    Node,
-    NodeConfig,
     cluster_keyring,
     load_cluster_keyring,
     parse_cluster_keys,
 )
+from gossipcache.errors import ServerError
+from gossipcache.membership import EventKind
+from gossipcache.metrics import render_prometheus
+from gossipcache.node import Node, NodeConfig
 from gossipcache.sansio import Channel, Outgoing
 from gossipcache.server import NodeServer
 
