@@ -179,7 +179,7 @@ class Node:
         out = []
         append = out.append
         clock_ns = self.clock_ns
-        decode = self._request_decoder.decode
+        decode = self._request_decoder.decode_message
         encode = self._response_encoder.encode
         ops = self._native_ops
         # Latency is timed per batch and each request recorded with the batch's mean, as the
@@ -190,20 +190,21 @@ class Node:
         started_ns = clock_ns()
         for body in bodies:
             try:
-                request_id, op, args = decode(body)
+                message = decode(body)
             except ProtocolError as error:
                 code = getattr(error, "code", ERROR_BAD_REQUEST)
                 request_id = getattr(error, "request_id", None) or peek_request_id(body) or 0
                 append(encode(request_id, STATUS_ERROR, (code, str(error))))
                 continue
-            entry = ops.get(op)
+            request_id = message[0]
+            entry = ops.get(message[1])
             if entry is None:
-                message = f"op {op!r} is not served by this node"
-                append(encode(request_id, STATUS_ERROR, (ERROR_UNKNOWN_OP, message)))
+                reason = f"op {message[1]!r} is not served by this node"
+                append(encode(request_id, STATUS_ERROR, (ERROR_UNKNOWN_OP, reason)))
                 continue
             handler, histogram, metrics = entry
             try:
-                status, payload = handler(args, now_ms)
+                status, payload = handler(message, now_ms)
             except _TOO_LARGE as error:
                 metrics.errors += 1
                 status, payload = STATUS_ERROR, (ERROR_TOO_LARGE, str(error))
@@ -234,34 +235,35 @@ class Node:
                 histogram.record_n(mean_ns, length)
         return b"".join(out)
 
-    def _op_ping(self, args: tuple, now_ms: int) -> tuple:
+    # Handlers take the request message ``(request_id, op, *args)``: arguments start at [2].
+
+    def _op_ping(self, message: tuple, now_ms: int) -> tuple:
         return STATUS_OK, True
 
-    def _op_get(self, args: tuple, now_ms: int) -> tuple:
-        value = self.store.get(args[0], now_ms)
+    def _op_get(self, message: tuple, now_ms: int) -> tuple:
+        value = self.store.get(message[2], now_ms)
         return (STATUS_NOT_FOUND, None) if value is None else (STATUS_OK, value)
 
-    def _op_put(self, args: tuple, now_ms: int) -> tuple:
-        key, value, ttl_ms = args
-        self.store.put(key, value, now_ms, ttl_ms)
+    def _op_put(self, message: tuple, now_ms: int) -> tuple:
+        self.store.put(message[2], message[3], now_ms, message[4])
         return STATUS_OK, True
 
-    def _op_del(self, args: tuple, now_ms: int) -> tuple:
-        found = self.store.delete(args[0], now_ms)
+    def _op_del(self, message: tuple, now_ms: int) -> tuple:
+        found = self.store.delete(message[2], now_ms)
         return (STATUS_OK, True) if found else (STATUS_NOT_FOUND, None)
 
-    def _op_expire(self, args: tuple, now_ms: int) -> tuple:
-        found = self.store.expire(args[0], args[1], now_ms)
+    def _op_expire(self, message: tuple, now_ms: int) -> tuple:
+        found = self.store.expire(message[2], message[3], now_ms)
         return (STATUS_OK, True) if found else (STATUS_NOT_FOUND, None)
 
-    def _op_ttl(self, args: tuple, now_ms: int) -> tuple:
-        ttl_ms = self.store.ttl_ms(args[0], now_ms)
+    def _op_ttl(self, message: tuple, now_ms: int) -> tuple:
+        ttl_ms = self.store.ttl_ms(message[2], now_ms)
         return (STATUS_NOT_FOUND, None) if ttl_ms == TTL_MISSING else (STATUS_OK, ttl_ms)
 
-    def _op_stats(self, args: tuple, now_ms: int) -> tuple:
+    def _op_stats(self, message: tuple, now_ms: int) -> tuple:
         return STATUS_OK, self.stats_dict()
 
-    def _op_members(self, args: tuple, now_ms: int) -> tuple:
+    def _op_members(self, message: tuple, now_ms: int) -> tuple:
         """Every member record: id, address, state, incarnation, and ``since_ms`` as wall-clock
         ms (the core keeps monotonic time; converted through the age). O(members)."""
         core = self.membership

@@ -3,15 +3,16 @@
 Why not a Trio task per connection: each wake-up of a task costs a pass through Trio's scheduler
 plus two ``epoll_ctl`` calls to register and unregister the socket, which at one request per
 round trip (redis-benchmark ``-P 1``) cost more than parsing and answering the request. Here the
-listeners and every client socket sit in one ``select.epoll`` object; the reactor task waits (a
-normal Trio checkpoint) until that epoll fd is readable, then serves every ready socket in one
-go: accept, ``recv``, parse, answer against the store, ``send``. Registrations stay in place
+listeners and every client socket sit in one ``select.epoll`` object; the reactor task polls it
+without blocking and serves every ready socket in one go (accept, ``recv``, parse, answer against
+the store, ``send``), yields to other tasks with a plain checkpoint, and polls again; only when
+nothing is ready does it sleep in Trio's own epoll, waiting for its epoll fd to become readable. Registrations stay in place
 between requests, so the steady state is one ``epoll_wait`` per batch of ready sockets plus one
 ``recv`` and one ``send`` per request batch -- what Redis does.
 
 Still one Trio loop, and still lock-free: the reactor is one task; nothing awaits between reading
 a request and writing the store. Other tasks (metrics, membership, expiry) run whenever the
-reactor waits, which it does after every pass over the ready sockets (at most
+reactor yields, which it does after every pass over the ready sockets (at most
 ``READY_SOCKETS_PER_PASS_MAX`` of them).
 
 Bounds: ``connections_max`` client connections (more are closed at accept, counted); one read
@@ -102,17 +103,26 @@ class ClientReactor:
     async def run(self) -> None:
         """Serve until cancelled; then close every socket it owns."""
         epoll = self._epoll
+        listeners = self._listeners
+        connections = self._connections
         try:
             while True:
-                await trio.lowlevel.wait_readable(epoll.fileno())
-                for fd, events in epoll.poll(0, READY_SOCKETS_PER_PASS_MAX):
-                    listener = self._listeners.get(fd)
+                ready = epoll.poll(0, READY_SOCKETS_PER_PASS_MAX)
+                if not ready:
+                    # Nothing to do: sleep in Trio's own epoll until a socket is ready.
+                    await trio.lowlevel.wait_readable(epoll.fileno())
+                    continue
+                for fd, events in ready:
+                    listener = listeners.get(fd)
                     if listener is not None:
                         self._accept(*listener)
                         continue
-                    connection = self._connections.get(fd)
+                    connection = connections.get(fd)
                     if connection is not None:
                         self._serve(connection, events)
+                # Let the other tasks run, without the registration and the wake-up that
+                # waiting on the epoll fd costs when more sockets are probably ready already.
+                await trio.lowlevel.checkpoint()
         finally:
             for connection in list(self._connections.values()):
                 self._close(connection)
@@ -163,8 +173,16 @@ class ClientReactor:
                         return
                 reply = self.process(connection, data)
                 if reply:
-                    connection.pending = memoryview(reply)
-                    self._flush(connection)
+                    # Usually the whole reply fits the socket buffer: one send, nothing kept.
+                    try:
+                        sent = connection.sock.send(reply)
+                    except BlockingIOError:  # the kernel buffer is full: all of it waits
+                        sent = 0
+                    if sent < len(reply):
+                        connection.pending = memoryview(reply)[sent:]
+                        self._flush(connection)
+                    elif connection.closing:
+                        self._close(connection)
                 elif connection.closing:
                     self._close(connection)
         except BlockingIOError:
@@ -197,8 +215,7 @@ class ClientReactor:
             connection.closing = connection.session.closing
         else:
             try:
-                connection.decoder.feed(data)
-                bodies = connection.decoder.pop_frames()
+                bodies = connection.decoder.parse(data)
             except ProtocolError as error:
                 # Framing is lost: say why (request id 0), then close.
                 metrics.protocol_errors += 1

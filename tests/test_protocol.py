@@ -405,3 +405,28 @@ def test_reusable_decoder_agrees_with_one_shot_decoder(bodies: list[bytes]) -> N
 @given(responses)
 def test_reusable_encoder_agrees_with_one_shot_encoder(response) -> None:
     assert ResponseEncoder().encode(*response) == encode_response(response)
+
+
+@FAST
+@given(
+    st.lists(requests.map(encode_request), min_size=1, max_size=6),
+    st.lists(st.integers(min_value=0, max_value=400), max_size=4),
+    st.binary(max_size=12),
+)
+def test_parse_equals_feed_then_pop(frames, cuts, junk) -> None:
+    """The fast path agrees with the general one on any split, including a broken tail."""
+    wire = b"".join(frames) + junk
+    bounds = sorted({0, len(wire), *(c % (len(wire) + 1) for c in cuts)})
+    fast, slow = FrameDecoder(), FrameDecoder()
+    for start, stop in zip(bounds, bounds[1:]):
+        try:
+            got_slow = ("ok", (slow.feed(wire[start:stop]), slow.pop_frames())[1])
+        except ProtocolError as error:
+            got_slow = ("error", str(error))
+        try:
+            got_fast = ("ok", fast.parse(wire[start:stop]))
+        except ProtocolError as error:
+            got_fast = ("error", str(error))
+        assert got_fast == got_slow
+        if got_fast[0] == "error":
+            break

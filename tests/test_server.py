@@ -274,3 +274,23 @@ async def test_client_reconnects_after_the_node_restarts(nursery) -> None:
         await nursery.start(second.serve)
         await client.ping()  # one call reconnects
         assert await client.get("k") is None  # a new node: the old data is gone
+
+
+async def test_replies_larger_than_the_socket_buffer_arrive_whole(server) -> None:
+    """A client that sends before it reads: the node keeps what the kernel will not take yet,
+    stops reading that connection meanwhile, and every reply arrives intact and in order."""
+    stream = await trio.open_tcp_stream("127.0.0.1", server.ports["resp"])
+    value = bytes(range(256)) * 4096  # 1 MiB
+    await stream.send_all(encode_command("SET", "big", value))
+    parser = RespReplyParser()
+    while not (replies := parser.pop_replies()):
+        parser.feed(await stream.receive_some(65536))
+    assert replies == ["OK"]
+    gets = 20
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(stream.send_all, encode_command("GET", "big") * gets)
+        received: list = []
+        while len(received) < gets:
+            parser.feed(await stream.receive_some(1 << 20))
+            received += parser.pop_replies()
+    assert received == [value] * gets
