@@ -1,0 +1,36 @@
+"""Reading metrics never scans the keyspace."""
+
+from __future__ import annotations
+
+import time
+
+from gossipcache.metrics import render_prometheus
+from gossipcache.node import Node, NodeConfig
+from gossipcache.resp_commands import RespDispatcher, RespSession
+
+
+class Untouchable:
+    """Stands in for the store's shards: any use fails the test."""
+
+    def __getattr__(self, name: str):
+        raise AssertionError(f"metrics touched the keyspace ({name})")
+
+    def __getitem__(self, index):
+        raise AssertionError("metrics touched the keyspace")
+
+    def __iter__(self):
+        raise AssertionError("metrics touched the keyspace")
+
+
+def test_render_reads_counters_only() -> None:
+    node = Node(NodeConfig(membership_enabled=False), time.perf_counter_ns)
+    dispatcher = RespDispatcher(node)
+    session = RespSession(1)
+    commands = [[b"SET", b"k%d" % i, b"v"] for i in range(5_000)]
+    commands += [[b"GET", b"k%d" % i] for i in range(6_000)]
+    dispatcher.handle(session, commands, now_ms=0)
+    node.store._shards = Untouchable()
+    text = render_prometheus(node)
+    assert "gossipcache_keys 5000" in text
+    assert "gossipcache_hits_total 5000" in text and "gossipcache_misses_total 1000" in text
+    assert 'gossipcache_command_duration_seconds_count{command="get"} 6000' in text
