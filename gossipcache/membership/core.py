@@ -537,6 +537,13 @@ class Membership:
         member.incarnation = suspect.incarnation
         self._set_state(member, MemberState.SUSPECT, now_ms)
         self._suspicions[member.node_id] = self._new_suspicion(suspect.from_id, now_ms)
+        if self.config.lifeguard:
+            # Probe a new suspect next: the buddy ping tells it of the suspicion, and its ack
+            # carries its refutation straight back, so a suspecter that missed the refutation's
+            # gossip (lossy links) still hears it long before its timer fires. A dead suspect
+            # fails this probe too, an independent confirmation. One extra slot per suspicion;
+            # the order is rebuilt every round, so it stays bounded.
+            self._probe_order.insert(self._probe_index, member.node_id)
         self._emit(EventKind.SUSPECT, member, now_ms)
         self._queue_update(member.node_id, suspect)
         self._count("suspicions")
@@ -652,8 +659,10 @@ class Membership:
         primary = [encode_message(Ping(seq, target.node_id))]
         if target.state is MemberState.SUSPECT and self.config.lifeguard:
             # Buddy system: tell a suspect directly, so it can refute without waiting for gossip.
+            # The suspicion goes first: the target handles it before the ping, so the ack it
+            # sends back already carries its refutation.
             suspect = Suspect(target.node_id, target.incarnation, self.node_id)
-            primary.append(encode_message(suspect))
+            primary.insert(0, encode_message(suspect))
         self._send(target.address, primary)
         self._count("probes")
 
