@@ -8,6 +8,8 @@ longer than it takes to format a few kilobytes.
 
 from __future__ import annotations
 
+from itertools import groupby
+
 from .histogram import Histogram, bucket_highest, bucket_index
 
 #: Prometheus ``le`` bounds for command latency, in seconds: 1 us to 1 s, about 3 per decade.
@@ -51,6 +53,20 @@ class ServerMetrics:
         if metrics is None:
             metrics = self.commands[name] = CommandMetrics(name)
         return metrics
+
+
+def record_batch(histograms: list[Histogram], elapsed_ns: int) -> None:
+    """Record one read batch's service time: every command in it gets the batch's mean, with one
+    ``record_n`` per run of consecutive commands sharing a histogram.
+
+    The clock is read once per batch rather than twice per command: two reads cost about a tenth
+    of serving a GET. For the usual pipeline of alike commands the mean is exact on average; a
+    batch mixing cheap and costly commands smears them.
+    """
+    if histograms:
+        mean_ns = elapsed_ns // len(histograms)
+        for histogram, run in groupby(histograms):
+            histogram.record_n(mean_ns, len(list(run)))
 
 
 def _line(out: list[str], name: str, value: float | int, labels: str = "") -> None:

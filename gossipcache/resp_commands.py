@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 from .errors import EntryTooLarge, KeyTooLarge, ValueTooLarge
 from .histogram import Histogram
+from .metrics import record_batch
 from .resp import (
     EMPTY_ARRAY,
     NULL_BULK,
@@ -406,21 +407,14 @@ class RespDispatcher:
             self._table[name.lower()] = entry
 
     def handle(self, session: RespSession, commands: list[list[bytes]], now_ms: int) -> bytes:
-        """The replies to ``commands``, concatenated. Stops after QUIT.
-
-        Latency is timed per batch, not per command: two clock reads cost ~220 ns, a tenth of
-        serving a GET, so each command of the batch is recorded with the batch's mean service
-        time (one ``record_n`` per run of equal commands). For the usual pipeline of alike
-        commands this is exact on average; a batch mixing cheap and costly commands smears.
-        """
+        """The replies to ``commands``, concatenated. Stops after QUIT. Latency is timed per
+        batch (``metrics.record_batch``)."""
         node = self.node
         table = self._table
         clock_ns = node.clock_ns
         out = []
         append = out.append
-        runs = []  # (histogram, commands in a row) for the batch's latency recording
-        run_histogram = None
-        run_length = 0
+        served = []  # the histogram of every command answered, for ``record_batch``
         started_ns = clock_ns()
         for args in commands:
             entry = table.get(args[0])
@@ -435,13 +429,7 @@ class RespDispatcher:
             except Exception as error:  # a bug: answer, count, keep serving
                 node.metrics.internal_errors += 1
                 reply = encode_error(f"ERR internal error: {error!r}")
-            if histogram is run_histogram:
-                run_length += 1
-            else:
-                if run_length:
-                    runs.append((run_histogram, run_length))
-                run_histogram = histogram
-                run_length = 1
+            served.append(histogram)
             if reply[0] == 45:  # b"-": an error reply
                 metrics.errors += 1
             elif session.protocol_version == 3 and reply == NULL_BULK:
@@ -449,12 +437,7 @@ class RespDispatcher:
             append(reply)
             if session.closing:
                 break
-        if run_length:
-            runs.append((run_histogram, run_length))
-            served = sum(length for _, length in runs)
-            mean_ns = (clock_ns() - started_ns) // served
-            for histogram, length in runs:
-                histogram.record_n(mean_ns, length)
+        record_batch(served, clock_ns() - started_ns)
         return b"".join(out)
 
 

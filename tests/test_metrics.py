@@ -34,3 +34,14 @@ def test_render_reads_counters_only() -> None:
     assert "gossipcache_keys 5000" in text
     assert "gossipcache_hits_total 5000" in text and "gossipcache_misses_total 1000" in text
     assert 'gossipcache_command_duration_seconds_count{command="get"} 6000' in text
+
+
+def test_record_batch_gives_every_command_the_batch_mean() -> None:
+    from gossipcache.histogram import Histogram
+    from gossipcache.metrics import record_batch
+
+    get, put = Histogram(), Histogram()
+    record_batch([get, get, put, get], elapsed_ns=4_000)
+    assert (get.count, get.total, put.count, put.total) == (3, 3_000, 1, 1_000)
+    record_batch([], elapsed_ns=5)  # an empty batch records nothing
+    assert get.count == 3
