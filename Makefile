@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench bench-eviction clean
+.PHONY: run test lint bench-eviction bench-store bench-server bench-membership clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,8 +25,19 @@ lint: $(STAMP)
 	$(BIN)/ruff check gossipcache sim tests examples
 	$(BIN)/ruff format --check gossipcache sim tests examples
 
+# Benchmarks (docs/benchmarks.md): each rewrites its raw report or prints its table.
 bench-eviction: $(STAMP)
 	$(BIN)/python -m gossipcache.eviction_bench --out docs/eviction-results.md
+
+bench-store: $(STAMP)
+	$(BIN)/python -m gossipcache.store_bench --entries 1000000
+
+# Needs redis-server and redis-benchmark (apt-get install redis-server redis-tools).
+bench-server: $(STAMP)
+	$(BIN)/python -m gossipcache.compare --rounds 3 --out docs/server-results.md
+
+bench-membership: $(STAMP)
+	$(BIN)/python -m sim bench membership
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
