@@ -401,13 +401,32 @@ class Membership:
             case Alive():
                 self._on_alive(message, now_ms)
             case Suspect():
+                self._correct_stale(source, message.node_id, message.incarnation)
                 self._on_suspect(message, now_ms)
             case Dead():
+                self._correct_stale(source, message.node_id, message.incarnation)
                 self._on_dead(message.node_id, message.incarnation, now_ms, left=False)
             case Leave():
                 self._on_dead(message.node_id, message.incarnation, now_ms, left=True)
             case PushPull():
                 self._on_push_pull(source, message, now_ms)
+
+    def _correct_stale(self, source: str, node_id: str, incarnation: int) -> None:
+        """``source`` gossips a suspicion or death that the member already refuted: send it the
+        refutation directly. Gossip of the refutation can miss one node (every copy lost), and
+        that node would declare a healthy member dead when its timer fires; its own stale
+        gossip is what gives it away. One datagram per stale message, only while it repeats."""
+        member = self._members.get(node_id)
+        if (
+            member is None
+            or member is self._self  # our own refutation path handles claims about us
+            or member.state is not MemberState.ALIVE
+            or incarnation >= member.incarnation
+        ):
+            return
+        alive = Alive(member.node_id, member.address, member.incarnation, member.meta)
+        self._send(source, [encode_message(alive)])
+        self._count("stale_corrected")
 
     def _on_ping(self, source: str, ping: Ping) -> None:
         if ping.target_id != self.node_id:
@@ -424,6 +443,12 @@ class Membership:
                 self._awareness.apply_delta(-1)
             self._probe = None
             self._count("probe_acked")
+            target = self._members.get(probe.target_id)
+            if self.config.lifeguard and target is not None and target.state is MemberState.SUSPECT:
+                # A suspect answered, but its refutation has not reached us (a lost direct ack,
+                # or an ack forwarded by a helper): buddy-probe it again next period. At most
+                # one extra slot per period, and only while it answers and stays suspect.
+                self._probe_order.insert(self._probe_index, target.node_id)
             return
         forward = self._forwards.pop(ack.seq, None)
         if forward is not None:
