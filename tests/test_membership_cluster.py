@@ -17,7 +17,16 @@ from gossipcache.membership import (
     MembershipConfig,
     MemberState,
 )
-from gossipcache.membership.codec import Nack, Ping, PingReq, decode_packet
+from gossipcache.membership.codec import (
+    Alive,
+    Nack,
+    Ping,
+    PingReq,
+    Suspect,
+    decode_packet,
+    encode_message,
+    encode_packet,
+)
 from gossipcache.sansio import Channel
 
 KEY_A = b"A" * 32
@@ -460,3 +469,27 @@ def test_same_seed_replays_the_same_run() -> None:
         return [(o, e) for o, e in cluster.events]
 
     assert run() == run()
+
+
+def test_stale_suspicion_is_answered_with_the_refutation() -> None:
+    """A node gossiping a suspicion the member already refuted gets the refutation directly."""
+    cluster = Cluster(seed=12)
+    for index in range(3):
+        cluster.add(index, seeds=(0,) if index else (), incarnation=5)
+        cluster.run_until(cluster.now_ms + 50)
+    cluster.run_until(5_000)
+    observer = address_of(0)
+    core = cluster.cores[observer]
+    assert {m.node_id: m.incarnation for m in core.members()}["n2"] == 5
+    keyring = cluster.keyrings[observer]
+    stale = encode_packet(keyring, [encode_message(Suspect("n2", 4, "n1"))])
+    core.handle(address_of(1), Channel.DATAGRAM, stale, cluster.now_ms)
+    sent = [
+        message
+        for out in core.take_outbox()
+        if out.destination == address_of(1)
+        for message in decode_packet(keyring, out.payload, False)
+    ]
+    assert any(isinstance(m, Alive) and m.node_id == "n2" and m.incarnation == 5 for m in sent)
+    assert core.stats()["stale_corrected"] == 1
+    assert cluster.view(0)["n2"] is MemberState.ALIVE
