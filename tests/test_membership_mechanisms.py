@@ -140,32 +140,3 @@ def test_push_pull_rows_per_period_are_those_of_the_threshold_cluster(
     chance = push_pull_chance(members, threshold)
     assert 0.0 < chance <= 1.0
     assert members * chance == pytest.approx(min(members, threshold))
-
-
-def test_membership_package_is_sans_io() -> None:
-    """No clock, socket, event loop or module-global randomness anywhere in the package."""
-    import ast
-    import pathlib
-
-    import gossipcache.membership as package
-
-    forbidden_modules = {"trio", "time", "socket", "asyncio", "datetime", "os", "secrets"}
-    for path in pathlib.Path(package.__file__).parent.glob("*.py"):
-        tree = ast.parse(path.read_text())
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Import):
-                names = {alias.name.split(".")[0] for alias in node.names}
-            elif isinstance(node, ast.ImportFrom):
-                names = {(node.module or "").split(".")[0]}
-                if node.module == "random":
-                    raise AssertionError(f"{path.name}: from random import ...")
-            else:
-                names = set()
-            assert not names & forbidden_modules, f"{path.name} imports {names}"
-            # `random` may only be used for the `random.Random` type, never its global functions.
-            if (
-                isinstance(node, ast.Attribute)
-                and isinstance(node.value, ast.Name)
-                and node.value.id == "random"
-            ):
-                assert node.attr == "Random", f"{path.name} uses random.{node.attr}"
