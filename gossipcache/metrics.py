@@ -8,6 +8,7 @@ longer than it takes to format a few kilobytes.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from itertools import groupby
 
 from .histogram import Histogram, bucket_highest, bucket_index
@@ -94,6 +95,14 @@ def _labelled(
 
 def render_prometheus(node) -> str:
     """The node's metrics in Prometheus text exposition format (version 0.0.4)."""
+    return "".join(iter_prometheus(node))
+
+
+def iter_prometheus(node) -> Iterator[str]:
+    """``render_prometheus`` in pieces of at most one metric family or one command's histogram
+    (tens of microseconds each), so the HTTP handler can yield to the data path between pieces
+    and a scrape never holds the loop for the whole render. Values are read piece by piece, so a
+    scrape is not one atomic snapshot (Prometheus scrapes never are)."""
     stats = node.store.stats()
     server = node.metrics
     out: list[str] = []
@@ -125,10 +134,12 @@ def render_prometheus(node) -> str:
         ("gossipcache_connections_open", "Client connections open now.", server.connections_open),
     )  # fmt: skip
     _unlabelled(out, "gauge", gauges)
+    yield _flush(out)
     name = "gossipcache_command_errors_total"
     _header(out, name, "counter", "Commands answered with an error, by command.")
     for command in sorted(server.commands):
         _line(out, name, server.commands[command].errors, f'command="{command}"')
+    yield _flush(out)
     name = "gossipcache_command_duration_seconds"
     _header(out, name, "histogram", "Time to serve one command inside the node, by command.")
     for command in sorted(server.commands):
@@ -141,11 +152,18 @@ def render_prometheus(node) -> str:
         _line(out, f"{name}_bucket", histogram.count, f'command="{command}",le="+Inf"')
         _line(out, f"{name}_sum", histogram.total / 1e9, f'command="{command}"')
         _line(out, f"{name}_count", histogram.count, f'command="{command}"')
+        yield _flush(out)
     membership = getattr(node, "membership", None)
     if membership is not None:
         _render_membership(out, membership, node.membership_transport_stats)
-    out.append("")
-    return "\n".join(out)
+    yield _flush(out)
+
+
+def _flush(out: list[str]) -> str:
+    """The lines gathered so far as text (newline-terminated), and an empty list again."""
+    text = "\n".join(out) + "\n" if out else ""
+    out.clear()
+    return text
 
 
 #: Member states, always rendered (zero included) so dashboards see every series.

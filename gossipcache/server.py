@@ -20,7 +20,7 @@ import time
 import trio
 
 from . import net
-from .metrics import render_prometheus
+from .metrics import iter_prometheus
 from .node import Node, NodeConfig
 from .reactor import NATIVE, RESP, ClientReactor
 from .resp_commands import RespDispatcher
@@ -194,7 +194,11 @@ class NodeServer:
             status, body, content_type = b"405 Method Not Allowed", b"GET only\n", b"text/plain"
         elif request_line[1].split(b"?")[0] == b"/metrics":
             self.node.metrics.metrics_scrapes += 1
-            body = render_prometheus(self.node).encode()
+            pieces = []
+            for piece in iter_prometheus(self.node):
+                pieces.append(piece)
+                await trio.lowlevel.checkpoint()  # let the client reactor run between pieces
+            body = "".join(pieces).encode()
             status, content_type = b"200 OK", b"text/plain; version=0.0.4; charset=utf-8"
         elif request_line[1] == b"/health":
             status, body, content_type = b"200 OK", b"ok\n", b"text/plain"
