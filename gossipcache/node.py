@@ -254,7 +254,7 @@ class Node:
         ms (the core keeps monotonic time; converted through the age). O(members)."""
         core = self.membership
         if core is None or self._membership_clock_ms is None:
-            return protocol.STATUS_ERROR, (ERROR_UNAVAILABLE, "membership is not running")
+            return STATUS_ERROR, (ERROR_UNAVAILABLE, "membership is not running")
         monotonic_now_ms = self._membership_clock_ms()
         return STATUS_OK, [
             {

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+from ._order import oldest_except
+
 
 class LruPolicy:
     name = "lru"
@@ -37,9 +39,7 @@ class LruPolicy:
         if victim == protect and len(order) > 1:
             # The protected key is the LRU one only if it was written and then everything else
             # was touched: take the next oldest.
-            it = iter(order)
-            next(it)
-            victim = next(it)
+            victim = oldest_except(order, protect)
         del order[victim]
         return victim
 
