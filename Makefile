@@ -22,19 +22,19 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check gossipcache sim tests examples
-	$(BIN)/ruff format --check gossipcache sim tests examples
+	$(BIN)/ruff check gossipcache sim tests examples benchmarks
+	$(BIN)/ruff format --check gossipcache sim tests examples benchmarks
 
 # Benchmarks (docs/benchmarks.md): each rewrites its raw report or prints its table.
 bench-eviction: $(STAMP)
-	$(BIN)/python -m gossipcache.eviction_bench --out docs/eviction-results.md
+	$(BIN)/python -m benchmarks.eviction_bench --out docs/eviction-results.md
 
 bench-store: $(STAMP)
-	$(BIN)/python -m gossipcache.store_bench --entries 1000000
+	$(BIN)/python -m benchmarks.store_bench --entries 1000000
 
 # Needs redis-server and redis-benchmark (apt-get install redis-server redis-tools).
 bench-server: $(STAMP)
-	$(BIN)/python -m gossipcache.compare --rounds 3 --out docs/server-results.md
+	$(BIN)/python -m benchmarks.compare --rounds 3 --out docs/server-results.md
 
 bench-membership: $(STAMP)
 	$(BIN)/python -m sim bench membership

@@ -3,7 +3,7 @@
 The public API; everything else is internal and may change.
 """
 
-from .client import Client, SyncClient
+from .client.client import Client, SyncClient
 from .errors import (
     CacheTimeout,
     CacheUnavailable,
@@ -15,8 +15,8 @@ from .errors import (
     ServerError,
     ValueTooLarge,
 )
-from .eviction import POLICY_NAMES, EvictionPolicy, make_policy
 from .store import Store, StoreStats
+from .store.eviction import POLICY_NAMES, EvictionPolicy, make_policy
 
 __version__ = "0.1.0"
 

@@ -17,8 +17,10 @@ import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gossipcache import bench, cli, compare
-from gossipcache.bench import (
+from benchmarks import compare
+from gossipcache.cli import bench
+from gossipcache.cli import main as cli
+from gossipcache.cli.bench import (
     KIND_GET,
     KIND_SET,
     KeyDistribution,
@@ -29,20 +31,20 @@ from gossipcache.bench import (
     record_many,
     sample_key_indices,
 )
+from gossipcache.drivers.server import NodeServer
 from gossipcache.errors import ProtocolError
-from gossipcache.histogram import Histogram
-from gossipcache.node import Node, NodeConfig
-from gossipcache.protocol import (
+from gossipcache.metrics.histogram import Histogram
+from gossipcache.node.core import Node, NodeConfig
+from gossipcache.wire.framing import FrameDecoder
+from gossipcache.wire.native import (
     STATUS_NOT_FOUND,
     STATUS_OK,
-    FrameDecoder,
     Response,
     decode_request,
     encode_response,
     error_response,
 )
-from gossipcache.resp import RespParser
-from gossipcache.server import NodeServer
+from gossipcache.wire.resp import RespParser
 
 ZIPF = KeyDistribution("zipf", 0.99)
 UNIFORM = KeyDistribution("uniform")

@@ -9,10 +9,10 @@ import time
 import pytest
 import trio
 
-from gossipcache.cli import EXIT_ERROR, EXIT_MISSING, EXIT_OK, main, parse_size_bytes
-from gossipcache.cluster_keys import parse_cluster_keys
-from gossipcache.node import Node, NodeConfig
-from gossipcache.server import NodeServer
+from gossipcache.cli.main import EXIT_ERROR, EXIT_MISSING, EXIT_OK, main, parse_size_bytes
+from gossipcache.drivers.cluster_keys import parse_cluster_keys
+from gossipcache.drivers.server import NodeServer
+from gossipcache.node.core import Node, NodeConfig
 
 
 @pytest.mark.parametrize(

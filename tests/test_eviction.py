@@ -6,10 +6,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gossipcache.eviction import POLICY_NAMES, make_policy
-from gossipcache.eviction.s3fifo import S3FifoPolicy
-from gossipcache.eviction.wtinylfu import WTinyLfuPolicy
 from gossipcache.store import Store
+from gossipcache.store.eviction import POLICY_NAMES, make_policy
+from gossipcache.store.eviction.s3fifo import S3FifoPolicy
+from gossipcache.store.eviction.wtinylfu import WTinyLfuPolicy
 
 KEYS = [b"k%d" % index for index in range(12)] + [b""]
 
@@ -238,7 +238,7 @@ def test_wtinylfu_promotes_and_bounds_protected() -> None:
 
 
 def test_eviction_bench_smoke() -> None:
-    from gossipcache.eviction_bench import render_markdown, run_benchmark
+    from benchmarks.eviction_bench import render_markdown, run_benchmark
 
     rows = run_benchmark(unique_keys=1000, requests=3000, runs=1)
     loop = {row.policy: row.hit_ratio for row in rows if row.trace == "loop-1.1x"}

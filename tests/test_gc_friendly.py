@@ -11,8 +11,8 @@ import gc
 
 import pytest
 
-from gossipcache.eviction import POLICY_NAMES
 from gossipcache.store import ENTRY_OVERHEAD_BYTES, Store
+from gossipcache.store.eviction import POLICY_NAMES
 
 #: Objects the test's own bookkeeping may allocate between the two counts.
 TRACKED_SLACK = 16

@@ -1,27 +1,27 @@
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gossipcache.histogram import (
-    BUCKET_COUNT,
+from gossipcache.metrics.histogram import (
+    BIN_COUNT,
     VALUE_MAX,
     Histogram,
-    bucket_highest,
-    bucket_index,
-    bucket_lowest,
+    bin_highest,
+    bin_index,
+    bin_lowest,
 )
 
 
 @given(st.integers(min_value=0, max_value=VALUE_MAX))
 def test_value_lies_in_its_bucket_and_error_is_bounded(value: int) -> None:
-    index = bucket_index(value)
-    assert 0 <= index < BUCKET_COUNT
-    assert bucket_lowest(index) <= value <= bucket_highest(index)
-    assert bucket_highest(index) - bucket_lowest(index) <= max(1, value // 64)
+    index = bin_index(value)
+    assert 0 <= index < BIN_COUNT
+    assert bin_lowest(index) <= value <= bin_highest(index)
+    assert bin_highest(index) - bin_lowest(index) <= max(1, value // 64)
 
 
 def test_buckets_tile_the_range() -> None:
-    for index in range(BUCKET_COUNT - 1):
-        assert bucket_highest(index) + 1 == bucket_lowest(index + 1)
+    for index in range(BIN_COUNT - 1):
+        assert bin_highest(index) + 1 == bin_lowest(index + 1)
 
 
 @given(st.lists(st.integers(min_value=0, max_value=10**9), min_size=1, max_size=300))
@@ -43,7 +43,7 @@ def test_cumulative_counts_match_a_direct_count_on_bucket_edges(values: list[int
     histogram = Histogram()
     for value in values:
         histogram.record(value)
-    bounds = [bucket_highest(bucket_index(b)) for b in (10, 1_000, 100_000, 10**7)]
+    bounds = [bin_highest(bin_index(b)) for b in (10, 1_000, 100_000, 10**7)]
     assert histogram.cumulative_counts(bounds) == [sum(v <= b for v in values) for b in bounds]
 
 

@@ -1,7 +1,7 @@
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gossipcache.keyslot import BUCKET_COUNT, bucket_of, hash_tag
+from gossipcache.placement import BUCKET_COUNT, bucket_of, hash_tag
 
 
 def test_matches_redis_cluster_reference_slots() -> None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import time
 
-from gossipcache.metrics import render_prometheus
-from gossipcache.node import Node, NodeConfig
-from gossipcache.resp_commands import RespDispatcher, RespSession
+from gossipcache.metrics.counters import render_prometheus
+from gossipcache.node.core import Node, NodeConfig
+from gossipcache.node.resp_session import RespDispatcher, RespSession
 
 
 class Untouchable:
@@ -37,8 +37,8 @@ def test_render_reads_counters_only() -> None:
 
 
 def test_record_batch_gives_every_command_the_batch_mean() -> None:
-    from gossipcache.histogram import Histogram
-    from gossipcache.metrics import record_batch
+    from gossipcache.metrics.counters import record_batch
+    from gossipcache.metrics.histogram import Histogram
 
     get, put = Histogram(), Histogram()
     record_batch([get, get, put, get], elapsed_ns=4_000)

@@ -1,4 +1,4 @@
-"""The Trio membership driver (``gossipcache.net``) over real loopback sockets, in-process.
+"""The Trio membership driver (``gossipcache.drivers.peer``) over real loopback sockets, in-process.
 
 Two kinds of test: a scripted fake core shows what the driver itself does (datagrams, peer
 streams, failures, bounds, timers); pairs of real nodes show the membership core running on it
@@ -14,20 +14,21 @@ import time
 import pytest
 import trio
 
-from gossipcache import net
-from gossipcache.client import Client
-from gossipcache.cluster_keys import (
+from gossipcache.client.client import Client
+from gossipcache.drivers import peer as net
+from gossipcache.drivers.cluster_keys import (
     DEVELOPMENT_CLUSTER_KEY,
     cluster_keyring,
     load_cluster_keyring,
     parse_cluster_keys,
 )
+from gossipcache.drivers.server import NodeServer
 from gossipcache.errors import ServerError
 from gossipcache.membership import EventKind
-from gossipcache.metrics import render_prometheus
-from gossipcache.node import Node, NodeConfig
+from gossipcache.metrics.counters import render_prometheus
+from gossipcache.node.core import Node, NodeConfig
 from gossipcache.sansio import Channel, Outgoing
-from gossipcache.server import NodeServer
+from gossipcache.wire.framing import frame
 
 #: Safety net for waits on conditions; a healthy run takes milliseconds.
 WAIT_S_MAX = 10.0
@@ -183,7 +184,7 @@ async def test_bad_peer_input_is_dropped_and_counted(nursery) -> None:
     host, port = net.split_address(driver.address)
     bad_inputs = {
         "peer_dropped_bad_preamble": b"GCPEER9\nxxxx",
-        "peer_dropped_bad_address": net.PREAMBLE + net._frame(b"not an address"),
+        "peer_dropped_bad_address": net.PREAMBLE + frame(b"not an address"),
         "peer_dropped_bad_frame": net.PREAMBLE + (2**31).to_bytes(4, "big"),
     }
     for counter, data in bad_inputs.items():
@@ -235,7 +236,7 @@ async def test_a_failing_core_does_not_stop_the_driver(nursery) -> None:
 
 
 def test_preamble_is_never_a_native_frame() -> None:
-    from gossipcache.protocol import FRAME_SIZE_BYTES_MAX
+    from gossipcache.limits import FRAME_SIZE_BYTES_MAX
 
     assert int.from_bytes(net.PREAMBLE[:4], "big") > FRAME_SIZE_BYTES_MAX
     assert net.starts_like_preamble(net.PREAMBLE + b"more")

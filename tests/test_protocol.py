@@ -12,22 +12,19 @@ from hypothesis import strategies as st
 from mutations import mutated
 
 from gossipcache.errors import ProtocolError, ValueTooLarge
-from gossipcache.protocol import (
+from gossipcache.limits import FRAME_SIZE_BYTES_MAX, TTL_MS_MAX
+from gossipcache.wire.framing import PROTOCOL_VERSION, FrameDecoder, FrameTooLarge
+from gossipcache.wire.native import (
     ERROR_BAD_REQUEST,
     ERROR_CODES,
     ERROR_UNKNOWN_OP,
-    FRAME_SIZE_BYTES_MAX,
     OP_ARGS,
     OPS,
-    PROTOCOL_VERSION,
     REQUEST_ID_MAX,
     STATUS_ERROR,
     STATUS_NOT_FOUND,
     STATUS_OK,
-    TTL_MS_MAX,
     BadRequest,
-    FrameDecoder,
-    FrameTooLarge,
     Request,
     RequestDecoder,
     Response,

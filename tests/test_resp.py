@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from mutations import mutated
 
 from gossipcache.errors import ProtocolError
-from gossipcache.resp import (
+from gossipcache.wire.resp import (
     NULL_ARRAY,
     NULL_BULK,
     OK,

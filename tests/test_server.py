@@ -12,14 +12,15 @@ import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gossipcache.client import Client, SyncClient
+from gossipcache.client.client import Client, SyncClient
+from gossipcache.drivers.reactor import NATIVE, RESP, ClientReactor, Connection
+from gossipcache.drivers.server import NodeServer
 from gossipcache.errors import CacheUnavailable, ServerError, ValueTooLarge
-from gossipcache.node import Node, NodeConfig
-from gossipcache.protocol import FrameDecoder, Request, decode_response, encode_request
-from gossipcache.reactor import NATIVE, RESP, ClientReactor, Connection
-from gossipcache.resp import RespReplyParser, encode_command
-from gossipcache.resp_commands import RespDispatcher
-from gossipcache.server import NodeServer
+from gossipcache.node.core import Node, NodeConfig
+from gossipcache.node.resp_session import RespDispatcher
+from gossipcache.wire.framing import FrameDecoder
+from gossipcache.wire.native import Request, decode_response, encode_request
+from gossipcache.wire.resp import RespReplyParser, encode_command
 
 
 @pytest.fixture

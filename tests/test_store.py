@@ -14,7 +14,6 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from gossipcache.errors import EntryTooLarge, KeyTooLarge, ValueTooLarge
-from gossipcache.eviction import POLICY_NAMES
 from gossipcache.store import (
     ENTRY_OVERHEAD_BYTES,
     TTL_MISSING,
@@ -22,6 +21,7 @@ from gossipcache.store import (
     TTL_PERSISTENT,
     Store,
 )
+from gossipcache.store.eviction import POLICY_NAMES
 
 KEYS = st.sampled_from([b"a", b"b", b"c", b"d", b"e", b"f", b"g", b"h"])
 VALUES = st.binary(max_size=300)
@@ -155,7 +155,7 @@ class StoreModel(RuleBasedStateMachine):
         assert (stats.hits, stats.misses) == (self.hits, self.misses)
         for shard in store._shards:
             assert sorted(shard.ttl_keys) == sorted(shard.expires_at_ms)
-            assert all(shard.ttl_keys[i] == k for k, i in shard.ttl_slot.items())
+            assert all(shard.ttl_keys[i] == k for k, i in shard.ttl_index.items())
 
 
 StoreModel.TestCase.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)

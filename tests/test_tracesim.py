@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from gossipcache.cli import main
-from gossipcache.eviction import POLICY_NAMES
-from gossipcache.tracesim import replay
+from gossipcache.cli.main import main
+from gossipcache.cli.tracesim import replay
+from gossipcache.store.eviction import POLICY_NAMES
 
 
 def test_replay_counts_every_request() -> None:

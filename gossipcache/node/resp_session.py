@@ -12,13 +12,13 @@ the reply's bytes; none awaits (see ``gossipcache.node``).
 from __future__ import annotations
 
 import fnmatch
-import os
 from collections.abc import Callable
 
-from .errors import EntryTooLarge, KeyTooLarge, ValueTooLarge
-from .histogram import Histogram
-from .metrics import record_batch
-from .resp import (
+from ..errors import EntryTooLarge, KeyTooLarge, ValueTooLarge
+from ..metrics.counters import record_batch
+from ..metrics.histogram import Histogram
+from ..store import TTL_MISSING, TTL_PERSISTENT
+from ..wire.resp import (
     EMPTY_ARRAY,
     NULL_BULK,
     OK,
@@ -28,7 +28,6 @@ from .resp import (
     encode_error,
     encode_integer,
 )
-from .store import TTL_MISSING, TTL_PERSISTENT
 
 _ZERO = b":0\r\n"
 _ONE = b":1\r\n"
@@ -337,7 +336,7 @@ def cmd_info(node, session, args, now_ms):
         "server": [
             ("gossipcache_version", "0.1.0"),
             ("redis_version", "7.0.0"),  # what clients check for feature support
-            ("process_id", os.getpid()),
+            ("process_id", node.process_id),
             ("tcp_port", node.config.resp_port or 0),
         ],
         "clients": [("connected_clients", server.connections_open)],

@@ -1,6 +1,6 @@
 """The measured comparison of a gossipcache node with Redis, on this machine, end to end.
 
-Run: ``python -m gossipcache.compare [--rounds 3] [--out docs/server-results.md]``.
+Run: ``python -m benchmarks.compare [--rounds 3] [--out docs/server-results.md]``.
 
 It starts its own ``redis-server`` (no persistence) and its own gossipcache node, on free
 127.0.0.1 ports, and in each of ``--rounds`` interleaved rounds runs against both servers:
@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import asdict, dataclass
 
-from .bench import read_process_cpu_s
+from gossipcache.cli.bench import read_process_cpu_s
 
 HOST = "127.0.0.1"  # the only address this module ever uses
 #: redis-benchmark's flags, as the issue's targets state them.
@@ -559,7 +559,7 @@ def render_markdown(
         "",
         "## Reference: the bare Trio server, same runs",
         "",
-        "`python -m gossipcache.bare_server`: GET/SET on a dict, a task per connection over raw "
+        "`python -m benchmarks.bare_server`: GET/SET on a dict, a task per connection over raw "
         "`trio.socket`, nothing else -- the floor of a Trio RESP server in Python.",
         "",
         "| configuration | bare Trio CPU us/op | bare / Redis | gossipcache / bare |",
@@ -649,7 +649,7 @@ def compare(settings: Settings, log: Callable[[str], None]) -> list[Measurement]
         )  # fmt: skip
         bare_port = free_port()
         bare = stack.enter_context(
-            running(BARE_TRIO, [sys.executable, "-m", "gossipcache.bare_server", "--host", HOST,
+            running(BARE_TRIO, [sys.executable, "-m", "benchmarks.bare_server", "--host", HOST,
                                 "--port", str(bare_port)], f"{logs}/bare.log", resp_port=bare_port)
         )  # fmt: skip
         log(f"redis pid {redis.pid} port {redis.resp_port}; gossipcache pid {node.pid} {ports}")
@@ -660,7 +660,7 @@ def compare(settings: Settings, log: Callable[[str], None]) -> list[Measurement]
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m gossipcache.compare", description=__doc__.split("\n\n")[0]
+        prog="python -m benchmarks.compare", description=__doc__.split("\n\n")[0]
     )
     defaults = Settings()
     parser.add_argument("--rounds", type=int, default=defaults.rounds)
@@ -690,9 +690,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     load = " ".join(f"{value:.2f}" for value in os.getloadavg())
     notes.append(f"whole comparison took {time.monotonic() - started_s:.0f} s; load at end {load}")
-    command = "python -m gossipcache.compare " + " ".join(
-        argv if argv is not None else sys.argv[1:]
-    )
+    command = "python -m benchmarks.compare " + " ".join(argv if argv is not None else sys.argv[1:])
     markdown = render_markdown(settings, measurements, notes, command.strip())
     with open(args.out, "w") as out:
         out.write(markdown)

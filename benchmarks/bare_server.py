@@ -1,10 +1,10 @@
 """A reference point for benchmarks, not part of the product: the least a Trio RESP server can do.
 
-    python -m gossipcache.bare_server --port 6400
+    python -m benchmarks.bare_server --port 6400
 
 GET and SET on a plain dict, one task per connection over raw ``trio.socket`` (``recv``, parse
 every complete command with gossipcache's RESP parser, one ``send``), and nothing else: no
-limits, expiry, eviction, statistics or histograms. ``gossipcache.compare`` measures it in the
+limits, expiry, eviction, statistics or histograms. ``benchmarks.compare`` measures it in the
 same run as Redis and a full node, so the report can say how much of the node's cost is Trio's
 and Python's floor and how much is the node's own work.
 """
@@ -17,7 +17,7 @@ import socket
 
 import trio
 
-from .resp import OK, RespParser, encode_bulk, encode_error
+from gossipcache.wire.resp import OK, RespParser, encode_bulk, encode_error
 
 
 async def _serve_connection(sock: trio.socket.SocketType, data: dict[bytes, bytes]) -> None:
@@ -60,7 +60,7 @@ async def serve(host: str, port: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m gossipcache.bare_server")
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bare_server")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=6400)
     args = parser.parse_args(argv)

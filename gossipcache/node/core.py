@@ -16,13 +16,13 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
-from . import protocol
-from .cluster_keys import load_cluster_keyring
-from .errors import EntryTooLarge, InvalidRequest, KeyTooLarge, ProtocolError, ValueTooLarge
-from .histogram import Histogram
-from .membership import Keyring, MemberEvent, Membership, MembershipConfig
-from .metrics import CommandMetrics, ServerMetrics, record_batch
-from .protocol import (
+from ..errors import EntryTooLarge, InvalidRequest, KeyTooLarge, ProtocolError, ValueTooLarge
+from ..membership import Keyring, MemberEvent, Membership, MembershipConfig
+from ..metrics.counters import CommandMetrics, ServerMetrics, record_batch
+from ..metrics.histogram import Histogram
+from ..store import TTL_MISSING, Store
+from ..wire import native as protocol
+from ..wire.native import (
     ERROR_BAD_REQUEST,
     ERROR_INTERNAL,
     ERROR_TOO_LARGE,
@@ -35,7 +35,6 @@ from .protocol import (
     ResponseEncoder,
     peek_request_id,
 )
-from .store import TTL_MISSING, Store
 
 log = logging.getLogger("gossipcache.node")
 
@@ -85,6 +84,8 @@ class Node:
         self.store = Store(config.size_bytes_max, config.eviction)
         self.metrics = ServerMetrics()
         self.clock_ns = clock_ns
+        #: The serving process's id, for INFO (the driver sets it; 0 in the simulator).
+        self.process_id = 0
         handlers: dict[str, Callable[[tuple, int], tuple]] = {
             protocol.OP_PING: self._op_ping,
             protocol.OP_GET: self._op_get,
@@ -118,7 +119,7 @@ class Node:
         clock_ms: Callable[[], int],
         wall_ms: int,
         rng: random.Random,
-        keyring: Keyring | None = None,
+        keyring: Keyring,
     ) -> Membership:
         """Create the membership core for this node at ``address`` (its native ``host:port``).
 
@@ -131,8 +132,6 @@ class Node:
         profile = MEMBERSHIP_PROFILES.get(config.membership_profile)
         if profile is None:
             raise ValueError(f"unknown membership profile {config.membership_profile!r}")
-        if keyring is None:
-            keyring = load_cluster_keyring(config.cluster_key_file)
         node_id = f"{address}#{rng.getrandbits(32):08x}"
         self._membership_clock_ms = clock_ms
         self.membership = Membership(

@@ -1,6 +1,6 @@
 """Store benchmark: measured per-entry overhead and the longest pause with a million entries.
 
-    python -m gossipcache.store_bench [--entries 1000000] [--json]
+    python -m benchmarks.store_bench [--entries 1000000] [--json]
 
 Overhead: tracemalloc's count of bytes allocated by inserting N entries, minus the key and value
 bytes, over N. It includes the bytes objects' headers, the store's dict slots and the eviction
@@ -23,8 +23,8 @@ import json
 import time
 import tracemalloc
 
-from .eviction import POLICY_NAMES
-from .store import ENTRY_OVERHEAD_BYTES, Store
+from gossipcache.store import ENTRY_OVERHEAD_BYTES, Store
+from gossipcache.store.eviction import POLICY_NAMES
 
 KEY_SIZE_BYTES = 16
 VALUE_SIZE_BYTES = 100
@@ -115,7 +115,7 @@ def measure_pauses(policy: str, entries: int) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m gossipcache.store_bench")
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.store_bench")
     parser.add_argument("--entries", type=int, default=1_000_000)
     parser.add_argument("--overhead-entries", type=int, default=200_000)
     parser.add_argument("--policies", default=",".join(POLICY_NAMES))

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from .eviction import POLICY_NAMES, make_policy
+from ..store.eviction import POLICY_NAMES, make_policy
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 
-from .membership import Keyring
+from ..membership import Keyring
 
 log = logging.getLogger("gossipcache.cluster_keys")
 

@@ -1,7 +1,7 @@
 """Node metrics: counters, gauges and a latency histogram per command, in Prometheus text format.
 
 Everything here is O(1) to update and independent of the keyspace to read: gauges come from the
-store's running counters (``Store.stats()``), histograms have a fixed number of buckets. Rendering
+store's running counters (``Store.stats()``), histograms have a fixed number of bins. Rendering
 a scrape costs the same with ten keys or ten million, so scraping never pauses the data path for
 longer than it takes to format a few kilobytes.
 """
@@ -11,15 +11,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 from itertools import groupby
 
-from .histogram import Histogram, bucket_highest, bucket_index
+from .histogram import Histogram, bin_highest, bin_index
 
 #: Prometheus ``le`` bounds for command latency, in seconds: 1 us to 1 s, about 3 per decade.
 LATENCY_BOUNDS_S = (
     1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4,
     1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5, 1.0,
 )  # fmt: skip
-# The same bounds snapped to bucket edges, so ``le`` counts are exact for the histogram.
-_LATENCY_BOUNDS_NS = tuple(bucket_highest(bucket_index(round(b * 1e9))) for b in LATENCY_BOUNDS_S)
+# The same bounds snapped to bin edges, so ``le`` counts are exact for the histogram.
+_LATENCY_BOUNDS_NS = tuple(bin_highest(bin_index(round(b * 1e9))) for b in LATENCY_BOUNDS_S)
 
 
 class CommandMetrics:

@@ -15,7 +15,7 @@ server replies ``encode_error("ERR " + str(error))`` and closes the connection, 
 
 from __future__ import annotations
 
-from .errors import ProtocolError
+from ..errors import ProtocolError
 
 #: Defaults of the parser's caps: a bulk argument holds at most a 16 MiB value or a 64 KiB key
 #: (Redis' own cap, ``proto-max-bulk-len``, is 512 MiB); a command has at most ~1M arguments

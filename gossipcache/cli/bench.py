@@ -35,20 +35,20 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from .errors import ProtocolError
-from .histogram import Histogram, bucket_index
-from .protocol import (
+from ..errors import ProtocolError
+from ..metrics.histogram import Histogram, bin_index
+from ..wire.framing import FrameDecoder
+from ..wire.native import (
     OP_GET,
     OP_PUT,
     STATUS_ERROR,
     STATUS_NOT_FOUND,
     STATUS_OK,
-    FrameDecoder,
     Request,
     decode_response,
     encode_request,
 )
-from .resp import RespReplyParser, encode_command
+from ..wire.resp import RespReplyParser, encode_command
 from .tracesim import _positive_int
 
 PROTOCOLS = ("native", "resp")
@@ -331,7 +331,7 @@ def record_many(histogram: Histogram, value: int, count: int) -> None:
     if count > 1:
         # The total grew by the value as recorded (clamped to the histogram's range).
         histogram.total += (histogram.total - total_before) * (count - 1)
-        histogram.counts[bucket_index(value)] += count - 1
+        histogram.counts[bin_index(value)] += count - 1
         histogram.count += count - 1
 
 

@@ -13,9 +13,9 @@ import math
 import sys
 import time
 
+from ..errors import GossipCacheError
+from ..store.eviction import POLICY_NAMES
 from . import bench, tracesim
-from .errors import GossipCacheError
-from .eviction import POLICY_NAMES
 
 EXIT_OK = 0
 EXIT_MISSING = 1
@@ -56,9 +56,9 @@ def _port(text: str) -> int:
 def _run_node(args: argparse.Namespace) -> int:
     import trio
 
-    from .cluster_keys import load_cluster_keyring
-    from .node import NodeConfig
-    from .server import run_node
+    from ..drivers.cluster_keys import load_cluster_keyring
+    from ..drivers.server import run_node
+    from ..node.core import NodeConfig
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if args.cluster_key_file is not None:
@@ -117,7 +117,7 @@ def _address(text: str) -> str:
 
 
 def _client_call(args: argparse.Namespace) -> int:
-    from .client import SyncClient
+    from ..client.client import SyncClient
 
     try:
         with SyncClient(args.node, timeout_s=args.timeout_s) as client:

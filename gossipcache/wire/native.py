@@ -20,31 +20,17 @@ hold, so a small frame cannot make the unpacker allocate a huge structure.
 
 from __future__ import annotations
 
-import struct
 from typing import NamedTuple
 
 import msgpack
 
-from .errors import ProtocolError, ValueTooLarge
-from .store import KEY_SIZE_BYTES_MAX_DEFAULT, VALUE_SIZE_BYTES_MAX_DEFAULT
-
-#: The version byte that starts every frame body. Bumped on any incompatible change.
-PROTOCOL_VERSION = 1
-
-#: Largest accepted frame length L (version byte + body). A frame carries at most one value and
-#: one key; 1 KiB of slack covers the msgpack headers, request id, op and TTL around them.
-FRAME_SIZE_BYTES_MAX = VALUE_SIZE_BYTES_MAX_DEFAULT + KEY_SIZE_BYTES_MAX_DEFAULT + 1024
-
-#: Bytes of the length prefix.
-FRAME_HEADER_SIZE_BYTES = 4
+from ..errors import ProtocolError
+from ..limits import FRAME_SIZE_BYTES_MAX, TTL_MS_MAX
+from .framing import frame
 
 #: Request ids are unsigned 32-bit: the client wraps around; ids only need to be unique among
 #: the requests in flight on one connection.
 REQUEST_ID_MAX = 2**32 - 1
-
-#: Largest |ttl_ms| accepted (about 8,900 years). Keeps ``now_ms + ttl_ms`` far inside int64 on
-#: every node, whatever its clock says.
-TTL_MS_MAX = 2**48
 
 #: Op codes. The set is append-only: the strings are wire protocol.
 OP_PING = "ping"
@@ -98,10 +84,6 @@ OP_ARGS: dict[str, tuple[str, ...]] = {
     OP_MEMBERS: (),
 }
 OPS = frozenset(OP_ARGS)
-
-_HEADER = struct.Struct(">IB")  # length prefix + version byte
-_LENGTH = struct.Struct(">I")
-_VERSION_BYTE = bytes((PROTOCOL_VERSION,))
 
 
 def _unpack_options(array_len_max: int, map_len_max: int, use_list: bool) -> dict[str, object]:
@@ -165,127 +147,9 @@ class BadRequest(ProtocolError):
         self.request_id = request_id
 
 
-class FrameTooLarge(ProtocolError):
-    """A frame's length prefix is above the decoder's cap (the server answers ``too_large``)."""
-
-
 def error_response(request_id: int, code: str, message: str) -> Response:
     """An ERROR response carrying ``code`` (one of ``ERROR_CODES``) and a human message."""
     return Response(request_id, STATUS_ERROR, (code, message))
-
-
-# -- framing ---------------------------------------------------------------------------------
-
-
-def _frame(body: bytes) -> bytes:
-    length = len(body) + 1
-    if length > FRAME_SIZE_BYTES_MAX:
-        raise ValueTooLarge(f"frame of {length} bytes exceeds {FRAME_SIZE_BYTES_MAX}")
-    return _HEADER.pack(length, PROTOCOL_VERSION) + body
-
-
-class FrameDecoder:
-    """Splits a byte stream into frame bodies (version byte checked and stripped).
-
-    ``feed`` bytes as they arrive, then ``pop_frames``. A length above
-    ``frame_size_bytes_max`` is rejected as soon as its 4-byte prefix is buffered, before any of
-    the frame is. After a ``ProtocolError`` the stream cannot be resynchronised: the decoder
-    keeps raising it, and the caller closes the connection. Frames that preceded the bad one in
-    the same ``pop_frames`` call are dropped with it (the connection is closing anyway).
-    """
-
-    def __init__(self, frame_size_bytes_max: int = FRAME_SIZE_BYTES_MAX) -> None:
-        if frame_size_bytes_max < 1:
-            raise ValueError(f"frame_size_bytes_max must be >= 1, got {frame_size_bytes_max}")
-        self.frame_size_bytes_max = frame_size_bytes_max
-        # Bytes not yet returned. ``pop_frames`` walks it with an offset and drops the consumed
-        # head once per call: CPython deletes a bytearray's head by moving its start pointer,
-        # copying the rest only when it shrinks below half its allocation (amortised O(1)/byte).
-        self._buffer = bytearray()
-        self._error: ProtocolError | None = None
-
-    @property
-    def buffered_size_bytes(self) -> int:
-        """Bytes received but not yet returned as frames."""
-        return len(self._buffer)
-
-    def feed(self, data: bytes) -> None:
-        """Append received bytes. Raises ``ProtocolError`` if the next frame's length prefix is
-        already known to be invalid, so an oversized frame is never buffered."""
-        if self._error is not None:
-            raise self._error
-        self._buffer += data
-        if len(self._buffer) >= FRAME_HEADER_SIZE_BYTES:
-            self._check_length(_LENGTH.unpack_from(self._buffer)[0])
-
-    def parse(self, data: bytes) -> list[bytes]:
-        """``feed(data)`` then ``pop_frames()``, faster in the common case: when nothing is
-        buffered, complete frames are sliced straight out of ``data`` (one copy each, no trip
-        through the buffer) and only an incomplete tail is buffered."""
-        if self._buffer or self._error is not None:
-            self.feed(data)
-            return self.pop_frames()
-        end = len(data)
-        offset = 0
-        frames = []
-        cap = self.frame_size_bytes_max
-        while end - offset >= FRAME_HEADER_SIZE_BYTES:
-            (length,) = _LENGTH.unpack_from(data, offset)
-            if length > cap or length == 0 or end - offset - FRAME_HEADER_SIZE_BYTES < 1:
-                break  # let the general path judge (and raise) from here
-            frame_end = offset + FRAME_HEADER_SIZE_BYTES + length
-            if frame_end > end or data[offset + FRAME_HEADER_SIZE_BYTES] != PROTOCOL_VERSION:
-                break
-            frames.append(data[offset + FRAME_HEADER_SIZE_BYTES + 1 : frame_end])
-            offset = frame_end
-        if offset < end:
-            self.feed(data[offset:])
-            frames += self.pop_frames()
-        return frames
-
-    def pop_frames(self) -> list[bytes]:
-        """Return the bodies of all complete frames buffered, in order; keep the rest."""
-        if self._error is not None:
-            raise self._error
-        buffer = self._buffer
-        end = len(buffer)
-        frame_size_bytes_max = self.frame_size_bytes_max
-        unpack_length = _LENGTH.unpack_from
-        offset = 0
-        frames = []
-        while end - offset >= FRAME_HEADER_SIZE_BYTES:
-            (length,) = unpack_length(buffer, offset)
-            if not 0 < length <= frame_size_bytes_max:
-                self._check_length(length)
-            body_start = offset + FRAME_HEADER_SIZE_BYTES + 1
-            frame_end = body_start - 1 + length
-            if frame_end > end:
-                break
-            if buffer[body_start - 1] != PROTOCOL_VERSION:
-                self._fail(
-                    f"unsupported protocol version {buffer[body_start - 1]}"
-                    f" (this node speaks {PROTOCOL_VERSION})"
-                )
-            frames.append(bytes(buffer[body_start:frame_end]))
-            offset = frame_end
-        if offset == end:
-            buffer.clear()
-        elif offset:
-            del buffer[:offset]
-        return frames
-
-    def _check_length(self, length: int) -> None:
-        if length > self.frame_size_bytes_max:
-            self._fail(
-                f"frame length {length} exceeds the cap of {self.frame_size_bytes_max}",
-                FrameTooLarge,
-            )
-        if length == 0:
-            self._fail("empty frame (no version byte)")
-
-    def _fail(self, message: str, error_type: type[ProtocolError] = ProtocolError) -> None:
-        self._error = error_type(message)
-        raise self._error
 
 
 # -- requests --------------------------------------------------------------------------------
@@ -407,7 +271,7 @@ def encode_request(request: Request) -> bytes:
     message = (request_id, op, *args)
     if not _is_valid_request(message):
         raise ValueError(str(_explain_invalid(message, None)))
-    return _frame(msgpack.packb(message))
+    return frame(msgpack.packb(message))
 
 
 def peek_request_id(body: bytes) -> int | None:
@@ -529,7 +393,7 @@ def encode_response(response: Response) -> bytes:
         body = msgpack.packb((request_id, status, payload))
     except (TypeError, OverflowError, ValueError) as error:
         raise ValueError(f"cannot encode payload: {error}") from None
-    return _frame(body)
+    return frame(body)
 
 
 class ResponseEncoder:
@@ -547,10 +411,7 @@ class ResponseEncoder:
         except (TypeError, OverflowError, ValueError) as error:
             self._pack = msgpack.Packer().pack  # a failed pack may leave state behind
             raise ValueError(f"cannot encode payload: {error}") from None
-        length = len(body) + 1
-        if length > FRAME_SIZE_BYTES_MAX:
-            raise ValueTooLarge(f"frame of {length} bytes exceeds {FRAME_SIZE_BYTES_MAX}")
-        return _HEADER.pack(length, PROTOCOL_VERSION) + body
+        return frame(body)
 
 
 def decode_response(body: bytes) -> Response:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import gc
 import logging
+import os
 import random
 import signal
 import socket as _stdlib_socket
@@ -19,11 +20,12 @@ import time
 
 import trio
 
-from . import net
-from .metrics import iter_prometheus
-from .node import Node, NodeConfig
+from ..metrics.counters import iter_prometheus
+from ..node.core import Node, NodeConfig
+from ..node.resp_session import RespDispatcher
+from . import peer as net
+from .cluster_keys import load_cluster_keyring
 from .reactor import NATIVE, RESP, ClientReactor
-from .resp_commands import RespDispatcher
 
 log = logging.getLogger("gossipcache.server")
 
@@ -132,7 +134,13 @@ class NodeServer:
         try:
             address = f"{config.host}:{native_sock.getsockname()[1]}"
             node = self.node
-            core = node.start_membership(address, net.monotonic_ms, wall_ms(), random.Random())
+            core = node.start_membership(
+                address,
+                net.monotonic_ms,
+                wall_ms(),
+                random.Random(),
+                load_cluster_keyring(config.cluster_key_file),
+            )
             self.peer_driver = net.PeerDriver(
                 core,
                 address,
@@ -221,6 +229,7 @@ class NodeServer:
 async def run_node(config: NodeConfig, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
     """Build a node and serve it until cancelled or until SIGINT / SIGTERM."""
     node = Node(config, time.perf_counter_ns)
+    node.process_id = os.getpid()
     tune_gc()
     server = NodeServer(node)
     async with trio.open_nursery() as nursery:

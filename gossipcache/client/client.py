@@ -20,12 +20,12 @@ from typing import Any
 
 import trio
 
-from . import protocol
-from .errors import CacheTimeout, CacheUnavailable, InvalidRequest, ProtocolError, ServerError
-from .protocol import (
+from ..errors import CacheTimeout, CacheUnavailable, InvalidRequest, ProtocolError, ServerError
+from ..wire import native as protocol
+from ..wire.framing import FrameDecoder
+from ..wire.native import (
     STATUS_ERROR,
     STATUS_NOT_FOUND,
-    FrameDecoder,
     Request,
     decode_response,
     encode_request,

@@ -20,7 +20,7 @@ CPython's cyclic collector never tracks:
 - ``versions``: key -> version (the replication layer's hybrid-logical-clock stamp, or a local
   counter when the caller gives none)
 - ``expires_at_ms``: key -> absolute expiry, only for keys that have a TTL
-- ``ttl_keys`` / ``ttl_slot``: the keys with a TTL as a dense list plus each key's index, so the
+- ``ttl_keys`` / ``ttl_index``: the keys with a TTL as a dense list plus each key's index, so the
   active expiry cycle can walk them with a cursor and removal is a swap with the last slot.
 
 Each shard has its own eviction policy instance sized for its share of the limit; the limit itself
@@ -37,26 +37,28 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .errors import EntryTooLarge, KeyTooLarge, ValueTooLarge
+from ..errors import EntryTooLarge, KeyTooLarge, ValueTooLarge
+from ..limits import KEY_SIZE_BYTES_MAX, VALUE_SIZE_BYTES_MAX
 from .eviction import EvictionPolicy, make_policy
-from .keyslot import BUCKET_COUNT
 
 #: Per-entry bytes charged on top of key and value: the bytes objects' headers, the dict slots of
 #: ``values`` and ``versions``, the version int, and the eviction policy's per-key metadata.
 #: Measured by ``python -m gossipcache.store_bench`` for every policy; this covers the largest.
 ENTRY_OVERHEAD_BYTES = 256
 #: Extra bytes while an entry has a TTL: its slot in ``expires_at_ms``, the expiry int, and its
-#: place in ``ttl_keys`` / ``ttl_slot``. Measured the same way.
+#: place in ``ttl_keys`` / ``ttl_index``. Measured the same way.
 TTL_OVERHEAD_BYTES = 128
+
+#: Most shards a store may have (a power of two): far more than any limit needs.
+SHARD_COUNT_MAX = 16384
 
 #: A shard's share of the limit. Bounds the largest dict (and so the longest rehash) to about
 #: 8 MiB / 256 B = 32768 entries, about 2 ms on this machine.
 SHARD_SIZE_BYTES_TARGET = 8 * 1024 * 1024
 
-#: Default caps. Keys are identifiers, values are payloads; both bounded so that one request cannot
-#: monopolise the loop or the memory limit. A node may lower them; frames are capped accordingly.
-KEY_SIZE_BYTES_MAX_DEFAULT = 64 * 1024
-VALUE_SIZE_BYTES_MAX_DEFAULT = 16 * 1024 * 1024
+#: Default caps (``gossipcache.limits``). A store may be built with lower ones, never higher.
+KEY_SIZE_BYTES_MAX_DEFAULT = KEY_SIZE_BYTES_MAX
+VALUE_SIZE_BYTES_MAX_DEFAULT = VALUE_SIZE_BYTES_MAX
 
 #: TTL query results for keys without a remaining time, as Redis reports them.
 TTL_MISSING = -2
@@ -73,7 +75,7 @@ EXPIRE_TICK_KEYS_MAX = 1000
 def shard_count_for(size_bytes_max: int) -> int:
     """Shards for a limit: the smallest power of two giving each at most the target share."""
     count = 1
-    while count < BUCKET_COUNT and size_bytes_max > count * SHARD_SIZE_BYTES_TARGET:
+    while count < SHARD_COUNT_MAX and size_bytes_max > count * SHARD_SIZE_BYTES_TARGET:
         count *= 2
     return count
 
@@ -106,14 +108,14 @@ class StoreStats:
 class _Shard:
     """One shard's maps and policy. Plain containers; the Store keeps them consistent."""
 
-    __slots__ = ("values", "versions", "expires_at_ms", "ttl_keys", "ttl_slot", "policy")
+    __slots__ = ("values", "versions", "expires_at_ms", "ttl_keys", "ttl_index", "policy")
 
     def __init__(self, policy: EvictionPolicy) -> None:
         self.values: dict[bytes, bytes] = {}
         self.versions: dict[bytes, int] = {}
         self.expires_at_ms: dict[bytes, int] = {}
         self.ttl_keys: list[bytes] = []
-        self.ttl_slot: dict[bytes, int] = {}
+        self.ttl_index: dict[bytes, int] = {}
         self.policy = policy
 
 
@@ -139,8 +141,8 @@ class Store:
         self.eviction_policy = eviction
         if shard_count is None:
             shard_count = shard_count_for(size_bytes_max)
-        if not 1 <= shard_count <= BUCKET_COUNT or shard_count & (shard_count - 1):
-            raise ValueError(f"shard_count must be a power of two <= {BUCKET_COUNT}")
+        if not 1 <= shard_count <= SHARD_COUNT_MAX or shard_count & (shard_count - 1):
+            raise ValueError(f"shard_count must be a power of two <= {SHARD_COUNT_MAX}")
         share_bytes = -(-size_bytes_max // shard_count)
         self._shards = [
             _Shard(make_policy(eviction, share_bytes, seed + index)) for index in range(shard_count)
@@ -321,7 +323,7 @@ class Store:
             shard.versions.clear()
             shard.expires_at_ms.clear()
             shard.ttl_keys.clear()
-            shard.ttl_slot.clear()
+            shard.ttl_index.clear()
         self._keys = 0
         self._used_bytes = 0
         self._expire_cursor = 0
@@ -440,7 +442,7 @@ class Store:
 
     def _set_expiry(self, shard: _Shard, key: bytes, expires_at_ms: int) -> None:
         if key not in shard.expires_at_ms:
-            shard.ttl_slot[key] = len(shard.ttl_keys)
+            shard.ttl_index[key] = len(shard.ttl_keys)
             shard.ttl_keys.append(key)
             self._used_bytes += TTL_OVERHEAD_BYTES
         shard.expires_at_ms[key] = expires_at_ms
@@ -449,8 +451,8 @@ class Store:
         if shard.expires_at_ms.pop(key, None) is None:
             return
         self._used_bytes -= TTL_OVERHEAD_BYTES
-        slot = shard.ttl_slot.pop(key)
+        slot = shard.ttl_index.pop(key)
         last = shard.ttl_keys.pop()
         if last != key:
             shard.ttl_keys[slot] = last
-            shard.ttl_slot[last] = slot
+            shard.ttl_index[last] = slot

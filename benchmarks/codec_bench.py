@@ -1,6 +1,6 @@
 """Micro-benchmark of the wire codecs' hot paths: ns per command parsed or encoded.
 
-Run: ``.venv/bin/python -m gossipcache.codec_bench``. Reports the median of several rounds,
+Run: ``.venv/bin/python -m benchmarks.codec_bench``. Reports the median of several rounds,
 each feeding pipelined batches the way a server receives them (one ``feed`` and one
 ``pop_*`` per batch of 16, redis-benchmark's ``-P 16``).
 """
@@ -12,16 +12,16 @@ import statistics
 import time
 from collections.abc import Callable
 
-from .protocol import (
+from gossipcache.wire.framing import FrameDecoder
+from gossipcache.wire.native import (
     STATUS_OK,
-    FrameDecoder,
     Request,
     Response,
     decode_request,
     encode_request,
     encode_response,
 )
-from .resp import RespParser, RespReplyParser, encode_bulk, encode_command
+from gossipcache.wire.resp import RespParser, RespReplyParser, encode_bulk, encode_command
 
 #: redis-benchmark's SET / GET commands: 16-byte keys (``key:%012d``), 3-byte values.
 PIPELINE_DEPTH = 16

@@ -31,12 +31,13 @@ from collections.abc import Callable
 
 import trio
 
-from . import net
-from .errors import ProtocolError
-from .node import Node
-from .protocol import ERROR_BAD_REQUEST, FrameDecoder, encode_response, error_response
-from .resp import RespParser, encode_error
-from .resp_commands import RespDispatcher, RespSession
+from ..errors import ProtocolError
+from ..node.core import Node
+from ..node.resp_session import RespDispatcher, RespSession
+from ..wire.framing import FrameDecoder
+from ..wire.native import ERROR_BAD_REQUEST, encode_response, error_response
+from ..wire.resp import RespParser, encode_error
+from . import peer as net
 
 log = logging.getLogger("gossipcache.reactor")
 

@@ -40,9 +40,9 @@ from collections.abc import Awaitable, Callable
 
 import trio
 
-from .errors import ProtocolError
-from .protocol import PROTOCOL_VERSION, FrameDecoder
-from .sansio import Channel, Outgoing, SansIOCore
+from ..errors import ProtocolError
+from ..sansio import Channel, Outgoing, SansIOCore
+from ..wire.framing import FrameDecoder, frame
 
 log = logging.getLogger("gossipcache.net")
 
@@ -99,10 +99,6 @@ def split_address(address: str) -> tuple[str, int]:
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError(f"address must be HOST:PORT, got {address!r:.80}")
     return host, int(port)
-
-
-def _frame(payload: bytes) -> bytes:
-    return (len(payload) + 1).to_bytes(4, "big") + bytes((PROTOCOL_VERSION,)) + payload
 
 
 def starts_like_preamble(data: bytes) -> bool:
@@ -191,7 +187,7 @@ class PeerDriver:
         self.stats: dict[str, int] = stats if stats is not None else {}
         self._udp = udp_sock
         self._on_step = on_step
-        self._hello = _frame(address.encode())
+        self._hello = frame(address.encode())
         self._links: dict[str, _Link] = {}
         self._incoming = 0
         self._failed_peers: list[str] = []
@@ -300,7 +296,7 @@ class PeerDriver:
                 return
             link = self._links[peer] = _Link(peer)
             self._nursery.start_soon(self._run_link, link)
-        if not link.push(_frame(payload)):
+        if not link.push(frame(payload, PEER_FRAME_SIZE_BYTES_MAX)):
             self._count("stream_dropped_queue_full")
             self._failed_peers.append(peer)
 
@@ -419,15 +415,15 @@ class PeerDriver:
             except ProtocolError:
                 self._count("peer_dropped_bad_frame")
                 return
-            for frame in frames:
+            for body in frames:
                 if source is None:
-                    source = _parse_address_frame(frame)
+                    source = _parse_address_frame(body)
                     if source is None:
                         self._count("peer_dropped_bad_address")
                         return
                     continue
                 self._count("stream_frames_received")
-                self.step(functools.partial(handle, source, Channel.STREAM, frame))
+                self.step(functools.partial(handle, source, Channel.STREAM, body))
             deadline = (
                 handshake_deadline
                 if source is None

@@ -1,0 +1,1 @@
+"""Development-only benchmarks: run from the checkout (``python -m benchmarks.compare``); not shipped."""

@@ -1,0 +1,1 @@
+"""The ``gossipcache`` command line: node, client commands, bench, trace-sim, keygen."""

@@ -1,0 +1,1 @@
+"""The Python clients: ``Client`` (Trio) and ``SyncClient`` (blocking)."""

@@ -1,0 +1,1 @@
+"""Drivers: the Trio code that moves bytes and time between sockets and the node core."""

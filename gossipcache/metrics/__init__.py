@@ -1,0 +1,1 @@
+"""Counters and latency histograms of a node, and their Prometheus rendering (pure)."""

@@ -1,0 +1,1 @@
+"""The node core: commands, configuration and protocol sessions (sans-IO)."""

@@ -1,0 +1,25 @@
+"""The in-memory store and its eviction policies (pure: no I/O, no clock of its own)."""
+
+from .store import (
+    ENTRY_OVERHEAD_BYTES,
+    KEY_SIZE_BYTES_MAX_DEFAULT,
+    TTL_MISSING,
+    TTL_OVERHEAD_BYTES,
+    TTL_PERSISTENT,
+    VALUE_SIZE_BYTES_MAX_DEFAULT,
+    Store,
+    StoreStats,
+    shard_count_for,
+)
+
+__all__ = [
+    "ENTRY_OVERHEAD_BYTES",
+    "KEY_SIZE_BYTES_MAX_DEFAULT",
+    "TTL_MISSING",
+    "TTL_OVERHEAD_BYTES",
+    "TTL_PERSISTENT",
+    "VALUE_SIZE_BYTES_MAX_DEFAULT",
+    "Store",
+    "StoreStats",
+    "shard_count_for",
+]
