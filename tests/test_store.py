@@ -8,6 +8,9 @@ or an eviction counted in ``stats().evictions`` that never hit the key just writ
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
@@ -19,6 +22,7 @@ from gossipcache.store import (
     TTL_MISSING,
     TTL_OVERHEAD_BYTES,
     TTL_PERSISTENT,
+    InvariantViolation,
     Store,
 )
 from gossipcache.store.eviction import POLICY_NAMES
@@ -144,6 +148,7 @@ class StoreModel(RuleBasedStateMachine):
     @invariant()
     def matches_model(self) -> None:
         store = self.store
+        store.check_invariants()
         assert len(store) == len(self.model)
         assert store.used_bytes == sum(entry_bytes(k, v, e) for k, (v, e) in self.model.items())
         assert store.used_bytes <= store.size_bytes_max
@@ -235,3 +240,161 @@ def test_flush_keeps_counters() -> None:
     store.get(b"a", now_ms=0)
     store.flush()
     assert len(store) == 0 and store.used_bytes == 0 and store.stats().hits == 1
+
+
+# -- check_invariants -------------------------------------------------------------------------
+
+
+def _populated(policy: str = "lru", shard_count: int = 4) -> Store:
+    store = Store(10**6, policy, shard_count=shard_count)
+    for index in range(40):
+        store.put(b"k%d" % index, b"v" * index, now_ms=0, ttl_ms=100 if index % 3 else None)
+    return store
+
+
+def _held_key(store: Store, with_ttl: bool) -> tuple[object, bytes]:
+    for shard in store._shards:
+        for key in shard.values:
+            if (key in shard.expires_at_ms) is with_ttl:
+                return shard, key
+    raise AssertionError("no such key")
+
+
+@pytest.mark.parametrize("policy", POLICY_NAMES)
+def test_check_invariants_passes_through_every_operation(policy: str) -> None:
+    store = Store(20 * (ENTRY_OVERHEAD_BYTES + 20), policy, shard_count=4)
+    store.check_invariants()
+    for index in range(200):
+        now_ms = index * 10  # a 50 ms TTL runs out five steps later
+        key = b"k%d" % (index % 31)
+        store.put(key, b"v" * (index % 20), now_ms=now_ms, ttl_ms=50 if index % 4 == 0 else None)
+        store.get(b"k%d" % (index * 7 % 31), now_ms=now_ms)
+        if index % 5 == 0:
+            store.delete(b"k%d" % (index * 3 % 31), now_ms=now_ms)
+        if index % 7 == 0:
+            store.expire(b"k%d" % (index * 11 % 31), 30 if index % 2 else None, now_ms=now_ms)
+        if index % 13 == 0:
+            store.expire_tick(now_ms=now_ms)
+        store.check_invariants()
+    assert store.stats().evictions > 0 and store.stats().expirations > 0
+    store.flush()
+    store.check_invariants()
+
+
+def test_invariant_violation_is_a_runtime_error_not_an_assertion() -> None:
+    assert issubclass(InvariantViolation, RuntimeError)
+    assert not issubclass(InvariantViolation, AssertionError)
+
+
+def test_check_invariants_catches_used_bytes_drift() -> None:
+    store = _populated()
+    store._used_bytes += 1
+    with pytest.raises(InvariantViolation, match="used_bytes is .*charges sum to"):
+        store.check_invariants()
+
+
+def test_check_invariants_catches_a_missing_ttl_charge() -> None:
+    store = _populated()
+    store._used_bytes -= TTL_OVERHEAD_BYTES
+    with pytest.raises(InvariantViolation, match="used_bytes"):
+        store.check_invariants()
+
+
+def test_check_invariants_catches_key_count_drift() -> None:
+    store = _populated()
+    store._keys -= 1
+    with pytest.raises(InvariantViolation, match="key count is 39, the shards hold 40"):
+        store.check_invariants()
+
+
+def test_check_invariants_catches_values_and_versions_disagreeing() -> None:
+    store = _populated()
+    shard, key = _held_key(store, with_ttl=False)
+    del shard.versions[key]
+    with pytest.raises(InvariantViolation, match="values and versions hold different keys"):
+        store.check_invariants()
+
+
+def test_check_invariants_catches_a_key_in_the_wrong_shard() -> None:
+    store = _populated()
+    shard, key = _held_key(store, with_ttl=False)
+    other = store._shards[(store._shards.index(shard) + 1) % store.shard_count]
+    for name in ("values", "versions"):
+        getattr(other, name)[key] = getattr(shard, name).pop(key)
+    shard.policy.remove(key)
+    other.policy.insert(key, 1)
+    with pytest.raises(InvariantViolation, match="belongs to another shard"):
+        store.check_invariants()
+
+
+def test_check_invariants_catches_an_expiry_for_a_key_not_held() -> None:
+    store = _populated(shard_count=1)
+    shard = store._shards[0]
+    shard.expires_at_ms[b"ghost"] = 5
+    shard.ttl_index[b"ghost"] = len(shard.ttl_keys)
+    shard.ttl_keys.append(b"ghost")
+    with pytest.raises(InvariantViolation, match="expiry for keys not held"):
+        store.check_invariants()
+
+
+@pytest.mark.parametrize("damage", ["duplicate_slot", "short_list", "index_missing", "bad_slot"])
+def test_check_invariants_catches_inconsistent_ttl_bookkeeping(damage: str) -> None:
+    store = _populated(shard_count=1)
+    shard = store._shards[0]
+    first, second = shard.ttl_keys[0], shard.ttl_keys[1]
+    if damage == "duplicate_slot":  # one key twice, another not at all
+        shard.ttl_keys[1] = first
+    elif damage == "short_list":
+        shard.ttl_keys.pop()
+    elif damage == "index_missing":
+        del shard.ttl_index[second]
+    else:
+        shard.ttl_index[second] = len(shard.ttl_keys)
+    with pytest.raises(InvariantViolation, match="ttl_"):
+        store.check_invariants()
+
+
+@pytest.mark.parametrize("policy", POLICY_NAMES)
+def test_check_invariants_catches_policy_not_tracking_a_key(policy: str) -> None:
+    store = _populated(policy, shard_count=1)
+    shard, key = _held_key(store, with_ttl=False)
+    shard.policy.remove(key)
+    with pytest.raises(InvariantViolation, match=f"the {policy} policy tracks 39 keys"):
+        store.check_invariants()
+    shard.policy.insert(b"stranger", 1)  # right count, wrong key
+    with pytest.raises(InvariantViolation, match=f"the {policy} policy does not track {key!r}"):
+        store.check_invariants()
+
+
+def test_check_invariants_catches_used_bytes_over_the_limit() -> None:
+    store = Store(ENTRY_OVERHEAD_BYTES + 10)
+    store.put(b"k", b"v", now_ms=0)
+    store.size_bytes_max = ENTRY_OVERHEAD_BYTES  # as if the limit had been ignored
+    with pytest.raises(InvariantViolation, match="exceeds size_bytes_max"):
+        store.check_invariants()
+
+
+def test_eviction_with_nothing_left_raises_instead_of_looping() -> None:
+    store = Store(10 * ENTRY_OVERHEAD_BYTES, shard_count=4)
+    store.put(b"a", b"", now_ms=0)
+    store._used_bytes += 100 * ENTRY_OVERHEAD_BYTES  # drift the accounting: nothing can fix it
+    with pytest.raises(InvariantViolation, match="over the limit with nothing to evict"):
+        store.put(b"b", b"", now_ms=0)
+
+
+def test_checks_survive_python_optimize_mode() -> None:
+    """``python -O`` strips assert statements; these checks must stay."""
+    code = (
+        "from gossipcache.store import Store, InvariantViolation\n"
+        "store = Store(10**6)\n"
+        "store.put(b'k', b'v', now_ms=0)\n"
+        "store._used_bytes += 1\n"
+        "try:\n"
+        "    store.check_invariants()\n"
+        "except InvariantViolation:\n"
+        "    print('raised')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-O", "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "raised"

@@ -31,6 +31,9 @@ in turn once that shard holds only the entry just written.
 Accounting: an entry costs ``len(key) + len(value) + ENTRY_OVERHEAD_BYTES``, plus
 ``TTL_OVERHEAD_BYTES`` while it has a TTL. Both constants are measured (``gossipcache.store_bench``,
 docs/benchmarks.md). ``used_bytes`` never exceeds ``size_bytes_max`` after a call returns.
+
+``Store.check_invariants()`` recomputes all of this from scratch (O(n): for tests and the simulator,
+never the serving path) and raises ``InvariantViolation`` on the first inconsistency.
 """
 
 from __future__ import annotations
@@ -70,6 +73,14 @@ EXPIRE_BATCH_KEYS = 20
 EXPIRE_REPEAT_RATIO = 0.25
 #: Most keys one ``expire_tick`` may examine: bounds the pause one tick can cause.
 EXPIRE_TICK_KEYS_MAX = 1000
+
+
+class InvariantViolation(RuntimeError):
+    """The store's bookkeeping contradicts itself: a bug in the store or a policy, never bad input.
+
+    A ``RuntimeError``, not an ``AssertionError``, and raised by explicit checks rather than
+    ``assert`` statements, so ``python -O`` does not strip the checks.
+    """
 
 
 def shard_count_for(size_bytes_max: int) -> int:
@@ -398,6 +409,74 @@ class Store:
         """Whether an entry for ``key`` is held at all, expired or not. For tests and repair."""
         return key in self._shard(key).values
 
+    def check_invariants(self) -> None:
+        """Recompute the bookkeeping from the entries; raise ``InvariantViolation`` if it differs.
+
+        Checks, shard by shard: ``values`` and ``versions`` hold the same keys, each in the shard
+        its hash selects; every key with an expiry is held and sits exactly once in ``ttl_keys``
+        at the slot ``ttl_index`` gives; the policy tracks exactly the shard's keys. Then that the
+        key count and ``used_bytes`` equal the sums of the entries' charges, and that
+        ``used_bytes`` is within ``size_bytes_max``. O(n): for tests and the simulator only.
+        """
+        keys = 0
+        used_bytes = 0
+        for index, shard in enumerate(self._shards):
+            values = shard.values
+            if values.keys() != shard.versions.keys():
+                raise InvariantViolation(
+                    f"shard {index}: values and versions hold different keys: only in values "
+                    f"{sorted(values.keys() - shard.versions.keys())!r}, only in versions "
+                    f"{sorted(shard.versions.keys() - values.keys())!r}"
+                )
+            for key, value in values.items():
+                if hash(key) & self._shard_mask != index:
+                    raise InvariantViolation(f"shard {index}: key {key!r} belongs to another shard")
+                used_bytes += len(key) + len(value) + ENTRY_OVERHEAD_BYTES
+            keys += len(values)
+            expires = shard.expires_at_ms
+            if not expires.keys() <= values.keys():
+                raise InvariantViolation(
+                    f"shard {index}: expiry for keys not held: "
+                    f"{sorted(expires.keys() - values.keys())!r}"
+                )
+            used_bytes += len(expires) * TTL_OVERHEAD_BYTES
+            if len(shard.ttl_keys) != len(expires) or shard.ttl_index.keys() != expires.keys():
+                raise InvariantViolation(
+                    f"shard {index}: ttl_keys ({len(shard.ttl_keys)} slots) / ttl_index "
+                    f"({len(shard.ttl_index)} keys) disagree with expires_at_ms "
+                    f"({len(expires)} keys)"
+                )
+            ttl_keys = shard.ttl_keys
+            for key, slot in shard.ttl_index.items():
+                # Same sizes and distinct keys each at its own slot: every TTL key exactly once.
+                found = ttl_keys[slot] if 0 <= slot < len(ttl_keys) else None
+                if found != key:
+                    raise InvariantViolation(
+                        f"shard {index}: ttl_index puts {key!r} at slot {slot}, "
+                        f"where ttl_keys holds {found!r}"
+                    )
+            policy = shard.policy
+            if len(policy) != len(values):
+                raise InvariantViolation(
+                    f"shard {index}: the {self.eviction_policy} policy tracks {len(policy)} keys, "
+                    f"the shard holds {len(values)}"
+                )
+            for key in values:
+                if key not in policy:
+                    raise InvariantViolation(
+                        f"shard {index}: the {self.eviction_policy} policy does not track {key!r}"
+                    )
+        if keys != self._keys:
+            raise InvariantViolation(f"key count is {self._keys}, the shards hold {keys}")
+        if used_bytes != self._used_bytes:
+            raise InvariantViolation(
+                f"used_bytes is {self._used_bytes}, the entries' charges sum to {used_bytes}"
+            )
+        if used_bytes > self.size_bytes_max:
+            raise InvariantViolation(
+                f"used_bytes {used_bytes} exceeds size_bytes_max {self.size_bytes_max}"
+            )
+
     # -- internals ---------------------------------------------------------------------------
 
     def _expired(self, shard: _Shard, key: bytes, now_ms: int) -> bool:
@@ -424,8 +503,13 @@ class Store:
                 empty_in_a_row = 0
             else:
                 empty_in_a_row += 1
-                # put() refuses entries larger than the limit, so the others always suffice.
-                assert empty_in_a_row <= len(shards), "over the limit with nothing to evict"
+                # put() refuses entries larger than the limit, so the others always suffice:
+                # a full lap over empty shards means the accounting is wrong.
+                if empty_in_a_row > len(shards):
+                    raise InvariantViolation(
+                        f"over the limit with nothing to evict: used_bytes {self._used_bytes} > "
+                        f"size_bytes_max {self.size_bytes_max} and every other shard is empty"
+                    )
 
     def _evict_one(self, shard: _Shard, protect: bytes | None) -> None:
         victim = shard.policy.evict(protect)
