@@ -1,9 +1,20 @@
 """The store against a simple model, with injected time.
 
-The model is a dict key -> (value, expires_at_ms | None). The store may additionally lose keys to
-eviction (small limits) or to active expiry; after each step the model forgets exactly the keys the
-store no longer holds, and the step checks that every such loss was legitimate: an expired entry,
-or an eviction counted in ``stats().evictions`` that never hit the key just written.
+The model is a dict key -> (value, expires_at_ms | None) holding every entry the store holds,
+expired or not. The store may additionally lose keys to eviction (small limits) or to expiry;
+after each step the model forgets exactly the keys the store no longer holds, and the step checks
+that every such loss was legitimate:
+
+- outside a write (get, delete, ttl, expire without a positive TTL, expire_tick) only expired
+  entries may go, and ``stats().evictions`` does not move;
+- a write (put, or expire giving a TTL, which costs ``TTL_OVERHEAD_BYTES``) may evict, but only
+  while ``used_bytes > size_bytes_max``: so after it, ``used_bytes`` is within the limit and adding
+  back the *last* victim's charge would exceed it (no more evictions than needed, and none when
+  the write fit). The key just written is never a victim; every victim is counted in
+  ``stats().evictions``; the written shard gives its entries before any other shard does.
+
+The victims and their order come from a thin wrapper around each shard's policy that records what
+``evict`` returns; the set is cross-checked against the keys the store stopped holding.
 """
 
 from __future__ import annotations
@@ -37,16 +48,42 @@ def entry_bytes(key: bytes, value: bytes, expires_at_ms: int | None) -> int:
     return len(key) + len(value) + ENTRY_OVERHEAD_BYTES + ttl_bytes
 
 
+class RecordingPolicy:
+    """Forwards everything to a shard's policy and appends each victim ``evict`` returns."""
+
+    def __init__(self, inner, victims: list[bytes]) -> None:
+        self._inner = inner
+        self._victims = victims
+
+    def __getattr__(self, name: str):
+        return getattr(self._inner, name)
+
+    def evict(self, protect: bytes | None = None) -> bytes:
+        victim = self._inner.evict(protect)
+        self._victims.append(victim)
+        return victim
+
+    def __len__(self) -> int:
+        return len(self._inner)
+
+    def __contains__(self, key: bytes) -> bool:
+        return key in self._inner
+
+
 class StoreModel(RuleBasedStateMachine):
     @initialize(
         policy=st.sampled_from(POLICY_NAMES),
-        # From "holds about three entries" to "never evicts".
-        limit=st.sampled_from([3 * (ENTRY_OVERHEAD_BYTES + 150), 10**9]),
+        # "Holds about three entries", "about six" (spills across shards), "never evicts".
+        limit=st.sampled_from(
+            [3 * (ENTRY_OVERHEAD_BYTES + 150), 6 * (ENTRY_OVERHEAD_BYTES + 150), 10**9]
+        ),
         shard_count=st.sampled_from([1, 4]),
     )
     def setup(self, policy: str, limit: int, shard_count: int) -> None:
         self.store = Store(limit, policy, seed=1, shard_count=shard_count)
-        self.evicting = limit < 10**9
+        self.victims: list[bytes] = []
+        for shard in self.store._shards:
+            shard.policy = RecordingPolicy(shard.policy, self.victims)
         self.model: dict[bytes, tuple[bytes, int | None]] = {}
         self.now_ms = 1_000_000
         self.hits = 0
@@ -62,26 +99,67 @@ class StoreModel(RuleBasedStateMachine):
             return None
         return value
 
-    def forget_lost_keys(self, written: bytes | None = None) -> None:
-        """Drop from the model what the store dropped; check each loss was allowed."""
+    def charges(self) -> dict[bytes, int]:
+        """Each held entry's accounted bytes, as the model sees it now."""
+        return {k: entry_bytes(k, v, e) for k, (v, e) in self.model.items()}
+
+    def forget_lost_keys(self) -> list[bytes]:
+        """Drop from the model what the store dropped; return the keys dropped."""
         lost = [k for k in self.model if not self.store.holds(k)]
-        evicted = 0
         for key in lost:
-            if self.live(key) is None:
-                del self.model[key]  # expired: lazily or actively collected
-                continue
-            assert self.evicting, f"live key {key!r} vanished without a memory limit"
-            assert key != written, "the entry just written was evicted"
-            evicted += 1
             del self.model[key]
-        evictions = self.store.stats().evictions
-        # Evictions may also take expired-but-uncollected entries, so at least the live ones count.
-        assert evictions - self.evictions_seen >= evicted
+        return lost
+
+    def check_no_eviction(self) -> list[bytes]:
+        """After a step that writes nothing: only expired entries went, nothing was evicted.
+        Returns the keys that went."""
+        lost = self.forget_lost_keys()
+        for key in lost:
+            assert self.live(key) is None, f"live key {key!r} vanished outside a write"
+        assert self.victims == [], f"evicted {self.victims!r} outside a write"
+        assert self.store.stats().evictions == self.evictions_seen
+        return lost
+
+    def check_write_evictions(self, written: bytes, charges_before: dict[bytes, int]) -> None:
+        """After a write of ``written``: the evictions were exactly those the limit required.
+
+        ``charges_before`` holds every entry's charge before the write (a victim's charge is
+        unchanged by the write: only ``written`` changed, and it is never a victim).
+        """
+        victims = list(self.victims)
+        self.victims.clear()
+        store = self.store
+        limit = store.size_bytes_max
+        assert written not in victims, "the entry just written was evicted"
+        assert len(set(victims)) == len(victims), f"a key was evicted twice: {victims!r}"
+        lost = self.forget_lost_keys()
+        # A write may also lazily expire the written key's own old entry, nothing else.
+        assert set(lost) - set(victims) <= {written}
+        assert written not in lost or self.live(written) is None
+        assert set(victims) <= set(lost), "a victim is still held"
+        evictions = store.stats().evictions
+        assert evictions - self.evictions_seen == len(victims)
         self.evictions_seen = evictions
+        if not victims:
+            return
+        assert store.used_bytes <= limit
+        last = victims[-1]
+        assert store.used_bytes + charges_before[last] > limit, (
+            f"evicted more than needed: {store.used_bytes} bytes used of {limit} after evicting "
+            f"{victims!r}; {last!r} ({charges_before[last]} bytes) would still have fit"
+        )
+        # The written shard gives first; another shard only once it holds just the written key.
+        written_shard = store._shard(written)
+        from_others = [store._shard(v) is not written_shard for v in victims]
+        if any(from_others):
+            first_other = from_others.index(True)
+            assert all(from_others[first_other:]), "the written shard evicted after another"
+            assert list(written_shard.values) == [written]
 
     @rule(key=KEYS, value=VALUES, ttl_ms=TTLS_MS, keep_ttl=st.booleans())
     def put(self, key: bytes, value: bytes, ttl_ms: int | None, keep_ttl: bool) -> None:
         old_live = self.live(key) is not None
+        charges_before = self.charges()
         self.store.put(key, value, self.now_ms, ttl_ms, keep_ttl=keep_ttl)
         if ttl_ms is not None:
             expires_at_ms = self.now_ms + ttl_ms
@@ -90,7 +168,7 @@ class StoreModel(RuleBasedStateMachine):
         else:
             expires_at_ms = None
         self.model[key] = (value, expires_at_ms)
-        self.forget_lost_keys(written=key)
+        self.check_write_evictions(key, charges_before)
         assert self.store.get(key, self.now_ms) == value
         self.hits += 1
 
@@ -102,18 +180,19 @@ class StoreModel(RuleBasedStateMachine):
             self.misses += 1
         else:
             self.hits += 1
-        self.forget_lost_keys()
+        self.check_no_eviction()
 
     @rule(key=KEYS)
     def delete(self, key: bytes) -> None:
         expected = self.live(key) is not None
         assert self.store.delete(key, self.now_ms) is expected
         self.model.pop(key, None)
-        self.forget_lost_keys()
+        self.check_no_eviction()
 
     @rule(key=KEYS, ttl_ms=st.none() | st.integers(min_value=-10, max_value=5_000))
     def expire(self, key: bytes, ttl_ms: int | None) -> None:
         value = self.live(key)
+        charges_before = self.charges()
         assert self.store.expire(key, ttl_ms, self.now_ms) is (value is not None)
         if value is not None:
             if ttl_ms is not None and ttl_ms <= 0:
@@ -121,7 +200,10 @@ class StoreModel(RuleBasedStateMachine):
             else:
                 expires_at_ms = None if ttl_ms is None else self.now_ms + ttl_ms
                 self.model[key] = (value, expires_at_ms)
-        self.forget_lost_keys()
+        if ttl_ms is not None and ttl_ms > 0:
+            self.check_write_evictions(key, charges_before)
+        else:
+            self.check_no_eviction()
 
     @rule(key=KEYS)
     def ttl(self, key: bytes) -> None:
@@ -132,7 +214,7 @@ class StoreModel(RuleBasedStateMachine):
             assert got == TTL_PERSISTENT
         else:
             assert got == self.model[key][1] - self.now_ms
-        self.forget_lost_keys()
+        self.check_no_eviction()
 
     @rule(elapsed_ms=st.integers(min_value=0, max_value=3_000))
     def advance_time(self, elapsed_ms: int) -> None:
@@ -143,7 +225,10 @@ class StoreModel(RuleBasedStateMachine):
         expired_before = self.store.stats().expirations
         removed = self.store.expire_tick(self.now_ms)
         assert self.store.stats().expirations == expired_before + removed
-        self.forget_lost_keys()
+        assert len(self.check_no_eviction()) == removed
+        # At most 8 TTL keys and 4 shard steps, fewer than one batch: one tick collects them all.
+        expired = [k for k in self.model if self.live(k) is None]
+        assert expired == [], f"expire_tick left expired {expired!r}"
 
     @invariant()
     def matches_model(self) -> None:
