@@ -1,6 +1,6 @@
 """The measured comparison of a gossipcache node with Redis, on this machine, end to end.
 
-Run: ``python -m benchmarks.compare [--rounds 3] [--out docs/server-results.md]``.
+Run: ``python -m benchmarks.compare [--rounds 3] [--baseline REV] [--out docs/server-results.md]``.
 
 It starts its own ``redis-server`` (no persistence) and its own gossipcache node, on free
 127.0.0.1 ports, and in each of ``--rounds`` interleaved rounds runs against both servers:
@@ -9,6 +9,12 @@ It starts its own ``redis-server`` (no persistence) and its own gossipcache node
 * ``gossipcache bench --protocol resp`` against both and ``--protocol native`` against the node;
 * the node alone under ``gossipcache bench`` with and without a scraper fetching ``/metrics``
   every 100 ms, for the p99 latency cost of being scraped.
+
+With ``--baseline REV`` it also checks out the git revision REV in a temporary worktree (removed
+at the end, whatever happens), starts a second node from that checkout with the same flags, named
+``gossipcache@<short rev>``, and runs it in every round through the same redis-benchmark runs
+(-P 1 and -P 16; not ``gossipcache bench`` nor the scrape test): before and after a change,
+measured side by side against the same Redis.
 
 Beside throughput it reports each server's **CPU microseconds per operation** (utime + stime from
 /proc/PID/stat over the run), which unlike throughput does not depend on who else is using the
@@ -26,6 +32,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -36,6 +43,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from gossipcache.cli.bench import read_process_cpu_s
 
@@ -53,6 +61,14 @@ SERVER_START_TIMEOUT_S = 30.0
 RUN_TIMEOUT_S = 300.0
 SCRAPE_TIMEOUT_S = 5.0
 SCRAPE_RESPONSE_SIZE_BYTES_MAX = 16 * 1024 * 1024
+#: The checkout this module belongs to: the current code, and the repository ``--baseline``
+#: revisions come from.
+REPO_ROOT = Path(__file__).resolve().parent.parent
+#: ``--baseline``: the baseline node's name is this prefix and the revision's short hash.
+BASELINE_PREFIX = "gossipcache@"
+#: Target: the current node's CPU per op (against Redis) at most 5 % above the baseline's.
+BASELINE_CHANGE_TARGET = 0.05
+GIT_TIMEOUT_S = 120.0
 
 
 @dataclass(frozen=True)
@@ -73,6 +89,8 @@ class Settings:
     scrape_pipeline: int = 1
     redis_server: str = "redis-server"
     redis_benchmark: str = "redis-benchmark"
+    #: A git revision whose node also runs the redis-benchmark runs (``--baseline``).
+    baseline: str | None = None
 
 
 @dataclass(frozen=True)
@@ -144,10 +162,20 @@ def _wait_until_serving(server: Server) -> None:
 
 
 @contextmanager
-def running(name: str, argv: list[str], log_path: str, **ports: int) -> Iterator[Server]:
+def running(
+    name: str,
+    argv: list[str],
+    log_path: str,
+    *,
+    cwd: str | None = None,
+    env: dict[str, str] | None = None,
+    **ports: int,
+) -> Iterator[Server]:
     """Start ``argv``, wait until its RESP port answers PING; stop it on exit, whatever happens."""
     with open(log_path, "wb") as log:
-        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+        process = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=cwd, env=env
+        )
     server = Server(name, process, **ports)
     try:
         try:
@@ -179,6 +207,88 @@ def node_argv(native_port: int, resp_port: int, metrics_port: int) -> list[str]:
         "--resp-port", str(resp_port), "--metrics-port", str(metrics_port),
         "--max-memory", "256MiB", "--eviction", "sieve",
     ]  # fmt: skip
+
+
+# -- baseline: the node of another git revision ---------------------------------------------
+
+
+def _git(*args: str) -> str:
+    result = subprocess.run(
+        ["git", "-C", str(REPO_ROOT), *args], stdin=subprocess.DEVNULL, capture_output=True,
+        text=True, timeout=GIT_TIMEOUT_S, check=False,
+    )  # fmt: skip
+    if result.returncode != 0:
+        raise RuntimeError(f"git {' '.join(args)} failed: {result.stderr.strip()}")
+    return result.stdout.strip()
+
+
+def baseline_label(short_rev: str) -> str:
+    return f"{BASELINE_PREFIX}{short_rev}"
+
+
+@contextmanager
+def baseline_worktree(revision: str, log: Callable[[str], None]) -> Iterator[tuple[str, str]]:
+    """``git worktree add --detach`` of ``revision`` in a temporary directory; yields
+    ``(path, short hash)``. The worktree is removed on exit, whatever happens."""
+    commit = _git("rev-parse", "--verify", "--end-of-options", f"{revision}^{{commit}}")
+    short_rev = _git("rev-parse", "--short", commit)
+    parent = tempfile.mkdtemp(prefix="gossipcache-baseline-")
+    path = os.path.join(parent, f"gossipcache-{short_rev}")
+    try:
+        _git("worktree", "add", "--detach", path, commit)
+        log(f"baseline {revision} = {commit}: worktree {path}")
+        yield path, short_rev
+    finally:
+        try:
+            _git("worktree", "remove", "--force", path)
+        except (RuntimeError, subprocess.TimeoutExpired) as error:
+            log(f"baseline worktree: {error}; removing the directory and pruning instead")
+            shutil.rmtree(path, ignore_errors=True)
+            with suppress(RuntimeError, subprocess.TimeoutExpired):
+                _git("worktree", "prune")
+        shutil.rmtree(parent, ignore_errors=True)
+
+
+#: Run with the node's interpreter, working directory and environment: where its
+#: ``python -m gossipcache`` finds the package (``-c`` and ``-m`` both put the working directory
+#: first on sys.path, then PYTHONPATH, then the venv's editable install).
+IMPORT_ORIGIN_SNIPPET = "import gossipcache; print(gossipcache.__file__)"
+
+
+def import_origin(cwd: str | None = None, env: dict[str, str] | None = None) -> str:
+    """The real path of the ``gossipcache`` package a node started with ``cwd`` and ``env``
+    imports."""
+    result = subprocess.run(
+        [sys.executable, "-c", IMPORT_ORIGIN_SNIPPET], stdin=subprocess.DEVNULL,
+        capture_output=True, text=True, cwd=cwd, env=env, timeout=GIT_TIMEOUT_S, check=False,
+    )  # fmt: skip
+    if result.returncode != 0:
+        raise RuntimeError(f"import gossipcache failed (cwd {cwd}): {result.stderr[-2000:]}")
+    return os.path.dirname(os.path.realpath(result.stdout.strip()))
+
+
+def check_import_origin(name: str, origin: str, checkout: str | Path) -> None:
+    """Raise unless ``origin`` (from ``import_origin``) is the ``gossipcache`` package of
+    ``checkout``."""
+    expected = os.path.join(os.path.realpath(checkout), "gossipcache")
+    if origin != expected:
+        raise RuntimeError(f"{name} would import gossipcache from {origin}, not {expected}")
+
+
+def check_process_started_in(server: Server, cwd: str, pythonpath: str) -> None:
+    """Raise unless the running process has ``cwd`` as working directory and ``PYTHONPATH``
+    ``pythonpath``: what ``import_origin`` was checked with."""
+    actual_cwd = os.readlink(f"/proc/{server.pid}/cwd")
+    with open(f"/proc/{server.pid}/environ", "rb") as environ_file:
+        environ = dict(
+            item.split(b"=", 1) for item in environ_file.read().split(b"\0") if b"=" in item
+        )
+    actual_pythonpath = environ.get(b"PYTHONPATH", b"").decode()
+    if os.path.realpath(actual_cwd) != os.path.realpath(cwd) or actual_pythonpath != pythonpath:
+        raise RuntimeError(
+            f"{server.name} runs in {actual_cwd} with PYTHONPATH={actual_pythonpath!r}, "
+            f"not {cwd} with {pythonpath!r}"
+        )
 
 
 # -- measured runs ---------------------------------------------------------------------------
@@ -384,24 +494,30 @@ def run_round(
     round_index: int,
     log: Callable[[str], None],
     bare: Server | None = None,
+    baseline: Server | None = None,
 ) -> list[Measurement]:
     """One round of every configuration. Which server goes first alternates between rounds,
     so a drift in the machine's load does not always favour the same one. ``bare`` (the
-    reference bare Trio server) joins the redis-benchmark runs."""
+    reference bare Trio server) and ``baseline`` (the node of ``--baseline``) join the
+    redis-benchmark runs; the baseline runs right after the node in even rounds, right before it
+    in odd ones."""
     pair = (redis, node) if round_index % 2 == 0 else (node, redis)
+    rotation = (redis, node) if baseline is None else (redis, node, baseline)
+    if round_index % 2:
+        rotation = rotation[::-1]
     trio_reference = [] if bare is None else [bare]
     measurements: list[Measurement] = []
 
     def record(measurement: Measurement) -> None:
         measurements.append(measurement)
         log(
-            f"round {round_index + 1} {measurement.config:32} {measurement.server:12}"
+            f"round {round_index + 1} {measurement.config:32} {measurement.server:20}"
             f"{measurement.ops_per_s:12,.0f} ops/s {measurement.server_cpu_us_per_op:8.2f} us/op"
             + (f"  p99 {measurement.latency_us_p99} us" if measurement.latency_us_p99 else "")
         )
 
     for pipeline in REDIS_BENCHMARK_PIPELINES:
-        for server in (*pair, *trio_reference):
+        for server in (*rotation, *trio_reference):
             record(measure_redis_benchmark(settings, server, pipeline, round_index))
     for server in pair:
         record(measure_bench(settings, server, "resp", round_index))
@@ -477,6 +593,130 @@ def comparison_rows(settings: Settings, measurements: list[Measurement]) -> list
             "cpu_ratios_per_round": per_round,
         })  # fmt: skip
     return rows
+
+
+def _change(new: float | None, old: float | None) -> float | None:
+    """``new / old - 1``: +0.05 is 5 % more."""
+    ratio = _ratio(new, old)
+    return None if ratio is None else ratio - 1
+
+
+def baseline_server(measurements: list[Measurement]) -> str | None:
+    """The baseline node's name (``gossipcache@<short rev>``) in ``measurements``, if any."""
+    names = sorted({m.server for m in measurements if m.server.startswith(BASELINE_PREFIX)})
+    if len(names) > 1:
+        raise ValueError(f"more than one baseline in the measurements: {names}")
+    return names[0] if names else None
+
+
+def baseline_rows(measurements: list[Measurement], baseline: str) -> list[dict]:
+    """Per redis-benchmark pipeline depth: CPU us/op medians of the current node, the baseline
+    node and Redis, the ratios to Redis, the current / baseline change (of the medians, which is
+    also the change of the ratios to Redis) and every round's values (all three servers measured
+    back to back in that round), with the median of the per-round changes."""
+    rounds = sorted({m.round for m in measurements})
+    rows = []
+    for pipeline in REDIS_BENCHMARK_PIPELINES:
+        config = f"redis-benchmark -P {pipeline}"
+        current, old, redis = (
+            medians(measurements, config, server)["server_cpu_us_per_op"]
+            for server in ("gossipcache", baseline, "redis")
+        )
+        per_round = []
+        for round_index in rounds:
+            round_current, round_old, round_redis = (
+                _cpu_of(measurements, round_index, config, server)
+                for server in ("gossipcache", baseline, "redis")
+            )
+            per_round.append({
+                "round": round_index,
+                "current": round_current,
+                "baseline": round_old,
+                "redis": round_redis,
+                "current_per_redis": _ratio(round_current, round_redis),
+                "baseline_per_redis": _ratio(round_old, round_redis),
+                "change": _change(round_current, round_old),
+            })  # fmt: skip
+        change = _change(current, old)
+        rows.append({
+            "config": config,
+            "current": current,
+            "baseline": old,
+            "redis": redis,
+            "current_per_redis": _ratio(current, redis),
+            "baseline_per_redis": _ratio(old, redis),
+            "change": change,
+            "change_paired_median": _median(
+                [r["change"] for r in per_round if r["change"] is not None]
+            ),
+            "met": None if change is None else change <= BASELINE_CHANGE_TARGET,
+            "per_round": per_round,
+        })  # fmt: skip
+    return rows
+
+
+def _clock_ticks_per_s() -> int:
+    """What /proc/PID/stat counts CPU time in (``SC_CLK_TCK``, almost always 100)."""
+    try:
+        return os.sysconf("SC_CLK_TCK")
+    except (AttributeError, ValueError, OSError):
+        return 100
+
+
+def _percent(change: float | None) -> str:
+    return "-" if change is None else f"{100 * change:+.1f} %"
+
+
+def render_baseline(measurements: list[Measurement]) -> list[str]:
+    """The report's before/after section (Markdown lines); none without a baseline node."""
+    baseline = baseline_server(measurements)
+    if baseline is None:
+        return []
+    rows = baseline_rows(measurements, baseline)
+    lines = [
+        "",
+        f"## Before and after: the current node against {baseline}",
+        "",
+        f"`{baseline}`: the node of that revision, run from a git worktree of it with the same "
+        "flags, in every round through the same redis-benchmark runs as the current node and "
+        "Redis. Server CPU us/op, medians over rounds; change = current / baseline - 1 of the "
+        "medians (the same as the change of the ratios to Redis); target: at most "
+        f"+{100 * BASELINE_CHANGE_TARGET:.0f} %. Server CPU is counted in clock ticks of "
+        f"{1000 / _clock_ticks_per_s():.0f} ms: a run of N ops resolves 1 tick / N.",
+        "",
+        f"| configuration | current CPU us/op | {baseline} CPU us/op | Redis CPU us/op "
+        f"| current / Redis | {baseline} / Redis | change | per-round changes (median) "
+        "| target |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        per_round = ", ".join(_percent(r["change"]) for r in row["per_round"])
+        verdict = ""
+        if row["met"] is not None:
+            verdict = f"<= +{100 * BASELINE_CHANGE_TARGET:.0f} % " + (
+                "met" if row["met"] else "**missed**"
+            )
+        lines.append(
+            f"| {row['config']} | {_fmt(row['current'])} | {_fmt(row['baseline'])} "
+            f"| {_fmt(row['redis'])} | {_fmt(row['current_per_redis'])} "
+            f"| {_fmt(row['baseline_per_redis'])} | {_percent(row['change'])} "
+            f"| {per_round} ({_percent(row['change_paired_median'])}) | {verdict} |"
+        )
+    lines += [
+        "",
+        f"| round | configuration | current CPU us/op | {baseline} CPU us/op | Redis CPU us/op "
+        f"| current / Redis | {baseline} / Redis | change |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        for r in row["per_round"]:
+            lines.append(
+                f"| {r['round'] + 1} | {row['config']} | {_fmt(r['current'])} "
+                f"| {_fmt(r['baseline'])} | {_fmt(r['redis'])} "
+                f"| {_fmt(r['current_per_redis'])} | {_fmt(r['baseline_per_redis'])} "
+                f"| {_percent(r['change'])} |"
+            )
+    return lines
 
 
 def scrape_result(measurements: list[Measurement]) -> dict:
@@ -555,6 +795,7 @@ def render_markdown(
             f"| {', '.join(f'{ratio:.2f}' for ratio in row['cpu_ratios_per_round'])} "
             f"| {verdict} |"
         )
+    lines += render_baseline(measurements)
     lines += [
         "",
         "## Reference: the bare Trio server, same runs",
@@ -627,8 +868,11 @@ def render_markdown(
 # -- main ------------------------------------------------------------------------------------
 
 
-def compare(settings: Settings, log: Callable[[str], None]) -> list[Measurement]:
-    """Start both servers, run every round, stop both servers; return every measurement."""
+def compare(
+    settings: Settings, log: Callable[[str], None], notes: list[str] | None = None
+) -> list[Measurement]:
+    """Start the servers, run every round, stop the servers; return every measurement. What the
+    baseline check found goes to ``log`` and ``notes``."""
     for tool in (settings.redis_server, settings.redis_benchmark):
         if shutil.which(tool) is None:
             raise RuntimeError(
@@ -653,9 +897,45 @@ def compare(settings: Settings, log: Callable[[str], None]) -> list[Measurement]
                                 "--port", str(bare_port)], f"{logs}/bare.log", resp_port=bare_port)
         )  # fmt: skip
         log(f"redis pid {redis.pid} port {redis.resp_port}; gossipcache pid {node.pid} {ports}")
+        baseline = None
+        if settings.baseline is not None:
+            baseline = stack.enter_context(start_baseline(settings.baseline, logs, log, notes))
         for round_index in range(settings.rounds):
-            measurements += run_round(settings, redis, node, round_index, log, bare)
+            measurements += run_round(settings, redis, node, round_index, log, bare, baseline)
     return measurements
+
+
+@contextmanager
+def start_baseline(
+    revision: str, logs: str, log: Callable[[str], None], notes: list[str] | None
+) -> Iterator[Server]:
+    """The node of git revision ``revision``, from a temporary worktree of it, with the current
+    node's flags; checked to import the worktree's ``gossipcache`` (and the current node this
+    checkout's). Worktree and node are gone on exit, whatever happens."""
+    current_origin = import_origin()
+    check_import_origin("the current node", current_origin, REPO_ROOT)
+    with ExitStack() as stack:
+        worktree, short_rev = stack.enter_context(baseline_worktree(revision, log))
+        name = baseline_label(short_rev)
+        env = {**os.environ, "PYTHONPATH": worktree}
+        origin = import_origin(worktree, env)
+        check_import_origin(name, origin, worktree)
+        ports = {"native_port": free_port(), "resp_port": free_port(), "metrics_port": free_port()}
+        server = stack.enter_context(
+            running(name, node_argv(ports["native_port"], ports["resp_port"],
+                                    ports["metrics_port"]), f"{logs}/baseline.log",
+                    cwd=worktree, env=env, **ports)
+        )  # fmt: skip
+        check_process_started_in(server, worktree, worktree)
+        verified = (
+            f"baseline {name} ({revision}): node pid {server.pid} runs `python -m gossipcache "
+            f"node` in {worktree} with PYTHONPATH={worktree}; there `import gossipcache` is "
+            f"{origin} (the current node's: {current_origin})"
+        )
+        log(f"{verified}; {ports}")
+        if notes is not None:
+            notes.append(verified)
+        yield server
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -670,24 +950,38 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bench-processes", type=int, default=defaults.bench_processes)
     parser.add_argument("--out", default="docs/server-results.md", help="Markdown report")
     parser.add_argument("--json-out", default=None, help="also write every measurement as JSON")
+    parser.add_argument(
+        "--baseline", default=None, metavar="REV",
+        help="also run the node of this git revision (from a temporary worktree) through the "
+        "redis-benchmark runs, and report the change in CPU per op against it",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     if args.rounds < 1 or args.requests < 1 or args.bench_duration_s <= 0:
         parser.error("--rounds, --requests and --bench-duration-s must be positive")
     settings = Settings(
         rounds=args.rounds, requests=args.requests, bench_duration_s=args.bench_duration_s,
-        bench_processes=args.bench_processes,
+        bench_processes=args.bench_processes, baseline=args.baseline,
     )  # fmt: skip
 
     def log(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
+    def stop(signal_number: int, _frame: object) -> None:
+        # SIGTERM as an exception: servers and the baseline worktree are cleaned up on the way.
+        raise SystemExit(128 + signal_number)
+
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous_handler = signal.signal(signal.SIGTERM, stop) if in_main_thread else None
     notes = machine_notes(settings)
     started_s = time.monotonic()
     try:
-        measurements = compare(settings, log)
+        measurements = compare(settings, log, notes)
     except (RuntimeError, OSError, subprocess.TimeoutExpired, ValueError) as error:
         print(f"compare: {error}", file=sys.stderr)
         return 2
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous_handler)
     load = " ".join(f"{value:.2f}" for value in os.getloadavg())
     notes.append(f"whole comparison took {time.monotonic() - started_s:.0f} s; load at end {load}")
     command = "python -m benchmarks.compare " + " ".join(argv if argv is not None else sys.argv[1:])

@@ -332,5 +332,61 @@ def test_comparison_medians_and_ratios() -> None:
     assert "<= 1.5x **missed**" in markdown and "change 3.0 %" in markdown
 
 
+def _with_baseline() -> list:
+    m = compare.Measurement
+    old = compare.baseline_label("477ecf6")
+    rows = _measurements()
+    for round_index, (p1, p16) in enumerate([(8.0, 2.0), (7.0, 2.5), (7.5, 1.6)]):
+        rows += [
+            m(round_index, "redis-benchmark -P 1", old, 18_000, p1),
+            m(round_index, "redis-benchmark -P 16", old, 90_000, p16),
+        ]
+    return rows
+
+
+def test_baseline_rows_and_table() -> None:
+    measurements = _with_baseline()
+    assert compare.baseline_server(measurements) == "gossipcache@477ecf6"
+    assert compare.baseline_server(_measurements()) is None
+    p1, p16 = compare.baseline_rows(measurements, "gossipcache@477ecf6")
+    # -P 1: current 6, 7, 8 (median 7) against baseline 8, 7, 7.5 (median 7.5); Redis 4.
+    assert (p1["current"], p1["baseline"], p1["redis"]) == (7.0, 7.5, 4.0)
+    assert p1["current_per_redis"] == 1.75 and p1["baseline_per_redis"] == 1.875
+    assert p1["change"] == pytest.approx(7.0 / 7.5 - 1) and p1["met"] is True
+    assert [r["change"] for r in p1["per_round"]] == pytest.approx([-0.25, 0.0, 8.0 / 7.5 - 1])
+    assert p1["change_paired_median"] == 0.0
+    # -P 16: current 2 every round against baseline 2, 2.5, 1.6 (median 2): no change overall,
+    # though round 3 alone is +25 %.
+    assert p16["change"] == 0.0 and p16["met"] is True
+    assert p16["per_round"][2]["change"] == pytest.approx(0.25)
+    assert p16["per_round"][2]["baseline_per_redis"] == 1.6
+    markdown = compare.render_markdown(compare.Settings(), measurements, ["2 cores"], "cmd")
+    assert "## Before and after: the current node against gossipcache@477ecf6" in markdown
+    assert (
+        "| redis-benchmark -P 1 | 7.00 | 7.50 | 4.00 | 1.75 | 1.88 | -6.7 % "
+        "| -25.0 %, +0.0 %, +6.7 % (+0.0 %) | <= +5 % met |" in markdown
+    )
+    assert "| 3 | redis-benchmark -P 16 | 2.00 | 1.60 | 1.00 | 2.00 | 1.60 | +25.0 % |" in markdown
+    # A baseline 10 % cheaper than the current node misses the target.
+    cheaper = [
+        compare.Measurement(**{**compare.asdict(m), "server_cpu_us_per_op": 6.3})
+        if m.server == "gossipcache@477ecf6" and m.config == "redis-benchmark -P 1"
+        else m
+        for m in measurements
+    ]
+    assert "| +11.1 % | -4.8 %, +11.1 %, +27.0 % (+11.1 %) | <= +5 % **missed** |" in (
+        compare.render_markdown(compare.Settings(), cheaper, [], "cmd")
+    )
+    assert "Before and after" not in compare.render_markdown(
+        compare.Settings(), _measurements(), [], "cmd"
+    )
+
+
+def test_import_origin_check(tmp_path) -> None:
+    compare.check_import_origin("node", os.path.realpath(tmp_path / "gossipcache"), tmp_path)
+    with pytest.raises(RuntimeError, match="would import gossipcache from"):
+        compare.check_import_origin("node", "/elsewhere/gossipcache", tmp_path)
+
+
 def test_scraper_fetches_metrics(node_ports) -> None:
     assert compare.Scraper(node_ports["metrics"]).fetch()
