@@ -221,6 +221,13 @@ class StoreModel(RuleBasedStateMachine):
         self.now_ms += elapsed_ms
 
     @rule()
+    def advance_to_next_expiry(self) -> None:
+        """Land exactly on an expiry instant, where ``<`` versus ``<=`` matters."""
+        pending = [e for _, e in self.model.values() if e is not None and e > self.now_ms]
+        if pending:
+            self.now_ms = min(pending)
+
+    @rule()
     def expire_tick(self) -> None:
         expired_before = self.store.stats().expirations
         removed = self.store.expire_tick(self.now_ms)
@@ -483,3 +490,51 @@ def test_checks_survive_python_optimize_mode() -> None:
         [sys.executable, "-O", "-c", code], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "raised"
+
+
+# -- the expiry instant -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shard_count", [1, 4])
+def test_expire_tick_removes_a_key_expiring_exactly_now(shard_count: int) -> None:
+    store = Store(10**6, shard_count=shard_count)
+    store.put(b"k", b"v", now_ms=1_000, ttl_ms=500)
+    store.put(b"later", b"v", now_ms=1_000, ttl_ms=501)
+    assert store.expire_tick(now_ms=1_499) == 0
+    assert store.holds(b"k")
+    assert store.expire_tick(now_ms=1_500) == 1
+    assert not store.holds(b"k") and store.holds(b"later")
+    assert store.stats().expirations == 1 and len(store) == 1
+    store.check_invariants()
+
+
+@pytest.mark.parametrize(
+    "read",
+    [
+        lambda store, now: store.get(b"k", now) is None,
+        lambda store, now: not store.contains(b"k", now),
+        lambda store, now: store.version(b"k", now) is None,
+        lambda store, now: store.ttl_ms(b"k", now) == TTL_MISSING,
+        lambda store, now: store.expires_at_ms(b"k", now) is None,
+        lambda store, now: store.delete(b"k", now) is False,
+        lambda store, now: store.expire(b"k", 100, now) is False,
+    ],
+    ids=["get", "contains", "version", "ttl_ms", "expires_at_ms", "delete", "expire"],
+)
+def test_lazy_expiry_treats_expires_at_equal_to_now_as_gone(read) -> None:
+    store = Store(10**6)
+    store.put(b"k", b"v", now_ms=1_000, ttl_ms=500)
+    assert store.contains(b"k", 1_499) and store.ttl_ms(b"k", 1_499) == 1
+    assert read(store, 1_500)
+    assert not store.holds(b"k"), "the expired entry is removed, not just hidden"
+    assert store.stats().expirations == 1 and store.used_bytes == 0
+    store.check_invariants()
+
+
+def test_put_with_keep_ttl_over_an_entry_expiring_now_writes_a_persistent_entry() -> None:
+    store = Store(10**6)
+    store.put(b"k", b"v", now_ms=1_000, ttl_ms=500)
+    store.put(b"k", b"w", now_ms=1_500, keep_ttl=True)
+    assert store.ttl_ms(b"k", 1_500) == TTL_PERSISTENT
+    assert store.stats().expirations == 1
+    store.check_invariants()
