@@ -9,15 +9,26 @@ from __future__ import annotations
 
 import heapq
 import random
+import subprocess
+import sys
+from collections.abc import Callable
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from gossipcache.membership import (
     EventKind,
+    InvariantViolation,
     Keyring,
     Membership,
     MembershipConfig,
     MemberState,
 )
 from gossipcache.membership.codec import (
+    INCARNATION_LIMIT,
+    MEMBERS_MAX,
+    SEQ_LIMIT,
     Alive,
     Nack,
     Ping,
@@ -27,7 +38,19 @@ from gossipcache.membership.codec import (
     encode_message,
     encode_packet,
 )
+from gossipcache.membership.core import (
+    EVENTS_MAX,
+    FORWARDS_MAX,
+    SEEDS_MAX,
+    _Forward,
+    _Member,
+    _Probe,
+)
 from gossipcache.sansio import Channel
+from sim import scenarios_membership
+from sim.faults import FaultPlan
+from sim.scenarios import run_scenario
+from sim.scenarios_membership import MEMBERSHIP_SCENARIOS
 
 KEY_A = b"A" * 32
 KEY_B = b"B" * 32
@@ -93,6 +116,7 @@ class Cluster:
 
     def _flush(self, source: str) -> None:
         core = self.cores[source]
+        core.check_invariants()  # after every call into a core, in every test of this file
         self.deadlines[source] = core.next_deadline_ms()
         for out in core.take_outbox():
             if out.channel is Channel.DATAGRAM and self.loss and self.rng.random() < self.loss:
@@ -493,3 +517,275 @@ def test_stale_suspicion_is_answered_with_the_refutation() -> None:
     assert any(isinstance(m, Alive) and m.node_id == "n2" and m.incarnation == 5 for m in sent)
     assert core.stats()["stale_corrected"] == 1
     assert cluster.view(0)["n2"] is MemberState.ALIVE
+
+
+# --------------------------------------------------------------------------------------------
+# Invariant checks (Membership.check_invariants). Every Cluster above already runs them after
+# each call into a core; here: each check fires on the corruption it is for, a left core passes,
+# python -O keeps them, and simulated clusters under faults never trip them.
+
+
+def _core_with_a_suspect() -> tuple[Cluster, Membership]:
+    """Node 0 of a converged 4-node cluster, suspecting n3 (on n1's word)."""
+    cluster = build(4, seed=21)
+    cluster.run_until(10_000)
+    core = cluster.cores[address_of(0)]
+    accusation = encode_packet(
+        cluster.keyrings[address_of(0)], [encode_message(Suspect("n3", 0, "n1"))]
+    )
+    core.handle(address_of(1), Channel.DATAGRAM, accusation, cluster.now_ms)
+    cluster._flush(address_of(0))
+    assert cluster.view(0)["n3"] is MemberState.SUSPECT
+    return cluster, core
+
+
+def _set(obj: object, name: str, value: object) -> Callable[[Membership], None]:
+    return lambda core: setattr(obj(core) if callable(obj) else core, name, value)
+
+
+def _other(core: Membership, node_id: str = "n2") -> _Member:
+    return core._members[node_id]
+
+
+def _probe(core: Membership, **changes: int | str) -> None:
+    fields = {"seq": 1, "target_id": "n1", "direct_deadline_ms": 10_500}
+    fields["indirect_deadline_ms"] = 10_600
+    fields.update(changes)
+    core._next_probe_ms = 11_000
+    core._probe = _Probe(**fields)
+
+
+def _too_many_forwards(core: Membership) -> None:
+    for seq in range(FORWARDS_MAX + 1):
+        core._forwards[seq] = _Forward("x:1", seq, None, 20_000)
+
+
+def _misfiled_update(core: Membership) -> None:
+    core._broadcasts.put("n1", b"u" * 20)
+    core._broadcasts._items["n1"].key = "n2"
+
+
+def _overfull_queue(core: Membership) -> None:
+    core._broadcasts.put("n1", b"u" * 20)
+    core._broadcasts.length_max = 0
+
+
+def _twin(core: Membership) -> None:
+    core._members["n1"].address = core._members["n2"].address
+
+
+def _left_without_leaving(core: Membership) -> None:
+    core._self.state = MemberState.LEFT
+
+
+def _extra_member(core: Membership) -> None:
+    ghost = _Member("ghost", "g:1", 0, 0, b"")
+    ghost.state = MemberState.DEAD
+    core._members["ghost"] = ghost
+
+
+def _self_in_ids(core: Membership) -> None:
+    del core._id_index[core._ids[0]]
+    core._ids[0] = "n0"
+    core._id_index["n0"] = 0
+
+
+CORRUPTIONS: dict[str, tuple[Callable[[Membership], None], str]] = {
+    "self missing": (lambda c: c._members.pop("n0"), "local member is not filed"),
+    "self readdressed": (_set(lambda c: c._self, "address", "elsewhere:1"), "local member"),
+    "self renamed": (_set(lambda c: c._self, "node_id", "n9"), "local member"),
+    "self dead": (_set(lambda c: c._self, "state", MemberState.DEAD), "holds itself as dead"),
+    "self left, core running": (_left_without_leaving, "holds itself as left"),
+    "too many members": (lambda c: setattr(c, "_members", _Padded(c._members)), "bound"),
+    "record under another id": (_set(lambda c: _other(c), "node_id", "n1"), "record of"),
+    "state not an enum": (_set(lambda c: _other(c), "state", "alive"), "has state"),
+    "incarnation at the limit": (
+        _set(lambda c: _other(c), "incarnation", INCARNATION_LIMIT),
+        "has incarnation",
+    ),
+    "negative incarnation": (_set(lambda c: _other(c), "incarnation", -1), "has incarnation"),
+    "incarnation not an int": (_set(lambda c: _other(c), "incarnation", 1.0), "has incarnation"),
+    "two live at one address": (_twin, "are both live at"),
+    "suspect without timer": (lambda c: c._suspicions.clear(), "has no suspicion timer"),
+    "timer of an alive member": (
+        lambda c: c._suspicions.__setitem__("n2", c._suspicions["n3"]),
+        r"non-suspects \['n2'\]",
+    ),
+    "timer of an unknown member": (
+        lambda c: c._suspicions.__setitem__("zz", c._suspicions["n3"]),
+        r"non-suspects \['zz'\]",
+    ),
+    "suspicion deadline moved": (
+        lambda c: setattr(c._suspicions["n3"], "deadline_ms", c._suspicions["n3"].deadline_ms + 1),
+        "suspicion deadline",
+    ),
+    "live count off": (lambda c: setattr(c, "_live_count", c._live_count + 1), "live count"),
+    "address map stale": (lambda c: c._live_address.pop(address_of(2)), "address map"),
+    "unknown member in ids": (_extra_member, "ids"),
+    "id missing from ids": (lambda c: c._ids.pop(), "ids"),
+    "wrong id index": (
+        lambda c: c._id_index.__setitem__(c._ids[0], len(c._ids) - 1),
+        r"ids\[0\]",
+    ),
+    "self in ids": (_self_in_ids, r"ids\[0\] = 'n0'"),
+    "cursor past the order": (
+        lambda c: setattr(c, "_probe_index", len(c._probe_order) + 1),
+        "probe cursor",
+    ),
+    "negative cursor": (lambda c: setattr(c, "_probe_index", -1), "probe cursor"),
+    "probes itself": (lambda c: c._probe_order.append("n0"), "probes itself"),
+    "live member never probed": (
+        lambda c: setattr(c, "_probe_order", [i for i in c._probe_order if i != "n2"]),
+        "'n2' is never probed",
+    ),
+    "probe of itself": (lambda c: _probe(c, target_id="n0"), "probe of 'n0'"),
+    "probe seq out of range": (lambda c: _probe(c, seq=SEQ_LIMIT), "seq"),
+    "probe deadlines reversed": (lambda c: _probe(c, indirect_deadline_ms=10_499), "probe of"),
+    "probe overlaps the next": (lambda c: _probe(c, indirect_deadline_ms=11_001), "probe of"),
+    "sequence out of range": (lambda c: setattr(c, "_seq", SEQ_LIMIT), "sequence number"),
+    "negative sequence": (lambda c: setattr(c, "_seq", -1), "sequence number"),
+    "too many forwards": (_too_many_forwards, "relayed ping-reqs"),
+    "forward seq out of range": (
+        lambda c: c._forwards.__setitem__(SEQ_LIMIT, _Forward("x:1", 1, None, 20_000)),
+        "relayed ping-req seq",
+    ),
+    "nack after expiry": (
+        lambda c: c._forwards.__setitem__(1, _Forward("x:1", 1, 20_001, 20_000)),
+        "relayed ping-req seq 1",
+    ),
+    "own address as seed": (lambda c: c._seeds.append(address_of(0)), "seeds"),
+    "duplicate seed": (lambda c: c._seeds.extend(["s:1", "s:1"]), "seeds"),
+    "too many seeds": (
+        lambda c: setattr(c, "_seeds", [f"s:{i}" for i in range(SEEDS_MAX + 1)]),
+        "seeds",
+    ),
+    "joining without seeds": (
+        lambda c: (setattr(c, "_seeds", []), setattr(c, "_joining", True)),
+        "joining without seeds",
+    ),
+    "backoff under the initial": (
+        lambda c: setattr(c, "_join_backoff_ms", CONFIG.join_retry_initial_ms - 1),
+        "join backoff",
+    ),
+    "backoff over the max": (
+        lambda c: setattr(c, "_join_backoff_ms", CONFIG.join_retry_max_ms + 1),
+        "join backoff",
+    ),
+    "too many events": (lambda c: c._events.extend([None] * (EVENTS_MAX + 1)), "events"),
+    "health over the cap": (
+        lambda c: setattr(c._awareness, "score", CONFIG.awareness_max_multiplier),
+        "local health",
+    ),
+    "negative health": (lambda c: setattr(c._awareness, "score", -1), "local health"),
+    "queue over its bound": (_overfull_queue, "broadcast queue holds"),
+    "misfiled update": (_misfiled_update, "broadcast update filed under 'n1' is for 'n2'"),
+    "negative counter": (
+        lambda c: c._stats.__setitem__("probes", -1),
+        r"negative counters \['probes'\]",
+    ),
+    "running without a deadline": (
+        lambda c: setattr(c, "next_deadline_ms", lambda: None),
+        "next deadline None while running",
+    ),
+}
+
+
+class _Padded(dict):
+    """A member table that claims one more record than ``MEMBERS_MAX``."""
+
+    def __len__(self) -> int:
+        return MEMBERS_MAX + 1
+
+
+@pytest.mark.parametrize("name", sorted(CORRUPTIONS))
+def test_check_invariants_catches_each_corruption(name: str) -> None:
+    _, core = _core_with_a_suspect()
+    core.check_invariants()  # the uncorrupted core passes
+    corrupt, message = CORRUPTIONS[name]
+    corrupt(core)
+    with pytest.raises(InvariantViolation, match=message):
+        core.check_invariants()
+
+
+def test_a_left_core_is_consistent_and_its_checks_stay_strict() -> None:
+    cluster, core = _core_with_a_suspect()
+    core.leave(cluster.now_ms)
+    core.check_invariants()
+    assert core.next_deadline_ms() is None
+    core._probe = _Probe(1, "n1", cluster.now_ms + 500, cluster.now_ms + 600)
+    with pytest.raises(InvariantViolation, match="probe of 'n1'"):
+        core.check_invariants()  # a left core has no probe in flight
+    core._probe = None
+    core.next_deadline_ms = lambda: 5
+    with pytest.raises(InvariantViolation, match="next deadline 5 while left"):
+        core.check_invariants()
+
+
+def test_invariant_violation_is_a_runtime_error_that_python_O_keeps() -> None:
+    assert issubclass(InvariantViolation, RuntimeError)
+    assert not issubclass(InvariantViolation, AssertionError)
+    script = (
+        "import random\n"
+        "from gossipcache.membership import InvariantViolation, Keyring, Membership, "
+        "MembershipConfig\n"
+        "core = Membership('a:1', 'a', MembershipConfig(), random.Random(1), "
+        "Keyring(b'k' * 32), 0)\n"
+        "core.check_invariants()\n"
+        "core._live_count = 5\n"
+        "try:\n"
+        "    core.check_invariants()\n"
+        "except InvariantViolation as exc:\n"
+        "    print('caught', exc)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-O", "-c", script], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.startswith("caught a: live count is 5, the table holds 1")
+
+
+def _checked_take_outbox(original: Callable) -> Callable:
+    def take_outbox(node: scenarios_membership.MembershipNode) -> list:
+        node.membership.check_invariants()  # after every call the simulator makes into the core
+        return original(node)
+
+    return take_outbox
+
+
+_FAULTS = st.builds(
+    FaultPlan,
+    datagram_loss_rate=st.sampled_from([0.0, 0.05, 0.2]),
+    datagram_duplicate_rate=st.sampled_from([0.0, 0.1]),
+    partitions_per_min=st.sampled_from([0.0, 4.0]),
+    clogs_per_min=st.sampled_from([0.0, 3.0]),
+    crashes_per_min=st.sampled_from([0.0, 6.0]),
+    pauses_per_min=st.sampled_from([0.0, 6.0]),
+    clock_jumps_per_min=st.sampled_from([0.0, 3.0]),
+)
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    scenario_index=st.integers(0, len(MEMBERSHIP_SCENARIOS) - 1),
+    seed=st.integers(0, 2**32 - 1),
+    nodes=st.integers(3, 8),
+    plan=st.none() | _FAULTS,
+)
+def test_simulated_clusters_under_faults_never_break_an_invariant(
+    scenario_index: int, seed: int, nodes: int, plan: FaultPlan | None
+) -> None:
+    node_class = scenarios_membership.MembershipNode
+    original = node_class.take_outbox
+    node_class.take_outbox = _checked_take_outbox(original)
+    try:
+        report = run_scenario(
+            MEMBERSHIP_SCENARIOS[scenario_index],
+            seed=seed,
+            nodes=nodes,
+            duration_s=20.0,
+            fault_plan=plan,
+        )
+    finally:
+        node_class.take_outbox = original
+    crashes = [c.message for c in report.checks if c.name == "no-exception"]
+    assert not crashes, (report.replay_command, plan, crashes)
+    assert report.events > 0

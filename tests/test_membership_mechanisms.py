@@ -9,11 +9,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gossipcache.membership import MembershipConfig
+from gossipcache.membership import InvariantViolation, MembershipConfig
 from gossipcache.membership.awareness import Awareness
 from gossipcache.membership.broadcast import BroadcastQueue, retransmit_limit
 from gossipcache.membership.core import push_pull_chance
 from gossipcache.membership.suspicion import (
+    CONFIRMATIONS_MAX,
     Suspicion,
     expected_confirmations,
     suspicion_timeout_min_ms,
@@ -140,3 +141,77 @@ def test_push_pull_rows_per_period_are_those_of_the_threshold_cluster(
     chance = push_pull_chance(members, threshold)
     assert 0.0 < chance <= 1.0
     assert members * chance == pytest.approx(min(members, threshold))
+
+
+def test_suspicion_invariants_hold_through_confirmations_and_catch_corruption() -> None:
+    suspicion = Suspicion("accuser", started_ms=1000, k=3, min_ms=4000, max_ms=24000)
+    suspicion.check_invariants()
+    for confirmer in "bcde":  # the last one is refused: k reached
+        suspicion.confirm(confirmer)
+        suspicion.check_invariants()
+    Suspicion("a", 0, 0, 4000, 4000).check_invariants()  # plain SWIM: fixed timeout
+    suspicion.confirmers.add("f")  # one more than k, behind confirm()'s back
+    with pytest.raises(InvariantViolation, match="4 confirmations, more than k = 3"):
+        suspicion.check_invariants()
+    fixed = Suspicion("a", 0, 0, 4000, 4000)
+    fixed.confirmers.add("b")
+    with pytest.raises(InvariantViolation, match="more than k = 0"):
+        fixed.check_invariants()
+    empty = Suspicion("a", 0, 3, 4000, 24000)
+    empty.confirmers.clear()
+    with pytest.raises(InvariantViolation, match="holds 0 confirmers"):
+        empty.check_invariants()
+    crowded = Suspicion("a", 0, 100, 4000, 24000)
+    crowded.confirmers.update(f"c{i}" for i in range(CONFIRMATIONS_MAX))
+    with pytest.raises(InvariantViolation, match=f"holds {CONFIRMATIONS_MAX + 1} confirmers"):
+        crowded.check_invariants()
+    for min_ms, max_ms in ((0, 0), (5000, 4000)):
+        bounds = Suspicion("a", 0, 3, 4000, 24000)
+        bounds.min_ms, bounds.max_ms = min_ms, max_ms
+        with pytest.raises(InvariantViolation, match="timeout bounds"):
+            bounds.check_invariants()
+    late = Suspicion("a", 1000, 3, 4000, 24000)
+    late.deadline_ms -= 1
+    with pytest.raises(InvariantViolation, match="expected 1000 \\+ 24000 ms for 0"):
+        late.check_invariants()
+
+
+def test_awareness_invariants_hold_at_both_clamps_and_catch_corruption() -> None:
+    awareness = Awareness(3)
+    for delta in (-5, 1, 1, 1, 9):
+        awareness.apply_delta(delta)
+        awareness.check_invariants()
+    assert awareness.score == 2
+    for score in (-1, 3):
+        awareness.score = score
+        with pytest.raises(InvariantViolation, match=f"score {score} outside \\[0, 2\\]"):
+            awareness.check_invariants()
+
+
+def test_queue_invariants_hold_through_puts_drops_and_takes_and_catch_corruption() -> None:
+    queue = BroadcastQueue(length_max=2)
+    queue.check_invariants()
+    for key in "abcab":
+        queue.put(key, key.encode() * 20)
+        queue.check_invariants()
+    queue.take(1000, transmit_limit=2)
+    queue.check_invariants()
+    corruptions = {
+        "negative transmits": lambda q, item: setattr(item, "transmits", -1),
+        "order from the future": lambda q, item: setattr(item, "order", q._order + 1),
+        "order never issued": lambda q, item: setattr(item, "order", 0),
+        "wrong key": lambda q, item: setattr(item, "key", "zz"),
+    }
+    for corrupt in corruptions.values():
+        broken = BroadcastQueue(length_max=2)
+        broken.put("a", b"a" * 20)
+        corrupt(broken, broken._items["a"])
+        with pytest.raises(InvariantViolation, match="filed under 'a'"):
+            broken.check_invariants()
+    queue.dropped = -1
+    with pytest.raises(InvariantViolation, match="dropped count is -1"):
+        queue.check_invariants()
+    queue.dropped = 0
+    queue.length_max = 0
+    with pytest.raises(InvariantViolation, match="holds 2 updates, bound 0"):
+        queue.check_invariants()

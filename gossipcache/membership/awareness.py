@@ -14,6 +14,8 @@ The score stays in ``[0, max_multiplier - 1]`` and stretches the probe period an
 
 from __future__ import annotations
 
+from .invariant import InvariantViolation
+
 
 class Awareness:
     """The local health score, clamped to ``[0, max_multiplier - 1]``."""
@@ -32,3 +34,10 @@ class Awareness:
     def scale_ms(self, duration_ms: int) -> int:
         """``duration_ms`` stretched by the current health: ``duration_ms * (score + 1)``."""
         return duration_ms * (self.score + 1)
+
+    def check_invariants(self) -> None:
+        """Raise ``InvariantViolation`` unless ``0 <= score < max_multiplier``."""
+        if not 0 <= self.score < self.max_multiplier:
+            raise InvariantViolation(
+                f"local health score {self.score} outside [0, {self.max_multiplier - 1}]"
+            )

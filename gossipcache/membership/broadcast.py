@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import math
 
+from .invariant import InvariantViolation
+
 
 def retransmit_limit(retransmit_mult: int, member_count: int) -> int:
     """How many times one update is sent in a cluster of ``member_count`` members."""
@@ -72,3 +74,19 @@ class BroadcastQueue:
             if budget_bytes < 16:  # no update is smaller than this: stop scanning
                 break
         return chosen
+
+    def check_invariants(self) -> None:
+        """Raise ``InvariantViolation`` unless the queue is within its bound and each item is filed
+        under its own member, with a non-negative transmit count and an order already issued."""
+        if len(self._items) > self.length_max:
+            raise InvariantViolation(
+                f"broadcast queue holds {len(self._items)} updates, bound {self.length_max}"
+            )
+        if self.dropped < 0:
+            raise InvariantViolation(f"broadcast queue dropped count is {self.dropped}")
+        for key, item in self._items.items():
+            if item.key != key or item.transmits < 0 or not 0 < item.order <= self._order:
+                raise InvariantViolation(
+                    f"broadcast update filed under {key!r} is for {item.key!r}, "
+                    f"sent {item.transmits} times, order {item.order} of {self._order}"
+                )

@@ -63,6 +63,7 @@ from .codec import (
     encode_packet,
 )
 from .config import MembershipConfig
+from .invariant import InvariantViolation
 from .suspicion import (
     Suspicion,
     expected_confirmations,
@@ -321,6 +322,145 @@ class Membership:
         self._left = True
         self._probe = None
         self._count("leaves")
+
+    def check_invariants(self) -> None:
+        """Recompute the bookkeeping from the member table; raise ``InvariantViolation`` if any
+        of it disagrees. O(members): for tests and the simulator, not the hot path.
+
+        Checks: the local member is in the table under its own id and address, alive (left
+        after :meth:`leave`); every record is filed under its id with a valid state and an
+        incarnation below ``INCARNATION_LIMIT``; the table is within ``MEMBERS_MAX``; the random
+        pick list (``_ids`` / ``_id_index``) holds exactly the other members; the live count and
+        the address -> live member map match the live records (the local member counts as live
+        even after it left: a left core is frozen); exactly the suspects have a suspicion timer,
+        each consistent with its formula; every live member is in the probe order, and the
+        probe cursor is within it; the probe in flight ends before the next one starts; relayed
+        ping-reqs, seeds, events, sequence numbers, the local health score, the join backoff
+        and the broadcast queue are within their bounds; counters are non-negative; and a
+        running core always has a next deadline (a left one none).
+        """
+        name = self.node_id
+        me = self._self
+        members = self._members
+        if members.get(name) is not me or me.node_id != name or me.address != self.address:
+            raise InvariantViolation(f"{name}: the local member is not filed under its own id")
+        expected_state = MemberState.LEFT if self._left else MemberState.ALIVE
+        if me.state is not expected_state:
+            raise InvariantViolation(
+                f"{name}: holds itself as {me.state}, expected {expected_state.value}"
+            )
+        if len(members) > MEMBERS_MAX:
+            raise InvariantViolation(f"{name}: {len(members)} members, bound {MEMBERS_MAX}")
+        live_count = 0
+        live_address: dict[str, str] = {}
+        suspects = 0
+        for node_id, member in members.items():
+            if member.node_id != node_id:
+                raise InvariantViolation(f"{name}: record of {member.node_id!r} under {node_id!r}")
+            if type(member.state) is not MemberState:
+                raise InvariantViolation(f"{name}: {node_id!r} has state {member.state!r}")
+            incarnation = member.incarnation
+            if type(incarnation) is not int or not 0 <= incarnation < INCARNATION_LIMIT:
+                raise InvariantViolation(f"{name}: {node_id!r} has incarnation {incarnation!r}")
+            if member is me or member.state in _LIVE:
+                live_count += 1
+                if member.address in live_address:
+                    raise InvariantViolation(
+                        f"{name}: {live_address[member.address]!r} and {node_id!r} are both "
+                        f"live at {member.address}"
+                    )
+                live_address[member.address] = node_id
+            if member.state is MemberState.SUSPECT:
+                suspects += 1
+                suspicion = self._suspicions.get(node_id)
+                if suspicion is None:
+                    raise InvariantViolation(f"{name}: suspect {node_id!r} has no suspicion timer")
+                suspicion.check_invariants()
+        if len(self._suspicions) != suspects:
+            orphans = sorted(
+                i
+                for i in self._suspicions
+                if i not in members or members[i].state is not MemberState.SUSPECT
+            )
+            raise InvariantViolation(f"{name}: suspicion timers for non-suspects {orphans!r}")
+        if live_count != self._live_count:
+            raise InvariantViolation(
+                f"{name}: live count is {self._live_count}, the table holds {live_count}"
+            )
+        if live_address != self._live_address:
+            raise InvariantViolation(
+                f"{name}: address map {self._live_address!r} disagrees with the live records "
+                f"{live_address!r}"
+            )
+        ids, id_index = self._ids, self._id_index
+        if len(ids) != len(members) - 1 or len(id_index) != len(ids):
+            raise InvariantViolation(
+                f"{name}: {len(ids)} ids / {len(id_index)} indexes for {len(members) - 1} "
+                f"other members"
+            )
+        for index, node_id in enumerate(ids):
+            if node_id == name or node_id not in members or id_index.get(node_id) != index:
+                raise InvariantViolation(
+                    f"{name}: ids[{index}] = {node_id!r}, indexed at {id_index.get(node_id)!r}"
+                )
+        order = self._probe_order
+        if not 0 <= self._probe_index <= len(order):
+            raise InvariantViolation(
+                f"{name}: probe cursor {self._probe_index} outside an order of {len(order)}"
+            )
+        in_order = set(order)
+        if name in in_order:
+            raise InvariantViolation(f"{name}: probes itself")
+        for node_id in ids:
+            if members[node_id].state in _LIVE and node_id not in in_order:
+                raise InvariantViolation(f"{name}: live member {node_id!r} is never probed")
+        probe = self._probe
+        if probe is not None and (
+            self._left
+            or probe.target_id == name
+            or not 0 <= probe.seq < SEQ_LIMIT
+            or not probe.direct_deadline_ms <= probe.indirect_deadline_ms
+            or probe.indirect_deadline_ms > self._next_probe_ms
+            or not 0 <= probe.expected_nacks <= self.config.indirect_checks
+            or probe.nacks < 0
+        ):
+            raise InvariantViolation(
+                f"{name}: probe of {probe.target_id!r} (seq {probe.seq}, deadlines "
+                f"{probe.direct_deadline_ms}/{probe.indirect_deadline_ms} ms, next probe "
+                f"{self._next_probe_ms} ms, nacks {probe.nacks}/{probe.expected_nacks})"
+            )
+        if not 0 <= self._seq < SEQ_LIMIT:
+            raise InvariantViolation(f"{name}: sequence number {self._seq}")
+        if len(self._forwards) > FORWARDS_MAX:
+            raise InvariantViolation(f"{name}: {len(self._forwards)} relayed ping-reqs")
+        for seq, forward in self._forwards.items():
+            if not 0 <= seq < SEQ_LIMIT or (
+                forward.nack_at_ms is not None and forward.nack_at_ms > forward.expires_ms
+            ):
+                raise InvariantViolation(
+                    f"{name}: relayed ping-req seq {seq}: nack at {forward.nack_at_ms}, "
+                    f"expires {forward.expires_ms}"
+                )
+        seeds = self._seeds
+        if len(seeds) > SEEDS_MAX or self.address in seeds or len(set(seeds)) != len(seeds):
+            raise InvariantViolation(f"{name}: seeds {seeds!r}")
+        if self._joining and not seeds:
+            raise InvariantViolation(f"{name}: joining without seeds")
+        config = self.config
+        if not config.join_retry_initial_ms <= self._join_backoff_ms <= config.join_retry_max_ms:
+            raise InvariantViolation(f"{name}: join backoff {self._join_backoff_ms} ms")
+        if len(self._events) > EVENTS_MAX:
+            raise InvariantViolation(f"{name}: {len(self._events)} events pending")
+        self._awareness.check_invariants()
+        self._broadcasts.check_invariants()
+        negative = sorted(k for k, v in self._stats.items() if v < 0)
+        if negative:
+            raise InvariantViolation(f"{name}: negative counters {negative!r}")
+        deadline = self.next_deadline_ms()
+        if (deadline is None) != self._left:
+            raise InvariantViolation(
+                f"{name}: next deadline {deadline!r} while {'left' if self._left else 'running'}"
+            )
 
     # ----------------------------------------------------------------------------------------
     # The sans-IO contract.

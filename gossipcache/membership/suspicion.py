@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import math
 
+from .invariant import InvariantViolation
+
 #: Most distinct confirmers remembered per suspicion; more than k never changes the timeout.
 CONFIRMATIONS_MAX = 64
 
@@ -68,3 +70,21 @@ class Suspicion:
         timeout_ms = suspicion_timeout_ms(self.confirmations, self.k, self.min_ms, self.max_ms)
         self.deadline_ms = self.started_ms + timeout_ms
         return True
+
+    def check_invariants(self) -> None:
+        """Raise ``InvariantViolation`` unless the confirmers stay within their bounds and the
+        deadline is the one the formula gives for the confirmations counted so far."""
+        if not 0 < self.min_ms <= self.max_ms:
+            raise InvariantViolation(f"suspicion timeout bounds {self.min_ms}..{self.max_ms} ms")
+        if not 1 <= len(self.confirmers) <= CONFIRMATIONS_MAX:
+            raise InvariantViolation(f"suspicion holds {len(self.confirmers)} confirmers")
+        if self.confirmations > max(0, self.k):
+            raise InvariantViolation(
+                f"suspicion counts {self.confirmations} confirmations, more than k = {self.k}"
+            )
+        timeout_ms = suspicion_timeout_ms(self.confirmations, self.k, self.min_ms, self.max_ms)
+        if self.deadline_ms != self.started_ms + timeout_ms:
+            raise InvariantViolation(
+                f"suspicion deadline {self.deadline_ms} ms, expected {self.started_ms} + "
+                f"{timeout_ms} ms for {self.confirmations} confirmations"
+            )
