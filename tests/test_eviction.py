@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -246,3 +248,398 @@ def test_eviction_bench_smoke() -> None:
     assert loop["wtinylfu"] > 0.5
     report = render_markdown(rows, 1000, 3000, 1)
     assert "| zipf-1.0+scans | 10 |" in report
+
+
+# -- eviction order against reference models -------------------------------------------------
+#
+# Simple O(n) reimplementations written from each module's docstring. The model-set test above
+# only checks *which keys* are tracked; these check *which key goes*, op by op.
+
+
+class _ReferenceLru:
+    """Oldest first; a read or overwrite moves the key to the newest end."""
+
+    refresh_on_access = True
+
+    def __init__(self) -> None:
+        self.order: list[bytes] = []
+
+    def insert(self, key: bytes) -> None:
+        self.order.append(key)
+
+    def access(self, key: bytes) -> None:
+        if self.refresh_on_access:
+            self.order.remove(key)
+            self.order.append(key)
+
+    update = access
+
+    def remove(self, key: bytes) -> None:
+        self.order.remove(key)
+
+    def evict(self, protect: bytes | None) -> bytes:
+        others = [key for key in self.order if key != protect]
+        victim = others[0] if others else self.order[0]
+        self.order.remove(victim)
+        return victim
+
+
+class _ReferenceFifo(_ReferenceLru):
+    """Insertion order only: reads and overwrites change nothing."""
+
+    refresh_on_access = False
+
+
+class _ReferenceLfu:
+    """Lowest count goes; ties: the key that reached its count longest ago."""
+
+    def __init__(self) -> None:
+        self.count: dict[bytes, int] = {}
+        self.since: dict[bytes, int] = {}
+        self.clock = 0
+
+    def _touch(self, key: bytes, count: int) -> None:
+        self.clock += 1
+        self.count[key] = count
+        self.since[key] = self.clock
+
+    def insert(self, key: bytes) -> None:
+        self._touch(key, 1)
+
+    def access(self, key: bytes) -> None:
+        self._touch(key, self.count[key] + 1)
+
+    update = access
+
+    def remove(self, key: bytes) -> None:
+        del self.count[key], self.since[key]
+
+    def evict(self, protect: bytes | None) -> bytes:
+        others = [key for key in self.count if key != protect] or list(self.count)
+        victim = min(others, key=lambda key: (self.count[key], self.since[key]))
+        self.remove(victim)
+        return victim
+
+
+class _ReferenceSieve:
+    """A queue (oldest first), visited bits, and a hand that walks toward the newest and wraps."""
+
+    def __init__(self) -> None:
+        self.queue: list[bytes] = []
+        self.visited: set[bytes] = set()
+        self.hand: bytes | None = None  # None: start at the oldest
+
+    def insert(self, key: bytes) -> None:
+        self.queue.append(key)
+
+    def access(self, key: bytes) -> None:
+        self.visited.add(key)
+
+    update = access
+
+    def remove(self, key: bytes) -> None:
+        index = self.queue.index(key)
+        if self.hand == key:
+            self.hand = self.queue[index + 1] if index + 1 < len(self.queue) else None
+        del self.queue[index]
+        self.visited.discard(key)
+
+    def evict(self, protect: bytes | None) -> bytes:
+        queue = self.queue
+        if len(queue) == 1:
+            victim = queue[0]
+        else:
+            index = queue.index(self.hand) if self.hand is not None else 0
+            while True:
+                key = queue[index]
+                if key in self.visited:
+                    self.visited.discard(key)
+                elif key != protect:
+                    victim = key
+                    break
+                index = (index + 1) % len(queue)
+        index = queue.index(victim)
+        self.hand = queue[index + 1] if index + 1 < len(queue) else None
+        self.remove(victim)
+        return victim
+
+
+REFERENCES = {
+    "lru": _ReferenceLru,
+    "fifo": _ReferenceFifo,
+    "lfu": _ReferenceLfu,
+    "sieve": _ReferenceSieve,
+}
+
+order_operations = st.lists(
+    st.tuples(
+        st.sampled_from(["insert", "insert", "access", "access", "update", "remove", "evict"]),
+        st.sampled_from(KEYS[:8]),
+        st.booleans(),
+    ),
+    max_size=150,
+)
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCES))
+@settings(max_examples=200, deadline=None)
+@given(ops=order_operations)
+def test_policy_evicts_what_its_reference_model_evicts(name, ops) -> None:
+    policy = make_policy(name, 1_000)
+    reference = REFERENCES[name]()
+    tracked: set[bytes] = set()
+    for op, key, use_protect in ops:
+        if op == "insert" and key not in tracked:
+            policy.insert(key, 1)
+            reference.insert(key)
+            tracked.add(key)
+        elif op in ("access", "update") and key in tracked:
+            if op == "access":
+                policy.access(key)
+            else:
+                policy.update(key, 1)
+            getattr(reference, op)(key)
+        elif op == "remove" and key in tracked:
+            policy.remove(key)
+            reference.remove(key)
+            tracked.discard(key)
+        elif op == "evict" and tracked:
+            protect = key if use_protect and key in tracked else None
+            victim = policy.evict(protect)
+            assert victim == reference.evict(protect)
+            tracked.discard(victim)
+    drained = [policy.evict() for _ in range(len(tracked))]
+    assert drained == [reference.evict(None) for _ in range(len(tracked))]
+
+
+# -- eviction order: one small scenario per policy ----------------------------------------------
+
+
+def test_lru_evicts_least_recently_used_and_reads_refresh() -> None:
+    policy = _filled("lru", 10, [b"a", b"b", b"c", b"d"])
+    policy.access(b"a")  # order now b c d a
+    policy.update(b"b", 1)  # an overwrite counts as a use: c d a b
+    assert policy.evict() == b"c"
+    assert policy.evict(protect=b"d") == b"a"  # d is the oldest but protected
+    assert policy.evict() == b"d"
+    assert policy.evict(protect=b"b") == b"b"  # the only key left goes even if protected
+    assert len(policy) == 0
+
+
+def test_fifo_evicts_oldest_insert_whatever_the_reads() -> None:
+    policy = _filled("fifo", 10, [b"a", b"b", b"c"])
+    for _ in range(3):
+        policy.access(b"a")
+    policy.update(b"a", 5)
+    policy.remove(b"b")
+    policy.insert(b"b", 1)  # a new insert goes to the back: a c b
+    assert [policy.evict() for _ in range(3)] == [b"a", b"c", b"b"]
+
+
+def test_lfu_ties_go_to_the_key_that_reached_the_count_first() -> None:
+    policy = _filled("lfu", 10, [b"a", b"b", b"c", b"d"])
+    policy.access(b"b")  # b: 2
+    policy.access(b"a")  # a: 2, after b
+    policy.access(b"d")
+    policy.access(b"d")  # d: 3
+    policy.insert(b"e", 1)  # e: 1, newest
+    assert policy.evict() == b"c"  # count 1, older than e
+    assert policy.evict() == b"e"
+    assert policy.evict(protect=b"b") == b"a"  # b is first at count 2 but protected
+    assert policy.evict() == b"b"
+    assert policy.evict() == b"d"
+
+
+def test_lfu_remove_keeps_the_counts_of_the_others() -> None:
+    policy = _filled("lfu", 10, [b"a", b"b", b"c"])
+    policy.access(b"a")
+    policy.access(b"b")
+    policy.access(b"b")
+    policy.remove(b"c")  # the count-1 list empties: count 2 is now the lowest
+    assert policy.evict() == b"a"
+    assert policy.frequency(b"b") == 3
+
+
+def test_sieve_full_lap_clears_every_bit_then_evicts_where_it_started() -> None:
+    policy = _filled("sieve", 10, [b"a", b"b", b"c"])
+    for key in (b"a", b"b", b"c"):
+        policy.access(key)
+    # The hand starts at the oldest (a), clears a, b, c, wraps and takes a.
+    assert policy.evict() == b"a"
+    assert not policy.is_visited(b"b") and not policy.is_visited(b"c")
+    # The hand rests at b (a's newer neighbour): b goes next, not c.
+    assert policy.evict() == b"b"
+    policy.insert(b"d", 1)
+    policy.update(b"c", 1)  # an overwrite sets the bit like a read
+    assert policy.evict() == b"d"  # c is spared once; the newcomer d is not
+    assert policy.evict() == b"c"
+
+
+def test_sieve_hand_skips_protected_without_clearing_and_moves_when_its_key_leaves() -> None:
+    policy = _filled("sieve", 10, [b"a", b"b", b"c", b"d"])
+    policy.access(b"c")
+    assert policy.evict(protect=b"a") == b"b"  # a is unvisited but protected
+    # The hand rests at c; removing c moves it to d, so d goes before a.
+    policy.remove(b"c")
+    assert policy.evict() == b"d"
+    assert policy.evict() == b"a"
+
+
+def _s3fifo(capacity: int) -> S3FifoPolicy:
+    policy = make_policy("s3fifo", capacity)
+    assert isinstance(policy, S3FifoPolicy)
+    # Leave the warm-up: one eviction, after which every new key enters the small queue.
+    policy.insert(b"warmup", 1)
+    assert policy.evict() == b"warmup"
+    return policy
+
+
+def _s3fifo_to_main(policy: S3FifoPolicy, key: bytes) -> None:
+    """Put ``key`` in main the documented way: evicted from small to the ghost, then a ghost hit."""
+    policy.insert(key, 1)
+    assert policy.segment_of(key) == "small"
+    assert policy.evict() == key
+    assert policy.segment_of(key) == "ghost"
+    policy.insert(key, 1)
+    assert policy.segment_of(key) == "main"
+
+
+def test_s3fifo_small_queue_read_once_leaves_read_twice_moves_to_main() -> None:
+    policy = _s3fifo(100)
+    for key in (b"a", b"b", b"c"):
+        policy.insert(key, 1)
+        assert policy.segment_of(key) == "small"  # new keys enter small
+    policy.access(b"a")
+    policy.access(b"a")  # read twice: frequency 2 moves it to main
+    policy.access(b"b")  # read once: frequency 1 is not enough
+    assert policy.evict() == b"b"
+    assert policy.segment_of(b"a") == "main"
+    assert policy.segment_of(b"b") == "ghost"
+    policy.insert(b"b", 1)  # a ghost hit enters main directly
+    assert policy.segment_of(b"b") == "main"
+    assert policy.evict() == b"c"  # small still has c; main is within its share
+
+
+def test_s3fifo_main_reinserts_keys_with_frequency_spending_one_each_time() -> None:
+    policy = _s3fifo(100)
+    _s3fifo_to_main(policy, b"hot")
+    for _ in range(5):
+        policy.access(b"hot")  # frequency capped at 3
+    # Small is empty, so main gives; hot survives exactly three passes (3 -> 2 -> 1 -> 0).
+    for survivor_round in range(3):
+        newcomer = b"g%d" % survivor_round
+        _s3fifo_to_main(policy, newcomer)
+        assert policy.evict() == newcomer
+        assert policy.segment_of(b"hot") == "main"
+    _s3fifo_to_main(policy, b"last")
+    assert policy.evict() == b"hot"
+
+
+def test_s3fifo_evicts_from_main_when_main_is_over_its_share() -> None:
+    policy = _s3fifo(10)  # small 1, main 9
+    for index in range(10):
+        _s3fifo_to_main(policy, b"m%d" % index)  # main ends up holding 10 > 9
+    policy.insert(b"s", 1)
+    # Even though small can give (s), main is over its share: its oldest goes.
+    assert policy.evict() == b"m0"
+    assert policy.segment_of(b"s") == "small"
+    assert policy.evict() == b"s"  # main is back within its share: small gives
+
+
+def _wtinylfu_full(capacity: int, keys: list[bytes]) -> WTinyLfuPolicy:
+    policy = make_policy("wtinylfu", capacity)
+    assert isinstance(policy, WTinyLfuPolicy)
+    for key in keys:
+        policy.insert(key, 1)
+    return policy
+
+
+def test_wtinylfu_window_overflow_moves_to_probation_while_there_is_room() -> None:
+    policy = _wtinylfu_full(100, [b"a", b"b", b"c"])  # window holds 1 (1 % of 100)
+    assert [policy.segment_of(k) for k in (b"a", b"b", b"c")] == ["probation"] * 2 + ["window"]
+
+
+def test_wtinylfu_tie_keeps_the_victim() -> None:
+    policy = _wtinylfu_full(100, [b"c%d" % index for index in range(99)] + [b"w"])
+    policy.insert(b"new", 1)
+    assert policy.frequency_estimate(b"w") == policy.frequency_estimate(b"c0") == 1
+    assert policy.evict(protect=b"new") == b"w"  # candidate w loses the tie to victim c0
+    assert policy.segment_of(b"c0") == "probation"
+
+
+def test_wtinylfu_victim_comes_from_probation_before_protected() -> None:
+    policy = _wtinylfu_full(100, [b"c%d" % index for index in range(99)] + [b"w"])
+    policy.access(b"c0")  # a hit in probation promotes to protected
+    assert policy.segment_of(b"c0") == "protected"
+    for _ in range(3):
+        policy.access(b"w")
+    policy.insert(b"new", 1)
+    # w (seen 4 times) beats probation's oldest, now c1 (c0 is protected).
+    assert policy.evict(protect=b"new") == b"c1"
+    assert policy.segment_of(b"w") == "probation"
+    assert policy.segment_of(b"c0") == "protected"
+
+
+def test_wtinylfu_hot_candidate_sometimes_wins_a_lost_contest() -> None:
+    """Hash-flooding defence: a candidate whose estimate is >= 6 wins about 1 lost contest in
+    128 (seeded, so this is reproducible); a colder candidate never wins against a hotter victim."""
+    trials = {False: 0, True: 0}  # keyed by "candidate estimate >= 6"
+    wins = {False: 0, True: 0}
+    for seed in range(400):
+        for candidate_hits in (5, 6):
+            policy = make_policy("wtinylfu", 100, seed)
+            hot = [b"c%d" % index for index in range(99)]
+            for key in hot:
+                policy.insert(key, 1)
+            policy.insert(b"w", 1)  # the window's only key: the next contest's candidate
+            for _ in range(8):
+                for key in hot:
+                    policy.access(key)  # all promoted; protected's overflow back to probation
+            for _ in range(candidate_hits - 1):
+                policy.access(b"w")
+            policy.insert(b"new", 1)
+            estimate = policy.frequency_estimate(b"w")
+            if estimate >= min(policy.frequency_estimate(key) for key in hot):
+                continue  # the sketch collided w with hot keys: no contest to lose
+            trials[estimate >= 6] += 1
+            if policy.evict(protect=b"new") != b"w":
+                wins[estimate >= 6] += 1
+                assert policy.segment_of(b"w") == "probation"
+    assert trials[False] > 300 and trials[True] > 300
+    assert wins[False] == 0
+    assert 0 < wins[True] <= trials[True] // 32  # expected trials / 128
+
+
+def test_random_spreads_victims_over_every_key_and_spares_protect() -> None:
+    keys = [b"k%d" % index for index in range(10)]
+    unprotected: Counter[bytes] = Counter()
+    protected: Counter[bytes] = Counter()
+    for seed in range(400):
+        policy = make_policy("random", 100, seed)
+        for key in keys:
+            policy.insert(key, 1)
+        unprotected[policy.evict()] += 1
+        protect = keys[seed % len(keys)]
+        victim = policy.evict(protect)
+        assert victim != protect
+        protected[victim] += 1
+    # Uniform: each of 10 keys is expected 40 times; a policy stuck on one slot fails.
+    assert set(unprotected) == set(keys) and set(protected) == set(keys)
+    assert max(unprotected.values()) < 70 and max(protected.values()) < 70
+
+
+def test_random_replays_for_a_seed_and_differs_across_seeds() -> None:
+    keys = [b"k%d" % index for index in range(20)]
+
+    def drain(seed: int) -> list[bytes]:
+        policy = make_policy("random", 100, seed)
+        for key in keys:
+            policy.insert(key, 1)
+        policy.remove(b"k3")  # the last key moves into the freed slot
+        order = [policy.evict(protect=b"k19") for _ in range(18)]
+        assert policy.evict() == b"k19"
+        return order
+
+    assert drain(7) == drain(7)
+    assert drain(7) != drain(8)
+    assert sorted(drain(7)) == sorted(set(keys) - {b"k3", b"k19"})
