@@ -28,6 +28,11 @@ class EntryTooLarge(InvalidRequest):
     """One entry alone would exceed the store's memory limit; evicting everything would not help."""
 
 
+class ServiceUnavailable(GossipCacheError):
+    """The node cannot serve the request now: membership is off, too many requests are pending,
+    not enough replicas answered. Retrying later may succeed."""
+
+
 class ProtocolError(GossipCacheError):
     """The peer sent bytes that do not follow the protocol. The connection is closed."""
 

@@ -9,7 +9,6 @@ import os
 import queue
 import random
 import threading
-import time
 from collections import Counter
 
 import pytest
@@ -34,7 +33,7 @@ from gossipcache.cli.bench import (
 from gossipcache.drivers.server import NodeServer
 from gossipcache.errors import ProtocolError
 from gossipcache.metrics.histogram import Histogram
-from gossipcache.node.core import Node, NodeConfig
+from gossipcache.node.config import NodeConfig
 from gossipcache.wire.framing import FrameDecoder
 from gossipcache.wire.native import (
     STATUS_NOT_FOUND,
@@ -215,7 +214,7 @@ def node_ports():
 
     async def serve() -> None:
         config = NodeConfig(port=0, resp_port=0, metrics_port=0, size_bytes_max=16 * 1024 * 1024)
-        server = NodeServer(Node(config, time.perf_counter_ns))
+        server = NodeServer(config)
         async with trio.open_nursery() as nursery:
             ports = await nursery.start(server.serve)
             started.put((ports, nursery.cancel_scope, trio.lowlevel.current_trio_token()))

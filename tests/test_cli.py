@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 
 import pytest
 import trio
@@ -12,7 +11,7 @@ import trio
 from gossipcache.cli.main import EXIT_ERROR, EXIT_MISSING, EXIT_OK, main, parse_size_bytes
 from gossipcache.drivers.cluster_keys import parse_cluster_keys
 from gossipcache.drivers.server import NodeServer
-from gossipcache.node.core import Node, NodeConfig
+from gossipcache.node.config import NodeConfig
 
 
 @pytest.mark.parametrize(
@@ -38,7 +37,7 @@ def test_keygen_prints_a_key_a_key_file_accepts(capsys) -> None:
 
 async def test_client_commands_exit_codes(nursery, capsys) -> None:
     config = NodeConfig(port=0, resp_port=None, metrics_port=None, membership_enabled=False)
-    server = NodeServer(Node(config, time.perf_counter_ns))
+    server = NodeServer(config)
     await nursery.start(server.serve)
     node = ["--node", f"127.0.0.1:{server.ports['native']}"]
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import time
-
+from gossipcache.clock import ManualClock
 from gossipcache.metrics.counters import render_prometheus
-from gossipcache.node.core import Node, NodeConfig
-from gossipcache.node.resp_session import RespDispatcher, RespSession
+from gossipcache.node.config import NodeConfig
+from gossipcache.node.core import NodeCore
+from gossipcache.node.resp_session import RespSession, resp_table
+from gossipcache.wire.resp import encode_command
 
 
 class Untouchable:
@@ -23,12 +24,11 @@ class Untouchable:
 
 
 def test_render_reads_counters_only() -> None:
-    node = Node(NodeConfig(membership_enabled=False), time.perf_counter_ns)
-    dispatcher = RespDispatcher(node)
-    session = RespSession(1)
-    commands = [[b"SET", b"k%d" % i, b"v"] for i in range(5_000)]
-    commands += [[b"GET", b"k%d" % i] for i in range(6_000)]
-    dispatcher.handle(session, commands, now_ms=0)
+    node = NodeCore(NodeConfig(membership_enabled=False), ManualClock())
+    session = RespSession(node, 1, resp_table(node))
+    data = b"".join(encode_command(b"SET", b"k%d" % i, b"v") for i in range(5_000))
+    data += b"".join(encode_command(b"GET", b"k%d" % i) for i in range(6_000))
+    session.receive(data)
     node.store._shards = Untouchable()
     text = render_prometheus(node)
     assert "gossipcache_keys 5000" in text

@@ -26,8 +26,9 @@ from gossipcache.drivers.server import NodeServer
 from gossipcache.errors import ServerError
 from gossipcache.membership import EventKind
 from gossipcache.metrics.counters import render_prometheus
-from gossipcache.node.core import Node, NodeConfig
+from gossipcache.node.config import NodeConfig
 from gossipcache.sansio import Channel, Outgoing
+from gossipcache.wire import peer as wire_peer
 from gossipcache.wire.framing import frame
 
 #: Safety net for waits on conditions; a healthy run takes milliseconds.
@@ -170,9 +171,9 @@ async def test_peer_that_closes_is_reported_as_stream_failed(nursery) -> None:
     sock, _ = await listener.accept()
     with trio.fail_after(WAIT_S_MAX):
         received = b""
-        while len(received) < len(net.PREAMBLE):
+        while len(received) < len(wire_peer.PREAMBLE):
             received += await sock.recv(1024)
-    assert received.startswith(net.PREAMBLE)
+    assert received.startswith(wire_peer.PREAMBLE)
     sock.close()
     listener.close()
     await core.wait_until(lambda: core.failed)
@@ -181,11 +182,11 @@ async def test_peer_that_closes_is_reported_as_stream_failed(nursery) -> None:
 
 async def test_bad_peer_input_is_dropped_and_counted(nursery) -> None:
     core, driver = await start_fake(nursery)
-    host, port = net.split_address(driver.address)
+    host, port = wire_peer.split_address(driver.address)
     bad_inputs = {
         "peer_dropped_bad_preamble": b"GCPEER9\nxxxx",
-        "peer_dropped_bad_address": net.PREAMBLE + frame(b"not an address"),
-        "peer_dropped_bad_frame": net.PREAMBLE + (2**31).to_bytes(4, "big"),
+        "peer_dropped_bad_address": wire_peer.PREAMBLE + frame(b"not an address"),
+        "peer_dropped_bad_frame": wire_peer.PREAMBLE + (2**31).to_bytes(4, "big"),
     }
     for counter, data in bad_inputs.items():
         stream = await trio.open_tcp_stream(host, port)
@@ -238,32 +239,39 @@ async def test_a_failing_core_does_not_stop_the_driver(nursery) -> None:
 def test_preamble_is_never_a_native_frame() -> None:
     from gossipcache.limits import FRAME_SIZE_BYTES_MAX
 
-    assert int.from_bytes(net.PREAMBLE[:4], "big") > FRAME_SIZE_BYTES_MAX
-    assert net.starts_like_preamble(net.PREAMBLE + b"more")
-    assert net.starts_like_preamble(b"GC")
-    assert not net.starts_like_preamble(b"")
-    assert not net.starts_like_preamble(b"\x00\x00\x00\x05\x01")
+    assert int.from_bytes(wire_peer.PREAMBLE[:4], "big") > FRAME_SIZE_BYTES_MAX
+    assert wire_peer.starts_like_preamble(wire_peer.PREAMBLE + b"more")
+    assert wire_peer.starts_like_preamble(b"GC")
+    assert not wire_peer.starts_like_preamble(b"")
+    assert not wire_peer.starts_like_preamble(b"\x00\x00\x00\x05\x01")
 
 
 # -- real nodes -----------------------------------------------------------------------------
 
 
-class WatchedNode(Node):
-    """A node whose membership steps wake waiting tests."""
+#: How often the real-node tests look at a node's membership view again.
+POLL_S = 0.01
 
-    def __init__(self, config: NodeConfig) -> None:
-        super().__init__(config, time.perf_counter_ns)
-        self.changed = trio.Event()
 
-    def after_membership_step(self, now_ms: int) -> None:
-        super().after_membership_step(now_ms)
-        self.changed.set()
+class Watched:
+    """A served node's membership view, for tests that wait on it (bounded polling: the
+    nodes run on real sockets and real time)."""
+
+    def __init__(self, server: NodeServer) -> None:
+        self.server = server
+
+    @property
+    def membership(self):
+        return self.server.core.membership
+
+    @property
+    def membership_events(self):
+        return self.server.core.membership_events
 
     async def wait_until(self, predicate) -> None:
         with trio.fail_after(WAIT_S_MAX):
             while not predicate():
-                self.changed = trio.Event()
-                await self.changed.wait()
+                await trio.sleep(POLL_S)
 
     def states(self) -> dict[str, str]:
         return {m.address: str(m.state) for m in self.membership.members()}
@@ -273,8 +281,9 @@ async def start_node(nursery, seeds: tuple[str, ...] = ()) -> NodeServer:
     config = NodeConfig(
         port=0, resp_port=None, metrics_port=None, seeds=seeds, membership_profile="local"
     )
-    server = NodeServer(WatchedNode(config))
+    server = NodeServer(config)
     await nursery.start(server.serve)
+    server.node = Watched(server)
     return server
 
 
@@ -299,7 +308,7 @@ async def test_node_pair_joins_and_serves_members(nursery) -> None:
         assert member["id"].startswith(member["address"] + "#")
         assert wall_now_ms - 60_000 < member["since_ms"] <= wall_now_ms + 1000
         assert member["incarnation"] > 0
-    text = render_prometheus(a.node)
+    text = render_prometheus(a.core)
     assert 'gossipcache_members{state="alive"} 2' in text
     assert 'gossipcache_members{state="dead"} 0' in text
     assert "gossipcache_membership_local_health 0" in text
@@ -318,7 +327,7 @@ async def test_graceful_leave_is_seen_as_left(nursery) -> None:
 
 async def test_members_op_without_membership_is_unavailable(nursery) -> None:
     config = NodeConfig(port=0, resp_port=None, metrics_port=None, membership_enabled=False)
-    server = NodeServer(Node(config, time.perf_counter_ns))
+    server = NodeServer(config)
     await nursery.start(server.serve)
     assert server.peer_driver is None
     async with Client(address_of(server)) as client:

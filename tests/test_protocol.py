@@ -56,6 +56,8 @@ ARG_STRATEGIES = {
     "ttl": st.tuples(keys),
     "stats": st.tuples(),
     "members": st.tuples(),
+    "exists": st.tuples(keys),
+    "persist": st.tuples(keys),
 }
 
 assert set(ARG_STRATEGIES) == OPS == set(OP_ARGS)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 import socket
-import time
 
 import pytest
 import trio
@@ -13,11 +12,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gossipcache.client.client import Client, SyncClient
+from gossipcache.clock import ManualClock
 from gossipcache.drivers.reactor import NATIVE, RESP, ClientReactor, Connection
 from gossipcache.drivers.server import NodeServer
 from gossipcache.errors import CacheUnavailable, ServerError, ValueTooLarge
-from gossipcache.node.core import Node, NodeConfig
-from gossipcache.node.resp_session import RespDispatcher
+from gossipcache.node.config import NodeConfig
+from gossipcache.node.core import NodeCore
+from gossipcache.node.native_session import NativeSession, native_table
+from gossipcache.node.resp_session import RespSession, resp_table
 from gossipcache.wire.framing import FrameDecoder
 from gossipcache.wire.native import Request, decode_response, encode_request
 from gossipcache.wire.resp import RespReplyParser, encode_command
@@ -26,7 +28,7 @@ from gossipcache.wire.resp import RespReplyParser, encode_command
 @pytest.fixture
 async def server(nursery):
     config = NodeConfig(port=0, resp_port=0, metrics_port=0, size_bytes_max=16 * 1024 * 1024)
-    node_server = NodeServer(Node(config, time.perf_counter_ns))
+    node_server = NodeServer(config)
     await nursery.start(node_server.serve)
     return node_server
 
@@ -69,7 +71,7 @@ async def test_concurrent_tasks_share_one_pipelined_connection(server) -> None:
                 nursery.start_soon(worker, i)
         assert (await client.stats())["keys"] == 1000
     # Many requests were answered per read: batching happened.
-    assert server.node.metrics.batches < 2000
+    assert server.core.metrics.batches < 2000
 
 
 async def test_server_errors_are_raised_with_a_code(server) -> None:
@@ -96,14 +98,14 @@ async def test_malformed_native_frame_closes_only_that_connection(server) -> Non
         assert await stream.receive_some(4096) == b""  # then closed
         await healthy.put("k", "v")
         assert await healthy.get("k") == b"v"
-    assert server.node.metrics.protocol_errors == 1
+    assert server.core.metrics.protocol_errors == 1
 
 
 async def test_resp_pipeline_is_answered_in_one_write(server) -> None:
     stream = await trio.open_tcp_stream("127.0.0.1", server.ports["resp"])
     commands = [encode_command("SET", f"k{i}", "v") for i in range(16)]
     commands += [encode_command("GET", f"k{i}") for i in range(16)]
-    batches_before = server.node.metrics.batches
+    batches_before = server.core.metrics.batches
     await stream.send_all(b"".join(commands))
     parser = RespReplyParser()
     replies: list = []
@@ -111,7 +113,7 @@ async def test_resp_pipeline_is_answered_in_one_write(server) -> None:
         parser.feed(await stream.receive_some(65536))
         replies += parser.pop_replies()
     assert replies[:16] == ["OK"] * 16 and replies[16:] == [b"v"] * 16
-    assert server.node.metrics.batches - batches_before == 1
+    assert server.core.metrics.batches - batches_before == 1
 
 
 async def test_malformed_resp_gets_an_error_and_close(server) -> None:
@@ -191,7 +193,7 @@ async def test_sync_client_from_a_thread(server) -> None:
 
 async def test_connections_over_the_cap_are_closed(nursery) -> None:
     config = NodeConfig(port=0, resp_port=None, metrics_port=None, connections_max=2)
-    node_server = NodeServer(Node(config, time.perf_counter_ns))
+    node_server = NodeServer(config)
     await nursery.start(node_server.serve)
     address = native_address(node_server)
     async with Client(address) as a, Client(address) as b:
@@ -200,7 +202,7 @@ async def test_connections_over_the_cap_are_closed(nursery) -> None:
         with pytest.raises(CacheUnavailable):
             async with Client(address) as c:
                 await c.ping()
-    assert node_server.node.metrics.connections_refused == 1
+    assert node_server.core.metrics.connections_refused == 1
 
 
 # -- fuzzing the connection handlers ----------------------------------------------------------
@@ -238,12 +240,16 @@ chunk_lists = st.lists(
 @given(chunks=chunk_lists, resp=st.booleans())
 def test_no_input_raises_out_of_connection_processing(chunks: list[bytes], resp: bool) -> None:
     """Whatever bytes arrive, in whatever pieces, processing answers or closes; never raises."""
-    node = Node(NodeConfig(size_bytes_max=1024 * 1024), time.perf_counter_ns)
-    reactor = ClientReactor(node, RespDispatcher(node), lambda: 0)
+    node = NodeCore(NodeConfig(size_bytes_max=1024 * 1024), ManualClock())
+    reactor = ClientReactor(node)
+    if resp:
+        session = RespSession(node, 1, resp_table(node))
+    else:
+        session = NativeSession(node, 1, native_table(node))
     with socket.socket() as sock:  # never used for I/O: processing is sans-IO
-        connection = Connection(sock, RESP if resp else NATIVE, client_id=1)
+        connection = Connection(sock, RESP if resp else NATIVE, session)
         for chunk in chunks:
-            if connection.closing:
+            if session.closing:
                 break
             reply = reactor.process(connection, chunk)
             assert isinstance(reply, bytes)
@@ -252,7 +258,7 @@ def test_no_input_raises_out_of_connection_processing(chunks: list[bytes], resp:
 
 async def test_client_reconnects_after_the_node_restarts(nursery) -> None:
     config = NodeConfig(port=0, resp_port=None, metrics_port=None, membership_enabled=False)
-    first = NodeServer(Node(config, time.perf_counter_ns))
+    first = NodeServer(config)
     scope = trio.CancelScope()
 
     async def serve_until_cancelled(server: NodeServer, task_status=trio.TASK_STATUS_IGNORED):
@@ -271,7 +277,7 @@ async def test_client_reconnects_after_the_node_restarts(nursery) -> None:
         restarted = NodeConfig(
             port=port, resp_port=None, metrics_port=None, membership_enabled=False
         )
-        second = NodeServer(Node(restarted, time.perf_counter_ns))
+        second = NodeServer(restarted)
         await nursery.start(second.serve)
         await client.ping()  # one call reconnects
         assert await client.get("k") is None  # a new node: the old data is gone

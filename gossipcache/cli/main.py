@@ -58,7 +58,7 @@ def _run_node(args: argparse.Namespace) -> int:
 
     from ..drivers.cluster_keys import load_cluster_keyring
     from ..drivers.server import run_node
-    from ..node.core import NodeConfig
+    from ..node.config import NodeConfig
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if args.cluster_key_file is not None:

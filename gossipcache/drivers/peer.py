@@ -11,18 +11,19 @@ both its datagram and its stream endpoint.
   ``PREAMBLE``, then carries frames in the native protocol's framing (u32 big-endian length L,
   then L bytes: version byte + payload; L <= ``PEER_FRAME_SIZE_BYTES_MAX``). The first frame is
   the sender's advertised address (a TCP source port says nothing about it); every later frame
-  is one payload. The node's native listener hands connections that begin with the preamble to
-  :meth:`PeerDriver.handle_peer_stream`.
+  is one payload (``gossipcache.wire.peer``). In a node, the client reactor serves incoming peer
+  connections in its own pass; :meth:`PeerDriver.handle_peer_stream` serves them for a core
+  driven on its own (tests).
 - Outgoing streams: one connection per peer, opened on demand (``CONNECT_TIMEOUT_S``), closed
   after ``PEER_IDLE_TIMEOUT_S`` without traffic, at most ``PEER_CONNECTIONS_MAX`` at once, each
   with a queue bounded in frames and bytes. A connection that cannot be opened, breaks, stalls
   (``PEER_SEND_TIMEOUT_S``) or overflows its queue is reported to the core with
   ``stream_failed(peer, now_ms)``. Connections are one-way: a peer answers over its own.
-- Timers: one task sleeps until ``core.next_deadline_ms()`` and calls ``tick``; every input
-  re-arms it, because handling a payload can move the deadline earlier.
+- Timers (with ``run_timers``): one task sleeps until ``core.next_deadline_ms()`` and calls
+  ``tick``; every input re-arms it, because handling a payload can move the deadline earlier.
+  In a node the client reactor runs the core's timers instead, and ``after_step`` wakes it.
 
-After every call into the core the driver runs ``on_step(now_ms)`` (the node drains the core's
-events there) and sends the outbox. A bad packet or a failing peer never stops the node: the core
+After every call into the core the driver sends the outbox, then runs ``after_step()``. A bad packet or a failing peer never stops the node: the core
 drops and counts bad input, the driver counts what it drops and catches ``OSError`` per send.
 Time is ``trio.current_time()`` in integer milliseconds (monotonic; virtual under a MockClock).
 """
@@ -40,20 +41,21 @@ from collections.abc import Awaitable, Callable
 
 import trio
 
-from ..errors import ProtocolError
 from ..sansio import Channel, Outgoing, SansIOCore
-from ..wire.framing import FrameDecoder, frame
+from ..wire.framing import frame
+from ..wire.peer import (
+    PEER_FRAME_SIZE_BYTES_MAX,
+    PeerStreamError,
+    PeerStreamReader,
+    opening,
+    split_address,
+)
+from .clock import TrioClock
 
 log = logging.getLogger("gossipcache.net")
 
-#: The first bytes of every peer stream connection. Never a valid native frame: as a length
-#: prefix "GCPE" is ~1.2 GB, far above the native frame cap, so one listener serves both.
-PREAMBLE = b"GCPEER1\n"
 #: Received datagrams longer than this are dropped (and counted) without reaching the core.
 DATAGRAM_SIZE_BYTES_MAX = 64 * 1024
-#: Largest peer stream frame (version byte + payload), either direction. The membership codec's
-#: own stream cap (8 MiB) is below it.
-PEER_FRAME_SIZE_BYTES_MAX = 16 * 1024 * 1024
 #: Outgoing peer connections open at once; a payload for one more peer is dropped and reported.
 PEER_CONNECTIONS_MAX = 256
 #: Incoming peer connections served at once; more are closed on arrival.
@@ -76,8 +78,6 @@ PEER_INCOMING_IDLE_TIMEOUT_S = 2 * PEER_IDLE_TIMEOUT_S
 PEER_HANDSHAKE_TIMEOUT_S = 5.0
 #: Bytes read per receive call on an incoming peer connection.
 PEER_RECEIVE_SIZE_BYTES = 256 * 1024
-#: Longest advertised address accepted in the first frame.
-ADDRESS_SIZE_BYTES_MAX = 255
 #: With port 0, tries to find a port number free for both TCP and UDP.
 BIND_ATTEMPTS_MAX = 32
 #: ``stop`` (graceful leave on shutdown) waits at most this long for output to be written.
@@ -88,23 +88,8 @@ DRAIN_POLL_S = 0.01
 STEP_ROUNDS_MAX = 4
 
 
-def monotonic_ms() -> int:
-    """The driver's clock: ``trio.current_time()`` in integer milliseconds."""
-    return int(trio.current_time() * 1000)
-
-
-def split_address(address: str) -> tuple[str, int]:
-    """``"host:port"`` -> ``(host, port)``; ValueError when malformed."""
-    host, sep, port = address.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"address must be HOST:PORT, got {address!r:.80}")
-    return host, int(port)
-
-
-def starts_like_preamble(data: bytes) -> bool:
-    """True if ``data`` is (the start of) a peer connection: a prefix of or longer than
-    ``PREAMBLE``. Also true for a lone b"G", which no valid native frame starts with."""
-    return bool(data) and (data.startswith(PREAMBLE) or PREAMBLE.startswith(data))
+#: The driver's clock: Trio's, in integer milliseconds (virtual under a MockClock).
+monotonic_ms = TrioClock().monotonic_ms
 
 
 async def bind_tcp_and_udp(
@@ -168,7 +153,7 @@ class PeerDriver:
     """Runs ``core`` over a UDP socket and peer TCP connections; see the module docstring.
 
     ``address`` is this node's advertised ``"host:port"``; ``udp_sock`` is bound to it.
-    ``on_step(now_ms)`` runs after every call into the core, before its outbox is sent.
+    ``after_step()`` runs after every call into the core, once its outbox is queued.
     ``stats`` (a dict, shared with whoever renders metrics) receives the driver's counters.
     """
 
@@ -178,7 +163,8 @@ class PeerDriver:
         address: str,
         udp_sock: trio.socket.SocketType,
         *,
-        on_step: Callable[[int], None] | None = None,
+        after_step: Callable[[], None] | None = None,
+        run_timers: bool = True,
         stats: dict[str, int] | None = None,
     ) -> None:
         split_address(address)  # fail early on a bad advertised address
@@ -186,8 +172,9 @@ class PeerDriver:
         self.address = address
         self.stats: dict[str, int] = stats if stats is not None else {}
         self._udp = udp_sock
-        self._on_step = on_step
-        self._hello = frame(address.encode())
+        self._after_step = after_step
+        self._run_timers_enabled = run_timers
+        self._opening = opening(address)
         self._links: dict[str, _Link] = {}
         self._incoming = 0
         self._failed_peers: list[str] = []
@@ -206,21 +193,20 @@ class PeerDriver:
                 self._nursery = nursery
                 nursery.start_soon(self._receive_datagrams)
                 nursery.start_soon(self._send_datagrams)
-                nursery.start_soon(self._run_timers)
+                if self._run_timers_enabled:
+                    nursery.start_soon(self._run_timers)
                 self.step(None)  # the core's initial output (a join, an announcement)
                 task_status.started()
 
     def step(self, action: Callable[[int], None] | None) -> None:
-        """Call ``action(now_ms)`` on the core (None: nothing), then run ``on_step`` and send
-        the outbox. Synchronous: nothing else touches the core meanwhile. A bug in the core is
+        """Call ``action(now_ms)`` on the core (None: nothing), send the outbox, then run
+        ``after_step``. Synchronous: nothing else touches the core meanwhile. A bug in the core is
         logged and counted; it never takes the node down."""
         now_ms = monotonic_ms()
         try:
             if action is not None:
                 action(now_ms)
             for _ in range(STEP_ROUNDS_MAX):
-                if self._on_step is not None:
-                    self._on_step(now_ms)
                 self._dispatch(self.core.take_outbox())
                 if not self._failed_peers:
                     break
@@ -231,6 +217,13 @@ class PeerDriver:
             self._count("core_errors")
             log.exception("core failed while handling input")
         self._rearm.set()
+        if self._after_step is not None:
+            self._after_step()
+
+    def flush(self) -> None:
+        """Send what the core put in its outbox meanwhile (the reactor calls this after it fed
+        the core peer payloads or ran its timers)."""
+        self.step(None)
 
     async def handle_peer_stream(self, sock: trio.socket.SocketType, first_bytes: bytes) -> None:
         """Serve one incoming peer connection whose first bytes (already read from ``sock``,
@@ -346,7 +339,7 @@ class PeerDriver:
         return not broken
 
     async def _write_link(self, stream: trio.SocketStream, link: _Link) -> None:
-        data = PREAMBLE + self._hello
+        data = self._opening
         while True:
             link.sending = True
             with trio.fail_after(PEER_SEND_TIMEOUT_S):
@@ -389,44 +382,22 @@ class PeerDriver:
             self.step(functools.partial(handle, f"{sender[0]}:{sender[1]}", Channel.DATAGRAM, data))
 
     async def _read_peer_stream(self, sock: trio.socket.SocketType, received: bytes) -> None:
+        reader = PeerStreamReader()
         handshake_deadline = trio.current_time() + PEER_HANDSHAKE_TIMEOUT_S
-        while len(received) < len(PREAMBLE):
-            if not PREAMBLE.startswith(received):
-                break
-            with trio.move_on_at(handshake_deadline):
-                data = await sock.recv(PEER_RECEIVE_SIZE_BYTES)
-                if not data:
-                    return
-                received += data
-                continue
-            self._count("peer_dropped_handshake_timeout")
-            return
-        if not received.startswith(PREAMBLE):
-            self._count("peer_dropped_bad_preamble")
-            return
-        decoder = FrameDecoder(PEER_FRAME_SIZE_BYTES_MAX)
-        source: str | None = None
-        data = received[len(PREAMBLE) :]
         handle = self.core.handle
+        data = received
         while True:
             try:
-                decoder.feed(data)
-                frames = decoder.pop_frames()
-            except ProtocolError:
-                self._count("peer_dropped_bad_frame")
+                payloads = reader.feed(data)
+            except PeerStreamError as error:
+                self._count(f"peer_dropped_{error.reason}")
                 return
-            for body in frames:
-                if source is None:
-                    source = _parse_address_frame(body)
-                    if source is None:
-                        self._count("peer_dropped_bad_address")
-                        return
-                    continue
+            for payload in payloads:
                 self._count("stream_frames_received")
-                self.step(functools.partial(handle, source, Channel.STREAM, body))
+                self.step(functools.partial(handle, reader.source, Channel.STREAM, payload))
             deadline = (
                 handshake_deadline
-                if source is None
+                if reader.handshaking
                 else trio.current_time() + PEER_INCOMING_IDLE_TIMEOUT_S
             )
             data = b""
@@ -435,7 +406,11 @@ class PeerDriver:
                 if not data:
                     return
             if not data:
-                self._count("peer_incoming_idle_closed")
+                self._count(
+                    "peer_dropped_handshake_timeout"
+                    if reader.handshaking
+                    else "peer_incoming_idle_closed"
+                )
                 return
 
     # -- timers -----------------------------------------------------------------------------
@@ -460,14 +435,3 @@ class PeerDriver:
 
     def _count(self, name: str, amount: int = 1) -> None:
         self.stats[name] = self.stats.get(name, 0) + amount
-
-
-def _parse_address_frame(frame: bytes) -> str | None:
-    if len(frame) > ADDRESS_SIZE_BYTES_MAX:
-        return None
-    try:
-        address = frame.decode("ascii")
-        split_address(address)
-    except (UnicodeDecodeError, ValueError):
-        return None
-    return address

@@ -1,24 +1,28 @@
-"""Client connections served by one Trio task over a private epoll set.
+"""Client and peer connections served by one Trio task over a private epoll set.
 
 Why not a Trio task per connection: each wake-up of a task costs a pass through Trio's scheduler
 plus two ``epoll_ctl`` calls to register and unregister the socket, which at one request per
 round trip (redis-benchmark ``-P 1``) cost more than parsing and answering the request. Here the
-listeners and every client socket sit in one ``select.epoll`` object; the reactor task polls it
-without blocking and serves every ready socket in one go (accept, ``recv``, parse, answer against
-the store, ``send``), yields to other tasks with a plain checkpoint, and polls again; only when
-nothing is ready does it sleep in Trio's own epoll, waiting for its epoll fd to become readable. Registrations stay in place
-between requests, so the steady state is one ``epoll_wait`` per batch of ready sockets plus one
-``recv`` and one ``send`` per request batch -- what Redis does.
+listeners, every client socket and every incoming peer stream sit in one ``select.epoll`` object;
+the reactor task polls it without blocking and serves every ready socket in one go (accept,
+``recv``, hand the bytes to the connection's session or to the node core, ``send``), delivers
+the commands the core completed meanwhile, yields to other tasks with a plain checkpoint, and
+polls again. Only when nothing is ready does it sleep in Trio's own epoll, and never past the
+core's next deadline: the reactor runs the core's timers (membership, expiry), so acks received,
+replies sent and timers fired share one pass.
 
 Still one Trio loop, and still lock-free: the reactor is one task; nothing awaits between reading
-a request and writing the store. Other tasks (metrics, membership, expiry) run whenever the
-reactor yields, which it does after every pass over the ready sockets (at most
-``READY_SOCKETS_PER_PASS_MAX`` of them).
+a request and writing the store. Other tasks (metrics, the UDP side of membership, outgoing peer
+links) run whenever the reactor yields, after every pass over at most
+``READY_SOCKETS_PER_PASS_MAX`` ready sockets.
 
-Bounds: ``connections_max`` client connections (more are closed at accept, counted); one read
-batch in flight per connection: when a reply cannot be written whole, the rest waits in the
-connection's pending buffer and the reactor stops reading that socket until it drains
-(back-pressure through TCP); requests are capped by the parsers' limits.
+Bounds: ``connections_max`` client connections (more are closed at accept, counted);
+``PEER_INCOMING_MAX`` incoming peer streams, whose handshake must finish within
+``PEER_HANDSHAKE_TIMEOUT_S`` and which close after ``PEER_INCOMING_IDLE_TIMEOUT_S`` of silence;
+one read batch in flight per connection: when a reply cannot be written whole, the rest waits in
+the connection's ``unsent`` buffer and the reactor stops reading that socket until it drains
+(back-pressure through TCP); a session with too many commands pending stops being read too; the
+parsers cap requests.
 """
 
 from __future__ import annotations
@@ -31,13 +35,11 @@ from collections.abc import Callable
 
 import trio
 
-from ..errors import ProtocolError
-from ..node.core import Node
-from ..node.resp_session import RespDispatcher, RespSession
-from ..wire.framing import FrameDecoder
-from ..wire.native import ERROR_BAD_REQUEST, encode_response, error_response
-from ..wire.resp import RespParser, encode_error
-from . import peer as net
+from ..node.core import NodeCore
+from ..node.native_session import NativeSession, native_table
+from ..node.resp_session import RespSession, resp_table
+from ..sansio import Channel
+from ..wire.peer import PeerStreamError, PeerStreamReader, starts_like_preamble
 
 log = logging.getLogger("gossipcache.reactor")
 
@@ -45,73 +47,116 @@ log = logging.getLogger("gossipcache.reactor")
 READY_SOCKETS_PER_PASS_MAX = 256
 #: Connections accepted per listener per pass (the kernel's backlog holds the rest).
 ACCEPTS_PER_PASS_MAX = 64
+#: Incoming peer streams served at once; more are closed on arrival.
+PEER_INCOMING_MAX = 1024
+#: The preamble and the address frame must arrive within this long of the first byte.
+PEER_HANDSHAKE_TIMEOUT_S = 5.0
+#: An incoming peer stream silent this long is closed (its sender closes idle links after 60 s).
+PEER_INCOMING_IDLE_TIMEOUT_S = 120.0
+#: How often incoming peer streams are checked against those two timeouts.
+PEER_SWEEP_INTERVAL_S = 1.0
+#: Bytes read per receive call on an incoming peer stream.
+PEER_RECEIVE_SIZE_BYTES = 256 * 1024
 
 _READ = select.EPOLLIN | select.EPOLLRDHUP
 _WRITE = select.EPOLLOUT
+_INPUT_EVENTS = select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR
 _ACCEPT_RETRY_ERRNOS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 NATIVE = "native"
 RESP = "resp"
+PEER = "peer"
 
 
 class Connection:
-    """One client connection's state: its socket, its parser, and what is left to write."""
+    """One connection's socket, its session (clients) or stream reader (peers), and the bytes
+    not yet written."""
 
     __slots__ = (
-        "sock", "fd", "kind", "decoder", "parser", "session", "pending", "writing", "closing",
-        "fresh",
+        "sock", "fd", "kind", "session", "peer", "unsent", "interest", "fresh", "deadline_s",
     )  # fmt: skip
 
-    def __init__(self, sock: socket.socket, kind: str, client_id: int) -> None:
+    def __init__(self, sock: socket.socket, kind: str, session) -> None:
         self.sock = sock
         self.fd = sock.fileno()
         self.kind = kind
-        self.decoder = FrameDecoder() if kind == NATIVE else None
-        self.parser = RespParser() if kind == RESP else None
-        self.session = RespSession(client_id) if kind == RESP else None
-        self.pending: memoryview | None = None  # reply bytes not yet written
-        self.writing = False  # registered for writability while ``pending`` drains
-        self.closing = False  # close once ``pending`` is written
+        self.session = session  # RespSession / NativeSession; None for a peer stream
+        self.peer: PeerStreamReader | None = None
+        self.unsent: memoryview | None = None  # reply bytes not yet written
+        self.interest = _READ  # what the epoll set watches for: _READ, _WRITE or 0
         self.fresh = True  # no byte read yet (a native connection may turn out to be a peer)
+        self.deadline_s = 0.0  # peer streams: when the handshake or the idle time runs out
 
 
 class ClientReactor:
-    """Accepts and serves native and RESP clients of one node from a single task."""
+    """Accepts and serves the native and RESP clients and incoming peer streams of one node
+    from a single task, and runs the node core's timers.
+
+    ``after_core_input()`` runs after every pass that fed the core peer payloads or ticked it:
+    the node's peer driver sends the core's outbox there. ``wake()`` cuts an idle sleep short
+    (another task fed the core, which may have moved its deadline or completed commands).
+    """
 
     def __init__(
         self,
-        node: Node,
-        resp: RespDispatcher,
-        wall_ms: Callable[[], int],
-        on_peer_stream: Callable[[socket.socket, bytes], None] | None = None,
+        core: NodeCore,
+        *,
+        serve_peers: bool = False,
+        after_core_input: Callable[[], None] | None = None,
     ) -> None:
-        self.node = node
-        self.resp = resp
-        self.wall_ms = wall_ms
-        #: Called with a native connection whose first bytes are the membership preamble; the
-        #: reactor forgets the socket and the callee owns it (``gossipcache.net``).
-        self.on_peer_stream = on_peer_stream
+        self.core = core
+        self.serve_peers = serve_peers
+        self.after_core_input = after_core_input
         self._epoll = select.epoll()
         self._listeners: dict[int, tuple[socket.socket, str]] = {}
         self._connections: dict[int, Connection] = {}
+        self._peers: dict[int, Connection] = {}
         self._client_ids = 0
+        self._resp_table = resp_table(core)
+        self._native_table = native_table(core)
+        self._idle_scope: trio.CancelScope | None = None
+        self._core_fed = False
+        self._next_sweep_s = 0.0
+        #: Counters of peer streams served here (shared with the peer driver's, in /metrics).
+        self.peer_stats = core.membership_transport_stats
 
     def add_listener(self, listener: socket.socket, kind: str) -> None:
         listener.setblocking(False)
         self._listeners[listener.fileno()] = (listener, kind)
         self._epoll.register(listener.fileno(), select.EPOLLIN)
 
+    def wake(self) -> None:
+        """Cut the reactor's idle sleep short (safe to call from any task of the loop)."""
+        scope = self._idle_scope
+        if scope is not None:
+            scope.cancel()
+
+    @property
+    def peer_connections(self) -> int:
+        return len(self._peers)
+
     async def run(self) -> None:
         """Serve until cancelled; then close every socket it owns."""
         epoll = self._epoll
         listeners = self._listeners
         connections = self._connections
+        core = self.core
+        clock = core.clock
         try:
             while True:
                 ready = epoll.poll(0, READY_SOCKETS_PER_PASS_MAX)
+                now_ms = clock.monotonic_ms()
+                if core.next_deadline_ms() <= now_ms:
+                    core.tick(now_ms)
+                    self._core_fed = True
                 if not ready:
-                    # Nothing to do: sleep in Trio's own epoll until a socket is ready.
-                    await trio.lowlevel.wait_readable(epoll.fileno())
+                    self._finish_pass()
+                    # Nothing to do: sleep in Trio's own epoll until a socket is ready, the
+                    # core's next deadline, or a ``wake``.
+                    with trio.move_on_at((core.next_deadline_ms() + 0.5) / 1000) as scope:
+                        self._idle_scope = scope
+                        await trio.lowlevel.wait_readable(epoll.fileno())
+                    self._idle_scope = None
                     continue
                 for fd, events in ready:
                     listener = listeners.get(fd)
@@ -121,6 +166,7 @@ class ClientReactor:
                     connection = connections.get(fd)
                     if connection is not None:
                         self._serve(connection, events)
+                self._finish_pass()
                 # Let the other tasks run, without the registration and the wake-up that
                 # waiting on the epoll fd costs when more sockets are probably ready already.
                 await trio.lowlevel.checkpoint()
@@ -131,10 +177,27 @@ class ClientReactor:
                 listener.close()
             epoll.close()
 
-    # -- per socket -------------------------------------------------------------------------
+    def _finish_pass(self) -> None:
+        """Deliver completed commands, let the peer driver send what the core produced, and
+        check peer streams' deadlines once a second."""
+        if self.core.has_completed:
+            self._deliver_completions()
+        if self._core_fed:
+            self._core_fed = False
+            if self.after_core_input is not None:
+                self.after_core_input()
+            if self.core.has_completed:
+                self._deliver_completions()
+        if self._peers:
+            now_s = trio.current_time()
+            if now_s >= self._next_sweep_s:
+                self._next_sweep_s = now_s + PEER_SWEEP_INTERVAL_S
+                self._sweep_peers(now_s)
+
+    # -- clients ---------------------------------------------------------------------------------
 
     def _accept(self, listener: socket.socket, kind: str) -> None:
-        metrics = self.node.metrics
+        metrics = self.core.metrics
         for _ in range(ACCEPTS_PER_PASS_MAX):
             try:
                 sock, _ = listener.accept()
@@ -145,7 +208,7 @@ class ClientReactor:
                     log.warning("accept failed: %s", error)
                     return
                 raise
-            if metrics.connections_open >= self.node.config.connections_max:
+            if metrics.connections_open >= self.core.config.connections_max:
                 metrics.connections_refused += 1
                 sock.close()
                 continue
@@ -154,7 +217,12 @@ class ClientReactor:
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self._client_ids += 1
-            connection = Connection(sock, kind, self._client_ids)
+            if kind == RESP:
+                session = RespSession(self.core, self._client_ids, self._resp_table)
+            else:
+                session = NativeSession(self.core, self._client_ids, self._native_table)
+            connection = Connection(sock, kind, session)
+            session.connection = connection
             self._connections[connection.fd] = connection
             self._epoll.register(connection.fd, _READ)
 
@@ -163,109 +231,182 @@ class ClientReactor:
         try:
             if events & _WRITE:
                 self._flush(connection)
-            elif events & (select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR):
-                data = connection.sock.recv(self.node.config.receive_size_bytes)
+            elif events & _INPUT_EVENTS:
+                if connection.kind == PEER:
+                    self._serve_peer(connection)
+                    return
+                data = connection.sock.recv(self.core.config.receive_size_bytes)
                 if not data:
                     self._close(connection)
                     return
                 if connection.fresh:
                     connection.fresh = False
-                    if connection.kind == NATIVE and self._is_peer(connection, data):
+                    if connection.kind == NATIVE and self._become_peer(connection, data):
                         return
-                reply = self.process(connection, data)
-                if reply:
-                    # Usually the whole reply fits the socket buffer: one send, nothing kept.
-                    try:
-                        sent = connection.sock.send(reply)
-                    except BlockingIOError:  # the kernel buffer is full: all of it waits
-                        sent = 0
-                    if sent < len(reply):
-                        connection.pending = memoryview(reply)[sent:]
-                        self._flush(connection)
-                    elif connection.closing:
-                        self._close(connection)
-                elif connection.closing:
-                    self._close(connection)
+                self._write(connection, self.process(connection, data))
         except BlockingIOError:
             pass  # a spurious readiness report: wait for the next one
         except OSError:
             self._close(connection)  # the peer went away
         except Exception:
-            self.node.metrics.internal_errors += 1
+            self.core.metrics.internal_errors += 1
             log.exception("connection handler failed")
             self._close(connection)
 
     def process(self, connection: Connection, data: bytes) -> bytes:
-        """Parse ``data`` and answer every complete request in it; returns the replies (maybe
-        empty). Marks the connection ``closing`` after malformed input or QUIT. Pure with respect
-        to sockets, so tests can fuzz it directly."""
-        node = self.node
-        metrics = node.metrics
+        """Hand ``data`` to the connection's session; returns the replies it can write now
+        (maybe empty). Pure with respect to sockets, so tests can fuzz it directly."""
+        metrics = self.core.metrics
         metrics.bytes_received += len(data)
-        if connection.kind == RESP:
-            try:
-                commands = connection.parser.parse(data)
-            except ProtocolError as error:
-                # Commands complete before the bad one are lost with the connection, as in Redis.
-                metrics.protocol_errors += 1
-                connection.closing = True
-                return encode_error(f"ERR {error}")
-            if not commands:
-                return b""
-            reply = self.resp.handle(connection.session, commands, self.wall_ms())
-            connection.closing = connection.session.closing
-        else:
-            try:
-                bodies = connection.decoder.parse(data)
-            except ProtocolError as error:
-                # Framing is lost: say why (request id 0), then close.
-                metrics.protocol_errors += 1
-                connection.closing = True
-                return encode_response(error_response(0, ERROR_BAD_REQUEST, str(error)))
-            if not bodies:
-                return b""
-            reply = node.handle_native_frames(bodies, self.wall_ms())
-        metrics.batches += 1
-        metrics.bytes_sent += len(reply)
+        reply = connection.session.receive(data)
+        if reply:
+            metrics.batches += 1
+            metrics.bytes_sent += len(reply)
         return reply
 
+    def _write(self, connection: Connection, reply: bytes) -> None:
+        """Send ``reply`` (after anything unsent), then settle what to watch the socket for."""
+        if reply:
+            if connection.unsent is None:
+                # Usually the whole reply fits the socket buffer: one send, nothing kept.
+                try:
+                    sent = connection.sock.send(reply)
+                except BlockingIOError:  # the kernel buffer is full: all of it waits
+                    sent = 0
+                if sent < len(reply):
+                    connection.unsent = memoryview(reply)[sent:]
+            else:
+                connection.unsent = memoryview(bytes(connection.unsent) + reply)
+        if connection.unsent is not None:
+            self._flush(connection)
+        else:
+            self._settle(connection)
+
     def _flush(self, connection: Connection) -> None:
-        """Write what is pending; if the kernel's buffer is full, keep the rest and watch for
+        """Write what is unsent; if the kernel's buffer is full, keep the rest and watch for
         writability instead of readability (back-pressure: no reading until it drains)."""
-        pending = connection.pending
-        while pending:
+        unsent = connection.unsent
+        while unsent:
             try:
-                sent = connection.sock.send(pending)
+                sent = connection.sock.send(unsent)
             except BlockingIOError:
                 break
-            pending = pending[sent:]
-        if pending:
-            connection.pending = pending
-            if not connection.writing:
-                connection.writing = True
-                self._epoll.modify(connection.fd, _WRITE)
-            return
-        connection.pending = None
-        if connection.writing:
-            connection.writing = False
-            self._epoll.modify(connection.fd, _READ)
-        if connection.closing:
-            self._close(connection)
+            unsent = unsent[sent:]
+        connection.unsent = unsent if unsent else None
+        self._settle(connection)
 
-    def _is_peer(self, connection: Connection, data: bytes) -> bool:
-        """Hand a membership peer stream over to ``on_peer_stream``; True if it was one."""
-        if self.on_peer_stream is None or not net.starts_like_preamble(data):
+    def _settle(self, connection: Connection) -> None:
+        """Watch the socket for writability while bytes are unsent, for readability while the
+        session wants input, for nothing while it waits on pending commands; close it once a
+        closing session has written everything."""
+        session = connection.session
+        if connection.unsent is not None:
+            interest = _WRITE
+        elif session.closing:
+            self._close(connection)
+            return
+        else:
+            interest = _READ if session.wants_input else 0
+        if interest != connection.interest:
+            connection.interest = interest
+            self._epoll.modify(connection.fd, interest)
+
+    def _deliver_completions(self) -> None:
+        """Route every command the core completed to its session and write what that makes
+        ready. A session whose connection closed is skipped: its replies are dropped."""
+        touched = {}
+        for pending in self.core.take_completed():
+            session = pending.reply_to
+            if session is None or session.closed:
+                continue
+            session.completed(pending)
+            touched[id(session)] = session
+        for session in touched.values():
+            connection = self._connection_of(session)
+            if connection is None:
+                continue
+            try:
+                self._write(connection, session.take_ready())
+            except OSError:
+                self._close(connection)
+
+    def _connection_of(self, session) -> Connection | None:
+        connection = session.connection
+        if connection is not None and self._connections.get(connection.fd) is connection:
+            return connection
+        return None
+
+    # -- peers -----------------------------------------------------------------------------------
+
+    def _become_peer(self, connection: Connection, data: bytes) -> bool:
+        """Turn a native connection whose first bytes are the peer preamble into a peer
+        stream; True if it was one."""
+        if not self.serve_peers or not starts_like_preamble(data):
             return False
-        self._forget(connection)
-        self.on_peer_stream(connection.sock, data)
+        self.core.metrics.connections_open -= 1  # a peer is not a client
+        connection.session.close()
+        connection.session = None
+        connection.kind = PEER
+        if len(self._peers) >= PEER_INCOMING_MAX:
+            self._count("peer_incoming_refused")
+            self._close(connection)
+            return True
+        self._count("peer_incoming_accepted")
+        connection.peer = PeerStreamReader()
+        connection.deadline_s = trio.current_time() + PEER_HANDSHAKE_TIMEOUT_S
+        self._peers[connection.fd] = connection
+        self._feed_peer(connection, data)
         return True
 
-    def _forget(self, connection: Connection) -> None:
-        del self._connections[connection.fd]
-        self._epoll.unregister(connection.fd)
-        self.node.metrics.connections_open -= 1
+    def _serve_peer(self, connection: Connection) -> None:
+        data = connection.sock.recv(PEER_RECEIVE_SIZE_BYTES)
+        if not data:
+            self._close(connection)
+            return
+        self._feed_peer(connection, data)
+
+    def _feed_peer(self, connection: Connection, data: bytes) -> None:
+        reader = connection.peer
+        try:
+            payloads = reader.feed(data)
+        except PeerStreamError as error:
+            self._count(f"peer_dropped_{error.reason}")
+            self._close(connection)
+            return
+        if reader.handshaking:
+            return
+        connection.deadline_s = trio.current_time() + PEER_INCOMING_IDLE_TIMEOUT_S
+        if payloads:
+            core = self.core
+            now_ms = core.clock.monotonic_ms()
+            source = reader.source
+            for payload in payloads:
+                core.handle(source, Channel.STREAM, payload, now_ms)
+            self._count("stream_frames_received", len(payloads))
+            self._core_fed = True
+
+    def _sweep_peers(self, now_s: float) -> None:
+        for connection in list(self._peers.values()):
+            if connection.deadline_s <= now_s:
+                handshaking = connection.peer.handshaking
+                self._count(
+                    "peer_dropped_handshake_timeout" if handshaking else "peer_incoming_idle_closed"
+                )
+                self._close(connection)
+
+    def _count(self, name: str, amount: int = 1) -> None:
+        self.peer_stats[name] = self.peer_stats.get(name, 0) + amount
+
+    # -- both --------------------------------------------------------------------------------------
 
     def _close(self, connection: Connection) -> None:
         if self._connections.get(connection.fd) is connection:
-            self._forget(connection)
+            del self._connections[connection.fd]
+            self._epoll.unregister(connection.fd)
+            if connection.kind == PEER:
+                self._peers.pop(connection.fd, None)
+            else:
+                self.core.metrics.connections_open -= 1
+        if connection.session is not None:
+            connection.session.close()
         connection.sock.close()

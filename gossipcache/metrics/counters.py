@@ -46,6 +46,8 @@ class ServerMetrics:
         self.bytes_received = 0
         self.bytes_sent = 0
         self.metrics_scrapes = 0
+        #: Commands refused because the node's bound on pending commands was reached.
+        self.pending_refused = 0
         self.commands: dict[str, CommandMetrics] = {}
 
     def command(self, name: str) -> CommandMetrics:
@@ -122,6 +124,8 @@ def iter_prometheus(node) -> Iterator[str]:
         ("gossipcache_batches_total", "Read batches processed (one write each).", server.batches),
         ("gossipcache_received_bytes_total", "Bytes read from clients.", server.bytes_received),
         ("gossipcache_sent_bytes_total", "Bytes written to clients.", server.bytes_sent),
+        ("gossipcache_pending_refused_total", "Commands refused: too many waiting on the node.",
+         server.pending_refused),
     )  # fmt: skip
     _unlabelled(out, "counter", counters)
     gauges = (

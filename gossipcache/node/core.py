@@ -1,11 +1,25 @@
-"""A gossipcache node's command layer: where a request meets the store it reads or changes.
+"""The node core: the one sans-IO object where a command or a peer message meets the state it
+changes.
 
-Sans-IO like the cores: the Trio driver (``gossipcache.server``) hands it complete requests and
-the time, and writes back the bytes it returns. Every handler runs to completion without awaiting,
-so no other task can observe the store half-changed: that is what makes the node lock-free.
+It composes the store, the membership core (replication and anti-entropy come next), active
+expiry and the node's events and metrics. Drivers hand it commands, peer payloads and the time,
+and send what it returns; the Trio node (``gossipcache.drivers``) and the simulator (``sim``)
+drive this very class.
 
-``now_ms`` is wall-clock milliseconds (expiry instants are wall-clock); ``clock_ns`` is a
-monotonic nanosecond clock used only to time commands for the latency histograms.
+- **Commands** (``gossipcache.node.commands``) arrive from protocol sessions through
+  ``execute(command, wall_ms)``, which returns the result, or a ``Pending`` when the answer must
+  wait (a quorum write waits for replicas). A pending command is finished later by the core
+  (``complete``); the driver collects finished ones with ``take_completed`` and routes each to
+  the session named in its ``reply_to``. A session that went away leaves its ``reply_to`` set;
+  the core still finishes the work and the driver drops the reply.
+- **Peer payloads** follow the sans-IO contract of ``gossipcache.sansio``: ``handle``,
+  ``stream_failed``, ``tick``, ``next_deadline_ms``, ``take_outbox``. Membership events are
+  consumed here, right after the membership core produced them.
+- **Time** comes from one ``Clock`` (``gossipcache.clock``): ``now_ms`` arguments are its
+  monotonic milliseconds, ``wall_ms`` its wall clock. Active expiry runs from ``tick`` every
+  ``expire_interval_ms``.
+
+Nothing here awaits: each call runs to completion, which is what keeps a node lock-free.
 """
 
 from __future__ import annotations
@@ -14,149 +28,254 @@ import logging
 import random
 from collections import deque
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
-from ..errors import EntryTooLarge, InvalidRequest, KeyTooLarge, ProtocolError, ValueTooLarge
-from ..membership import Keyring, MemberEvent, Membership, MembershipConfig
-from ..metrics.counters import CommandMetrics, ServerMetrics, record_batch
-from ..metrics.histogram import Histogram
-from ..store import TTL_MISSING, Store
-from ..wire import native as protocol
-from ..wire.native import (
-    ERROR_BAD_REQUEST,
-    ERROR_INTERNAL,
-    ERROR_TOO_LARGE,
-    ERROR_UNAVAILABLE,
-    ERROR_UNKNOWN_OP,
-    STATUS_ERROR,
-    STATUS_NOT_FOUND,
-    STATUS_OK,
-    RequestDecoder,
-    ResponseEncoder,
-    peek_request_id,
-)
+from ..clock import Clock
+from ..errors import ServiceUnavailable
+from ..membership import Keyring, MemberEvent, Membership
+from ..metrics.counters import CommandMetrics, ServerMetrics
+from ..sansio import Channel, Outgoing
+from ..store import Store
+from . import commands as c
+from .config import MEMBERSHIP_PROFILES, NodeConfig
 
 log = logging.getLogger("gossipcache.node")
 
-_TOO_LARGE = (KeyTooLarge, ValueTooLarge, EntryTooLarge)
-
-#: Membership profiles selectable by name (``--membership-profile``).
-MEMBERSHIP_PROFILES: dict[str, Callable[[], MembershipConfig]] = {
-    "lan": MembershipConfig.lan,
-    "local": MembershipConfig.local,
-}
 #: Membership events kept for the placement layer and for inspection; older ones are dropped.
 MEMBERSHIP_EVENTS_KEPT = 4096
 
 
-@dataclass(frozen=True)
-class NodeConfig:
-    """What one node process serves and how much it may hold. CLI flags map onto these."""
-
-    host: str = "127.0.0.1"
-    port: int = 7000
-    resp_port: int | None = 6379
-    metrics_port: int | None = 9100
-    size_bytes_max: int = 256 * 1024 * 1024
-    eviction: str = "sieve"
-    #: Client connections open at once, over all protocols; more are closed on accept.
-    connections_max: int = 10_000
-    #: Bytes read per receive call: with pipelining, the requests answered in one write.
-    receive_size_bytes: int = 64 * 1024
-    #: Period of the bounded active-expiry cycle.
-    expire_interval_ms: int = 50
-    #: Run SWIM membership (UDP on ``port``'s number, peer streams on the native port).
-    membership_enabled: bool = True
-    #: ``"host:port"`` native addresses of members to join through (this node's own is skipped).
-    seeds: tuple[str, ...] = ()
-    #: File of hex cluster keys, one per line, first primary; None = the development key.
-    cluster_key_file: str | None = None
-    #: A name in ``MEMBERSHIP_PROFILES``: ``lan`` (data centre) or ``local`` (one host, faster).
-    membership_profile: str = "lan"
+class InvariantViolation(RuntimeError):
+    """The node core's state broke a rule that must always hold: a bug, never bad input."""
 
 
-class Node:
-    """A store plus its counters, answering native requests and (through ``resp_commands``)
-    Redis commands."""
+class Pending:
+    """A command whose result is not known yet. The core completes it with ``result`` or
+    ``error``; ``reply_to`` (the session) and ``reply_tag`` (what the session needs to answer,
+    e.g. a request id) are set by the submitter and opaque to the core."""
 
-    def __init__(self, config: NodeConfig, clock_ns: Callable[[], int]) -> None:
+    __slots__ = ("command", "started_ns", "reply_to", "reply_tag", "result", "error", "done")
+
+    def __init__(self, command: c.Command, started_ns: int) -> None:
+        self.command = command
+        self.started_ns = started_ns
+        self.reply_to: object = None
+        self.reply_tag: object = None
+        self.result: object = None
+        self.error: Exception | None = None
+        self.done = False
+
+    def __repr__(self) -> str:
+        state = "done" if self.done else "waiting"
+        return f"Pending({self.command!r}, {state})"
+
+
+class NodeCore:
+    """See the module docstring. ``address`` (``"host:port"``) turns membership on, with
+    ``rng`` and ``keyring``; without it the node is standalone."""
+
+    def __init__(
+        self,
+        config: NodeConfig,
+        clock: Clock,
+        *,
+        address: str | None = None,
+        rng: random.Random | None = None,
+        keyring: Keyring | None = None,
+        process_id: int = 0,
+    ) -> None:
         self.config = config
+        self.clock = clock
+        #: The serving process's id (INFO); 0 in the simulator.
+        self.process_id = process_id
         self.store = Store(config.size_bytes_max, config.eviction)
         self.metrics = ServerMetrics()
-        self.clock_ns = clock_ns
-        #: The serving process's id, for INFO (the driver sets it; 0 in the simulator).
-        self.process_id = 0
-        handlers: dict[str, Callable[[tuple, int], tuple]] = {
-            protocol.OP_PING: self._op_ping,
-            protocol.OP_GET: self._op_get,
-            protocol.OP_PUT: self._op_put,
-            protocol.OP_DEL: self._op_del,
-            protocol.OP_EXPIRE: self._op_expire,
-            protocol.OP_TTL: self._op_ttl,
-            protocol.OP_STATS: self._op_stats,
-            protocol.OP_MEMBERS: self._op_members,
-        }
-        # op -> (handler, its latency histogram's record, its metrics): one lookup per request.
-        self._native_ops: dict[str, tuple[Callable, Histogram, CommandMetrics]] = {}
-        for op, handler in handlers.items():
-            command_metrics = self.metrics.command(op)
-            self._native_ops[op] = (handler, command_metrics.latency_ns, command_metrics)
-        self._request_decoder = RequestDecoder()
-        self._response_encoder = ResponseEncoder()
-        #: The membership core once ``start_membership`` ran (None when membership is off).
-        self.membership: Membership | None = None
-        self._membership_clock_ms: Callable[[], int] | None = None
+        self._handlers: dict[type[c.Command], tuple[Callable, CommandMetrics]] = {}
+        for command_type, handler in (
+            (c.Get, self._get),
+            (c.Put, self._put),
+            (c.Delete, self._delete),
+            (c.Exists, self._exists),
+            (c.Expire, self._expire),
+            (c.Persist, self._persist),
+            (c.Ttl, self._ttl),
+            (c.Ping, self._ping),
+            (c.Stats, self._stats),
+            (c.Members, self._members),
+            (c.Flush, self._flush),
+        ):
+            self.add_command(command_type, handler)
+        #: Commands waiting for completion, and those completed but not yet taken.
+        self._pending_count = 0
+        self._completed: list[Pending] = []
+        self._outbox: list[Outgoing] = []
+        now_ms = clock.monotonic_ms()
+        self._next_expire_ms = now_ms + config.expire_interval_ms
         #: Recent membership events, oldest first (bounded; the placement layer reads these).
         self.membership_events: deque[MemberEvent] = deque(maxlen=MEMBERSHIP_EVENTS_KEPT)
-        #: Counters of the membership driver (``gossipcache.net``), rendered in /metrics.
+        #: Counters of the membership transport (the peer driver fills it), in /metrics.
         self.membership_transport_stats: dict[str, int] = {}
+        self.membership: Membership | None = None
+        if address is not None and config.membership_enabled:
+            if rng is None or keyring is None:
+                raise ValueError("membership needs an rng and a keyring")
+            self._start_membership(address, rng, keyring, now_ms)
 
-    # -- membership --------------------------------------------------------------------------
+    def add_command(self, command_type: type[c.Command], handler: Callable) -> None:
+        """Serve ``command_type`` with ``handler(command, wall_ms)``; its metrics series is
+        ``command_type.name``. The built-in commands are added at construction; tests add
+        their own (a command that stays pending, say)."""
+        self._handlers[command_type] = (handler, self.metrics.command(command_type.name))
 
-    def start_membership(
-        self,
-        address: str,
-        clock_ms: Callable[[], int],
-        wall_ms: int,
-        rng: random.Random,
-        keyring: Keyring,
-    ) -> Membership:
-        """Create the membership core for this node at ``address`` (its native ``host:port``).
+    # -- commands ------------------------------------------------------------------------------
 
-        ``clock_ms`` is the monotonic clock the driver feeds the core. The node id is the address
-        plus a random start nonce, and the incarnation starts at the wall-clock ``wall_ms``: a
-        restarted process at the same address is a new id with a higher incarnation, which the
-        cluster accepts at once and which declares the previous process dead.
-        """
+    def execute(self, command: c.Command, wall_ms: int) -> object:
+        """Run ``command`` now; return its result or a ``Pending``. Raises ``InvalidRequest``
+        (the caller's mistake), ``ServiceUnavailable`` (try later), or ``TypeError`` for an
+        object that is not a command this node serves. Errors are counted per command."""
+        entry = self._handlers.get(type(command))
+        if entry is None:
+            raise TypeError(f"not a command this node serves: {command!r:.80}")
+        try:
+            return entry[0](command, wall_ms)
+        except Exception:
+            entry[1].errors += 1
+            raise
+
+    def metrics_of(self, command_type: type[c.Command]) -> CommandMetrics:
+        """The metrics series of ``command_type`` (one per command, whatever the protocol)."""
+        return self._handlers[command_type][1]
+
+    def defer(self, command: c.Command) -> Pending:
+        """A ``Pending`` for ``command``, counted against the node's bound: what a handler
+        returns when its answer must wait. Raises ``ServiceUnavailable`` at the bound."""
+        if self._pending_count >= self.config.pending_per_node_max:
+            self.metrics.pending_refused += 1
+            raise ServiceUnavailable(
+                f"{self._pending_count} requests are waiting on this node; retry later"
+            )
+        self._pending_count += 1
+        return Pending(command, self.clock.timer_ns())
+
+    def complete(self, pending: Pending, result: object = None, error: Exception | None = None):
+        """Finish ``pending`` with ``result`` (or ``error``); it is handed out by the next
+        ``take_completed``. Completing twice is a bug."""
+        if pending.done:
+            raise InvariantViolation(f"{pending!r} completed twice")
+        pending.done = True
+        pending.result = result
+        pending.error = error
+        self._pending_count -= 1
+        metrics = self._handlers[type(pending.command)][1]
+        metrics.latency_ns.record(self.clock.timer_ns() - pending.started_ns)
+        if error is not None:
+            metrics.errors += 1
+        self._completed.append(pending)
+
+    def take_completed(self) -> list[Pending]:
+        """Return and clear the commands completed since the last call, in completion order."""
+        completed = self._completed
+        if completed:
+            self._completed = []
+        return completed
+
+    @property
+    def has_completed(self) -> bool:
+        """Whether ``take_completed`` has something to hand out."""
+        return bool(self._completed)
+
+    @property
+    def pending_count(self) -> int:
+        """Commands executed whose completion has not happened yet."""
+        return self._pending_count
+
+    # -- the sans-IO contract (peer payloads and timers) ---------------------------------------
+
+    def handle(self, source: str, channel: Channel, payload: bytes, now_ms: int) -> None:
+        """A peer payload. Only membership speaks today; replication will share the streams."""
+        if self.membership is not None:
+            self.membership.handle(source, channel, payload, now_ms)
+            self._after_membership()
+
+    def stream_failed(self, peer: str, now_ms: int) -> None:
+        if self.membership is not None:
+            self.membership.stream_failed(peer, now_ms)
+            self._after_membership()
+
+    def tick(self, now_ms: int) -> None:
+        """Run what is due at ``now_ms``: membership timers and the active-expiry cycle."""
+        membership = self.membership
+        if membership is not None:
+            deadline_ms = membership.next_deadline_ms()
+            if deadline_ms is not None and deadline_ms <= now_ms:
+                membership.tick(now_ms)
+                self._after_membership()
+        if self._next_expire_ms <= now_ms:
+            self.store.expire_tick(self.clock.wall_ms())
+            self._next_expire_ms = now_ms + self.config.expire_interval_ms
+
+    def next_deadline_ms(self) -> int:
+        deadline_ms = self._next_expire_ms
+        if self.membership is not None:
+            membership_ms = self.membership.next_deadline_ms()
+            if membership_ms is not None and membership_ms < deadline_ms:
+                deadline_ms = membership_ms
+        return deadline_ms
+
+    def take_outbox(self) -> list[Outgoing]:
+        outbox = self._outbox
+        if self.membership is not None:
+            outbox += self.membership.take_outbox()
+        self._outbox = []
+        return outbox
+
+    def leave(self, now_ms: int) -> None:
+        """Announce a graceful leave to the cluster (a no-op without membership)."""
+        if self.membership is not None:
+            self.membership.leave(now_ms)
+            self._after_membership()
+
+    # -- checks --------------------------------------------------------------------------------
+
+    def check_invariants(self) -> None:
+        """Raise ``InvariantViolation`` (or the store's / membership's) if any rule is broken.
+        O(keys): for tests and the simulator, which call it after every step."""
+        self.store.check_invariants()
+        if self.membership is not None:
+            self.membership.check_invariants()
+        if not 0 <= self._pending_count <= self.config.pending_per_node_max:
+            raise InvariantViolation(f"pending count {self._pending_count} out of bounds")
+        if any(not pending.done for pending in self._completed):
+            raise InvariantViolation("an unfinished command sits among the completed ones")
+
+    # -- membership ----------------------------------------------------------------------------
+
+    def _start_membership(
+        self, address: str, rng: random.Random, keyring: Keyring, now_ms: int
+    ) -> None:
+        """The node id is the address plus a random start nonce, and the incarnation starts at
+        the wall clock: a restarted process at the same address is a new id with a higher
+        incarnation, which the cluster accepts at once and which declares the previous process
+        dead."""
         config = self.config
-        profile = MEMBERSHIP_PROFILES.get(config.membership_profile)
-        if profile is None:
-            raise ValueError(f"unknown membership profile {config.membership_profile!r}")
         node_id = f"{address}#{rng.getrandbits(32):08x}"
-        self._membership_clock_ms = clock_ms
+        incarnation = self.clock.wall_ms()
         self.membership = Membership(
             address,
             node_id,
-            profile(),
+            MEMBERSHIP_PROFILES[config.membership_profile](),
             rng,
             keyring,
-            clock_ms(),
+            now_ms,
             seeds=config.seeds,
-            incarnation=wall_ms,
+            incarnation=incarnation,
         )
-        log.info("membership: %s, incarnation %d, seeds %s", node_id, wall_ms, config.seeds)
-        return self.membership
+        log.info("membership: %s, incarnation %d, seeds %s", node_id, incarnation, config.seeds)
 
-    def after_membership_step(self, now_ms: int) -> None:
-        """Called by the driver after every call into the membership core: drain its events."""
-        if self.membership is not None:
-            events = self.membership.take_events()
-            if events:
-                self.on_membership_events(events)
-
-    def on_membership_events(self, events: list[MemberEvent]) -> None:
-        """The hook where view changes arrive, in order. Logged and kept (bounded) for now;
-        the placement layer will rebalance here. Must not await or block."""
+    def _after_membership(self) -> None:
+        """Consume the membership core's events: logged and kept (bounded) for now; placement
+        will rebalance here."""
+        events = self.membership.take_events()
         for event in events:
             log.info(
                 "member %s: %s at %s (incarnation %d)",
@@ -167,109 +286,103 @@ class Node:
             )
         self.membership_events.extend(events)
 
-    # -- native protocol -------------------------------------------------------------------
+    # -- command handlers: (command, wall_ms) -> result ------------------------------------------
 
-    def handle_native_frames(self, bodies: list[bytes], now_ms: int) -> bytes:
-        """Answer every request body of one read batch; returns the bytes of all responses.
+    def _get(self, command: c.Get, wall_ms: int) -> bytes | None:
+        return self.store.get(command.key, wall_ms)
 
-        A body that is not a valid request gets an error response to its id (0 when unreadable);
-        framing is intact, so the connection stays open.
-        """
-        out = []
-        append = out.append
-        clock_ns = self.clock_ns
-        decode = self._request_decoder.decode_message
-        encode = self._response_encoder.encode
-        ops = self._native_ops
-        # Latency is timed per batch: see ``metrics.record_batch``.
-        served = []  # the histogram of every command answered, for ``record_batch``
-        started_ns = clock_ns()
-        for body in bodies:
-            try:
-                message = decode(body)
-            except ProtocolError as error:
-                code = getattr(error, "code", ERROR_BAD_REQUEST)
-                request_id = getattr(error, "request_id", None) or peek_request_id(body) or 0
-                append(encode(request_id, STATUS_ERROR, (code, str(error))))
-                continue
-            request_id = message[0]
-            entry = ops.get(message[1])
-            if entry is None:
-                reason = f"op {message[1]!r} is not served by this node"
-                append(encode(request_id, STATUS_ERROR, (ERROR_UNKNOWN_OP, reason)))
-                continue
-            handler, histogram, metrics = entry
-            try:
-                status, payload = handler(message, now_ms)
-            except _TOO_LARGE as error:
-                metrics.errors += 1
-                status, payload = STATUS_ERROR, (ERROR_TOO_LARGE, str(error))
-            except (InvalidRequest, ValueError) as error:
-                metrics.errors += 1
-                status, payload = STATUS_ERROR, (ERROR_BAD_REQUEST, str(error))
-            except Exception as error:  # a bug: answer, count, keep serving
-                metrics.errors += 1
-                self.metrics.internal_errors += 1
-                status, payload = STATUS_ERROR, (ERROR_INTERNAL, repr(error))
-            served.append(histogram)
-            try:
-                append(encode(request_id, status, payload))
-            except ValueError as error:  # a payload msgpack cannot encode: a bug, not the peer's
-                self.metrics.internal_errors += 1
-                append(encode(request_id, STATUS_ERROR, (ERROR_INTERNAL, str(error))))
-        record_batch(served, clock_ns() - started_ns)
-        return b"".join(out)
+    def _put(self, command: c.Put, wall_ms: int) -> object:
+        store = self.store
+        key = command.key
+        ttl_ms = command.ttl_ms
+        if command.condition is None and not command.return_old and command.expires_at_ms is None:
+            # The hot path: SET key value [EX | PX | KEEPTTL].
+            store.put(key, command.value, wall_ms, ttl_ms, keep_ttl=command.keep_ttl)
+            return True
+        old = store.get(key, wall_ms) if command.return_old else None
+        if command.condition is not None:
+            exists = old is not None if command.return_old else store.contains(key, wall_ms)
+            if (command.condition == c.IF_ABSENT) == exists:
+                return old if command.return_old else False
+        if command.expires_at_ms is not None:
+            ttl_ms = command.expires_at_ms - wall_ms
+            if ttl_ms <= 0:  # an instant already past: Redis deletes the key
+                store.delete(key, wall_ms)
+                return old if command.return_old else True
+        store.put(key, command.value, wall_ms, ttl_ms, keep_ttl=command.keep_ttl)
+        return old if command.return_old else True
 
-    # Handlers take the request message ``(request_id, op, *args)``: arguments start at [2].
+    def _delete(self, command: c.Delete, wall_ms: int) -> int:
+        delete = self.store.delete
+        return sum(delete(key, wall_ms) for key in command.keys)
 
-    def _op_ping(self, message: tuple, now_ms: int) -> tuple:
-        return STATUS_OK, True
+    def _exists(self, command: c.Exists, wall_ms: int) -> int:
+        contains = self.store.contains
+        return sum(contains(key, wall_ms) for key in command.keys)
 
-    def _op_get(self, message: tuple, now_ms: int) -> tuple:
-        value = self.store.get(message[2], now_ms)
-        return (STATUS_NOT_FOUND, None) if value is None else (STATUS_OK, value)
+    def _expire(self, command: c.Expire, wall_ms: int) -> bool:
+        store = self.store
+        key = command.key
+        if not store.contains(key, wall_ms):
+            return False
+        ttl_ms = command.ttl_ms
+        if ttl_ms is None:
+            ttl_ms = command.expires_at_ms - wall_ms
+        condition = command.condition
+        if condition is not None:
+            current_ms = store.expires_at_ms(key, wall_ms)  # None: persistent
+            new_ms = wall_ms + ttl_ms
+            if condition == c.IF_ABSENT:
+                allowed = current_ms is None
+            elif condition == c.IF_PRESENT:
+                allowed = current_ms is not None
+            elif condition == c.IF_GREATER:  # a persistent key counts as expiring never
+                allowed = current_ms is not None and new_ms > current_ms
+            else:
+                allowed = current_ms is None or new_ms < current_ms
+            if not allowed:
+                return False
+        return store.expire(key, ttl_ms if ttl_ms > 0 else 0, wall_ms)
 
-    def _op_put(self, message: tuple, now_ms: int) -> tuple:
-        self.store.put(message[2], message[3], now_ms, message[4])
-        return STATUS_OK, True
+    def _persist(self, command: c.Persist, wall_ms: int) -> bool:
+        store = self.store
+        if store.expires_at_ms(command.key, wall_ms) is None:
+            return False
+        return store.expire(command.key, None, wall_ms)
 
-    def _op_del(self, message: tuple, now_ms: int) -> tuple:
-        found = self.store.delete(message[2], now_ms)
-        return (STATUS_OK, True) if found else (STATUS_NOT_FOUND, None)
+    def _ttl(self, command: c.Ttl, wall_ms: int) -> int:
+        return self.store.ttl_ms(command.key, wall_ms)
 
-    def _op_expire(self, message: tuple, now_ms: int) -> tuple:
-        found = self.store.expire(message[2], message[3], now_ms)
-        return (STATUS_OK, True) if found else (STATUS_NOT_FOUND, None)
+    def _ping(self, command: c.Ping, wall_ms: int) -> object:
+        return True if command.message is None else command.message
 
-    def _op_ttl(self, message: tuple, now_ms: int) -> tuple:
-        ttl_ms = self.store.ttl_ms(message[2], now_ms)
-        return (STATUS_NOT_FOUND, None) if ttl_ms == TTL_MISSING else (STATUS_OK, ttl_ms)
+    def _stats(self, command: c.Stats, wall_ms: int) -> dict:
+        return self.stats_dict()
 
-    def _op_stats(self, message: tuple, now_ms: int) -> tuple:
-        return STATUS_OK, self.stats_dict()
-
-    def _op_members(self, message: tuple, now_ms: int) -> tuple:
-        """Every member record: id, address, state, incarnation, and ``since_ms`` as wall-clock
-        ms (the core keeps monotonic time; converted through the age). O(members)."""
+    def _members(self, command: c.Members, wall_ms: int) -> list[dict]:
         core = self.membership
-        if core is None or self._membership_clock_ms is None:
-            return STATUS_ERROR, (ERROR_UNAVAILABLE, "membership is not running")
-        monotonic_now_ms = self._membership_clock_ms()
-        return STATUS_OK, [
+        if core is None:
+            raise ServiceUnavailable("membership is not running")
+        monotonic_now_ms = self.clock.monotonic_ms()
+        return [
             {
                 "id": member.node_id,
                 "address": member.address,
                 "state": str(member.state),
                 "incarnation": member.incarnation,
-                "since_ms": now_ms - (monotonic_now_ms - member.since_ms),
+                "since_ms": wall_ms - (monotonic_now_ms - member.since_ms),
             }
             for member in core.members()
         ]
 
-    # -- shared ------------------------------------------------------------------------------
+    def _flush(self, command: c.Flush, wall_ms: int) -> bool:
+        self.store.flush()
+        return True
+
+    # -- shared --------------------------------------------------------------------------------
 
     def stats_dict(self) -> dict:
-        """Store and server counters as one flat dict (what ``stats`` returns). O(1)."""
+        """Store and server counters as one flat dict (what ``Stats`` returns). O(1)."""
         stats = self.store.stats()
         result = asdict(stats)
         result["hit_ratio"] = stats.hit_ratio
@@ -279,8 +392,6 @@ class Node:
             connections_accepted=server.connections_accepted,
             protocol_errors=server.protocol_errors,
             internal_errors=server.internal_errors,
+            pending=self._pending_count,
         )
         return result
-
-    def expire_tick(self, now_ms: int) -> int:
-        return self.store.expire_tick(now_ms)

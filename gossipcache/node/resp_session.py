@@ -1,66 +1,210 @@
-"""Redis commands (RESP2) served by a node, mapped onto the same store as the native protocol.
+"""The RESP session: Redis commands in, protocol-neutral commands to the core, RESP replies out.
 
 Enough of Redis for redis-cli, redis-py and redis-benchmark to work unmodified: PING, ECHO, GET,
-SET (EX, PX, EXAT, PXAT, NX, XX, KEEPTTL, GET), DEL, EXISTS, EXPIRE, PEXPIRE, PERSIST, TTL, PTTL,
-DBSIZE, INFO, CONFIG GET, COMMAND, CLIENT SETNAME/GETNAME/SETINFO/ID, SELECT 0, HELLO (2 or 3),
-QUIT, FLUSHALL, FLUSHDB. A session that says HELLO 3 gets RESP3's null and map types. Error replies use Redis' wording so clients map them to the same exceptions.
+SET (EX, PX, EXAT, PXAT, NX, XX, KEEPTTL, GET), DEL, EXISTS, EXPIRE / PEXPIRE / EXPIREAT /
+PEXPIREAT (NX, XX, GT, LT), PERSIST, TTL, PTTL, DBSIZE, INFO, CONFIG GET, COMMAND, CLIENT
+SETNAME/GETNAME/SETINFO/ID, SELECT 0, HELLO (2 or 3), QUIT, FLUSHALL, FLUSHDB. A session that says
+HELLO 3 gets RESP3's null and map types. Error replies use Redis' wording so clients map them to
+the same exceptions.
 
-Each handler takes ``(node, session, args, now_ms)`` with ``args[0]`` the command name and returns
-the reply's bytes; none awaits (see ``gossipcache.node``).
+Every Redis command has a translator ``(session, args, wall_ms) -> Command | bytes``: a command
+for the core, or a finished reply (session-local commands such as HELLO, and argument errors).
+Its encoder turns the core's result into the reply. Replies leave in request order: while a
+command is pending, later replies queue behind it (``_replies``) and the longest completed prefix
+is written.
 """
 
 from __future__ import annotations
 
 import fnmatch
+from collections import deque
 from collections.abc import Callable
 
-from ..errors import EntryTooLarge, KeyTooLarge, ValueTooLarge
+from ..errors import GossipCacheError, ProtocolError
+from ..limits import TTL_MS_MAX
 from ..metrics.counters import record_batch
-from ..metrics.histogram import Histogram
 from ..store import TTL_MISSING, TTL_PERSISTENT
 from ..wire.resp import (
     EMPTY_ARRAY,
     NULL_BULK,
     OK,
     PONG,
+    RespParser,
     encode_array,
     encode_bulk,
     encode_error,
     encode_integer,
+)
+from . import commands as c
+from .core import NodeCore, Pending
+from .session import (
+    ERROR_BAD_REQUEST,
+    ERROR_INTERNAL,
+    ERROR_TOO_LARGE,
+    ERROR_UNAVAILABLE,
+    Session,
+    describe_error,
 )
 
 _ZERO = b":0\r\n"
 _ONE = b":1\r\n"
 _SYNTAX = encode_error("ERR syntax error")
 _NOT_INTEGER = encode_error("ERR value is not an integer or out of range")
-#: Longest TTL accepted, in ms (Redis refuses expiries that overflow 64-bit ms; we keep well below).
-TTL_MS_MAX = 2**48
-
-
-class RespSession:
-    """Per-connection state: the client's name, the protocol version chosen with HELLO (2 or 3),
-    and whether the connection is to close."""
-
-    __slots__ = ("name", "closing", "client_id", "protocol_version")
-
-    def __init__(self, client_id: int) -> None:
-        self.name = b""
-        self.closing = False
-        self.client_id = client_id
-        self.protocol_version = 2
-
-
 _RESP3_NULL = b"_\r\n"
 
+#: How each error kind reads in Redis' words: ERR for the caller's mistakes (what Redis says for
+#: over-long arguments too), TRYAGAIN (which clients retry) for a node that cannot serve now.
+_ERROR_PREFIX = {
+    ERROR_BAD_REQUEST: "ERR",
+    ERROR_TOO_LARGE: "ERR",
+    ERROR_UNAVAILABLE: "TRYAGAIN",
+    ERROR_INTERNAL: "ERR",
+}
 
-def _encode_map(session: RespSession, pairs: list) -> bytes:
-    """A map reply: RESP3's ``%`` type, or the flat array RESP2 clients expect."""
-    if session.protocol_version == 2:
-        return encode_array([item for pair in pairs for item in pair])
-    parts = [b"%%%d\r\n" % len(pairs)]
-    for key, value in pairs:
-        parts.append(encode_array([key, value])[len(b"*2\r\n") :])
-    return b"".join(parts)
+
+def error_reply(error: Exception) -> bytes:
+    kind, message = describe_error(error)
+    return encode_error(f"{_ERROR_PREFIX[kind]} {message}")
+
+
+class RespSession(Session):
+    """One RESP connection: parser, HELLO version, client name, and the in-order reply queue."""
+
+    __slots__ = ("parser", "name", "protocol_version", "_replies", "_table")
+
+    def __init__(self, core: NodeCore, client_id: int, table: dict[bytes, tuple]) -> None:
+        """``table`` is ``resp_table(core)``, built once per node and shared by its sessions."""
+        super().__init__(core, client_id)
+        self.parser = RespParser()
+        self.name = b""
+        self.protocol_version = 2
+        #: Replies waiting behind a pending command: ``bytes`` when ready, else
+        #: ``[Pending, encoder]``. Empty whenever nothing is pending (the hot path).
+        self._replies: deque = deque()
+        self._table = table
+
+    # -- driver interface ------------------------------------------------------------------------
+
+    def receive(self, data: bytes) -> bytes:
+        """Parse ``data``, run every complete command it may, and return the replies that can
+        be written now. Marks the session ``closing`` after malformed input or QUIT."""
+        try:
+            commands = self.parser.parse(data)
+        except ProtocolError as error:
+            # Commands complete before the bad one are lost with the connection, as in Redis.
+            self.core.metrics.protocol_errors += 1
+            self.closing = True
+            return self.take_ready() + encode_error(f"ERR {error}")
+        if not commands:
+            return b""
+        if self._waiting:
+            self._waiting.extend(commands)
+            return b""
+        return self._run(commands)
+
+    def completed(self, pending: Pending) -> None:
+        """``pending`` (one of this session's) has its result."""
+        self._note_completed()
+        if self._waiting and not self._at_bound() and not self.closing:
+            waiting = list(self._waiting)
+            self._waiting.clear()
+            ready = self._run(waiting)
+            if ready:
+                self._replies.append(ready)
+
+    def take_ready(self) -> bytes:
+        """The replies at the head of the queue that are complete, in order."""
+        replies = self._replies
+        out = []
+        while replies:
+            head = replies[0]
+            if type(head) is not bytes:
+                pending, encode = head
+                if not pending.done:
+                    break
+                head = self._reply_to_completion(pending, encode)
+            out.append(head)
+            replies.popleft()
+        return b"".join(out)
+
+    # -- the dispatch loop -----------------------------------------------------------------------
+
+    def _run(self, commands: list[list[bytes]]) -> bytes:
+        """Translate, execute and encode ``commands`` in order; see the module docstring."""
+        core = self.core
+        execute = core.execute
+        table = self._table
+        clock = core.clock
+        wall_ms = clock.wall_ms()
+        replies = self._replies
+        out = []
+        served = []  # the histogram of every command answered, for ``record_batch``
+        started_ns = clock.timer_ns()
+        for index, args in enumerate(commands):
+            if self._pending and self._at_bound():
+                self._waiting.extend(commands[index:])
+                break
+            entry = table.get(args[0])
+            if entry is None:
+                entry = table.get(args[0].upper())
+                if entry is None:
+                    reply = _unknown_command(args)
+                    if replies:
+                        replies.append(reply)
+                    else:
+                        out.append(reply)
+                    continue
+            translate, encode, histogram = entry
+            try:
+                command = translate(self, args, wall_ms)
+                if type(command) is bytes:
+                    reply = command
+                else:
+                    result = execute(command, wall_ms)
+                    if type(result) is Pending:
+                        self._note_pending(result)
+                        replies.append([result, encode])
+                        continue
+                    reply = encode(self, result)
+            except GossipCacheError as error:
+                reply = error_reply(error)
+            except Exception as error:  # a bug: answer, count, keep serving
+                core.metrics.internal_errors += 1
+                reply = error_reply(error)
+            served.append(histogram)
+            if self.protocol_version == 3 and reply == NULL_BULK:
+                reply = _RESP3_NULL
+            if replies:
+                replies.append(reply)
+            else:
+                out.append(reply)
+            if self.closing:
+                self._waiting.clear()
+                break
+        record_batch(served, clock.timer_ns() - started_ns)
+        return b"".join(out)
+
+    def _reply_to_completion(self, pending: Pending, encode: Callable) -> bytes:
+        if pending.error is not None:
+            return error_reply(pending.error)
+        try:
+            reply = encode(self, pending.result)
+        except Exception as error:
+            self.core.metrics.internal_errors += 1
+            return error_reply(error)
+        return _RESP3_NULL if self.protocol_version == 3 and reply == NULL_BULK else reply
+
+    def encode_map(self, pairs: list) -> bytes:
+        """A map reply: RESP3's ``%`` type, or the flat array RESP2 clients expect."""
+        if self.protocol_version == 2:
+            return encode_array([item for pair in pairs for item in pair])
+        parts = [b"%%%d\r\n" % len(pairs)]
+        for key, value in pairs:
+            parts.append(encode_array([key, value])[len(b"*2\r\n") :])
+        return b"".join(parts)
+
+
+# -- argument helpers --------------------------------------------------------------------------
 
 
 def _wrong_arity(name: str) -> bytes:
@@ -79,43 +223,31 @@ def _int_arg(raw: bytes) -> int | None:
     return value
 
 
-def _too_large(error: Exception) -> bytes:
-    return encode_error(f"ERR {error}")
+# -- translators: (session, args, wall_ms) -> Command | reply bytes ------------------------------
 
 
-# -- keys --------------------------------------------------------------------------------------
+def _get(session, args, wall_ms):
+    return c.Get(args[1]) if len(args) == 2 else _wrong_arity("get")
 
 
-def cmd_get(node, session, args, now_ms):
-    if len(args) != 2:
-        return _wrong_arity("get")
-    return encode_bulk(node.store.get(args[1], now_ms))
-
-
-def cmd_set(node, session, args, now_ms):
-    store = node.store
+def _set(session, args, wall_ms):
     if len(args) == 3:  # the fast path: SET key value
-        try:
-            store.put(args[1], args[2], now_ms)
-        except (KeyTooLarge, ValueTooLarge, EntryTooLarge) as error:
-            return _too_large(error)
-        return OK
+        return c.Put(args[1], args[2])
     if len(args) < 3:
         return _wrong_arity("set")
-    key, value = args[1], args[2]
-    ttl_ms = None
-    condition = None  # b"NX" or b"XX"
-    keep_ttl = want_old = False
+    ttl_ms = expires_at_ms = condition = None
+    keep_ttl = return_old = False
     index = 3
     while index < len(args):
         option = args[index].upper()
+        expiry_given = ttl_ms is not None or expires_at_ms is not None or keep_ttl
         if option in (b"NX", b"XX") and condition is None:
-            condition = option
-        elif option == b"KEEPTTL" and ttl_ms is None:
+            condition = c.IF_ABSENT if option == b"NX" else c.IF_PRESENT
+        elif option == b"KEEPTTL" and not expiry_given:
             keep_ttl = True
         elif option == b"GET":
-            want_old = True
-        elif option in (b"EX", b"PX", b"EXAT", b"PXAT") and ttl_ms is None and not keep_ttl:
+            return_old = True
+        elif option in (b"EX", b"PX", b"EXAT", b"PXAT") and not expiry_given:
             index += 1
             if index >= len(args):
                 return _SYNTAX
@@ -124,124 +256,148 @@ def cmd_set(node, session, args, now_ms):
                 return _NOT_INTEGER
             if option in (b"EX", b"EXAT"):
                 number *= 1000
-            if option in (b"EXAT", b"PXAT"):
-                number -= now_ms
-                if number <= 0:  # an instant already past: the key is written expired
-                    number = 0
-            elif number <= 0 or number > TTL_MS_MAX:
+            if number <= 0 or number > (TTL_MS_MAX if option in (b"EX", b"PX") else 2 * TTL_MS_MAX):
                 return encode_error("ERR invalid expire time in 'set' command")
-            ttl_ms = number
+            if option in (b"EX", b"PX"):
+                ttl_ms = number
+            else:
+                expires_at_ms = number
         else:
             return _SYNTAX
         index += 1
-    old = store.get(key, now_ms) if want_old else None
-    if condition is not None:
-        exists = old is not None if want_old else store.contains(key, now_ms)
-        if (condition == b"NX") == exists:
-            return encode_bulk(old) if want_old else NULL_BULK
-    if ttl_ms == 0:  # EXAT/PXAT in the past: Redis deletes the key
-        store.delete(key, now_ms)
-    else:
-        try:
-            store.put(key, value, now_ms, ttl_ms, keep_ttl=keep_ttl)
-        except (KeyTooLarge, ValueTooLarge, EntryTooLarge) as error:
-            return _too_large(error)
-    return encode_bulk(old) if want_old else OK
+    return c.Put(
+        args[1],
+        args[2],
+        ttl_ms,
+        expires_at_ms=expires_at_ms,
+        keep_ttl=keep_ttl,
+        condition=condition,
+        return_old=return_old,
+    )
 
 
-def cmd_del(node, session, args, now_ms):
-    if len(args) < 2:
-        return _wrong_arity("del")
-    delete = node.store.delete
-    return encode_integer(sum(delete(key, now_ms) for key in args[1:]))
+def _encode_put(session, result):
+    if result is True:
+        return OK
+    if result is False:
+        return NULL_BULK
+    return encode_bulk(result)  # SET ... GET: the old value (or null)
 
 
-def cmd_exists(node, session, args, now_ms):
-    if len(args) < 2:
-        return _wrong_arity("exists")
-    contains = node.store.contains
-    return encode_integer(sum(contains(key, now_ms) for key in args[1:]))
+def _del(session, args, wall_ms):
+    return c.Delete(tuple(args[1:])) if len(args) >= 2 else _wrong_arity("del")
 
 
-def _expire(node, args, now_ms, name, unit_ms):
-    if len(args) != 3:
-        return _wrong_arity(name)
-    number = _int_arg(args[2])
-    if number is None:
-        return _NOT_INTEGER
-    ttl_ms = number * unit_ms
-    if ttl_ms > TTL_MS_MAX:
-        return encode_error(f"ERR invalid expire time in '{name}' command")
-    return _ONE if node.store.expire(args[1], ttl_ms, now_ms) else _ZERO
+def _exists(session, args, wall_ms):
+    return c.Exists(tuple(args[1:])) if len(args) >= 2 else _wrong_arity("exists")
 
 
-def cmd_expire(node, session, args, now_ms):
-    return _expire(node, args, now_ms, "expire", 1000)
+_EXPIRE_OPTIONS = {b"NX": c.IF_ABSENT, b"XX": c.IF_PRESENT, b"GT": c.IF_GREATER, b"LT": c.IF_LESS}
 
 
-def cmd_pexpire(node, session, args, now_ms):
-    return _expire(node, args, now_ms, "pexpire", 1)
+def _expire_translator(name: str, unit_ms: int, absolute: bool):
+    def translate(session, args, wall_ms):
+        if len(args) < 3:
+            return _wrong_arity(name)
+        number = _int_arg(args[2])
+        if number is None:
+            return _NOT_INTEGER
+        options = set()
+        for raw in args[3:]:
+            option = _EXPIRE_OPTIONS.get(raw.upper())
+            if option is None:
+                return encode_error(f"ERR Unsupported option {raw.decode(errors='replace')}")
+            options.add(option)
+        if c.IF_ABSENT in options and len(options) > 1:
+            return encode_error(
+                "ERR NX and XX, GT or LT options at the same time are not compatible"
+            )
+        if c.IF_GREATER in options and c.IF_LESS in options:
+            return encode_error("ERR GT and LT options at the same time are not compatible")
+        condition = None
+        for option in (c.IF_ABSENT, c.IF_GREATER, c.IF_LESS, c.IF_PRESENT):
+            if option in options:
+                condition = option  # XX together with GT / LT: GT / LT implies a TTL anyway
+                break
+        milliseconds = number * unit_ms
+        if abs(milliseconds) > (2 * TTL_MS_MAX if absolute else TTL_MS_MAX):
+            return encode_error(f"ERR invalid expire time in '{name}' command")
+        if absolute:
+            return c.Expire(args[1], expires_at_ms=milliseconds, condition=condition)
+        return c.Expire(args[1], milliseconds, condition=condition)
+
+    return translate
 
 
-def cmd_persist(node, session, args, now_ms):
-    if len(args) != 2:
-        return _wrong_arity("persist")
-    store = node.store
-    if store.expires_at_ms(args[1], now_ms) is None:
-        return _ZERO
-    store.expire(args[1], None, now_ms)
-    return _ONE
+def _encode_boolean(session, result):
+    return _ONE if result else _ZERO
 
 
-def _ttl(node, args, now_ms, name, divisor):
-    if len(args) != 2:
-        return _wrong_arity(name)
-    ttl_ms = node.store.ttl_ms(args[1], now_ms)
-    if ttl_ms in (TTL_MISSING, TTL_PERSISTENT):
-        return encode_integer(ttl_ms)
-    return encode_integer((ttl_ms + divisor // 2) // divisor)  # Redis rounds TTL to nearest
+def _persist(session, args, wall_ms):
+    return c.Persist(args[1]) if len(args) == 2 else _wrong_arity("persist")
 
 
-def cmd_ttl(node, session, args, now_ms):
-    return _ttl(node, args, now_ms, "ttl", 1000)
+def _ttl_translator(name: str):
+    def translate(session, args, wall_ms):
+        return c.Ttl(args[1]) if len(args) == 2 else _wrong_arity(name)
+
+    return translate
 
 
-def cmd_pttl(node, session, args, now_ms):
-    return _ttl(node, args, now_ms, "pttl", 1)
+def _ttl_encoder(divisor: int):
+    def encode(session, ttl_ms):
+        if ttl_ms in (TTL_MISSING, TTL_PERSISTENT):
+            return encode_integer(ttl_ms)
+        return encode_integer((ttl_ms + divisor // 2) // divisor)  # Redis rounds to nearest
+
+    return encode
 
 
-def cmd_dbsize(node, session, args, now_ms):
-    return encode_integer(len(node.store))
+def _encode_integer(session, result):
+    return encode_integer(result)
 
 
-def cmd_flushall(node, session, args, now_ms):
+def _dbsize(session, args, wall_ms):
+    return c.Stats() if len(args) == 1 else _wrong_arity("dbsize")
+
+
+def _encode_dbsize(session, stats):
+    return encode_integer(stats["keys"])
+
+
+def _flushall(session, args, wall_ms):
     if len(args) > 2 or (len(args) == 2 and args[1].upper() not in (b"ASYNC", b"SYNC")):
         return _SYNTAX
-    node.store.flush()
+    return c.Flush()
+
+
+def _encode_ok(session, result):
     return OK
 
 
-# -- connection and server -------------------------------------------------------------------
+def _ping(session, args, wall_ms):
+    if len(args) > 2:
+        return _wrong_arity("ping")
+    return c.Ping(args[1] if len(args) == 2 else None)
 
 
-def cmd_ping(node, session, args, now_ms):
-    if len(args) == 1:
-        return PONG
-    if len(args) == 2:
-        return encode_bulk(args[1])
-    return _wrong_arity("ping")
+def _encode_ping(session, result):
+    return PONG if result is True else encode_bulk(result)
 
 
-def cmd_echo(node, session, args, now_ms):
+# -- session-local commands: the reply is built by the translator ---------------------------------
+
+
+def _echo(session, args, wall_ms):
     return encode_bulk(args[1]) if len(args) == 2 else _wrong_arity("echo")
 
 
-def cmd_quit(node, session, args, now_ms):
+def _quit(session, args, wall_ms):
     session.closing = True
     return OK
 
 
-def cmd_hello(node, session, args, now_ms):
+def _hello(session, args, wall_ms):
     # redis-py 5+ opens with HELLO 3. We speak RESP3 to such a session where the two differ for
     # our replies: the null and map types.
     if len(args) > 1:
@@ -266,16 +422,16 @@ def cmd_hello(node, session, args, now_ms):
         ("role", "master"),
         ("modules", []),
     ]
-    return _encode_map(session, pairs)
+    return session.encode_map(pairs)
 
 
-def cmd_select(node, session, args, now_ms):
+def _select(session, args, wall_ms):
     if len(args) != 2:
         return _wrong_arity("select")
     return OK if args[1] == b"0" else encode_error("ERR DB index is out of range")
 
 
-def cmd_client(node, session, args, now_ms):
+def _client(session, args, wall_ms):
     sub = args[1].upper() if len(args) > 1 else b""
     if sub == b"SETNAME" and len(args) == 3:
         if b" " in args[2]:
@@ -290,54 +446,57 @@ def cmd_client(node, session, args, now_ms):
         return OK  # redis-py announces its library name and version; nothing to keep
     if sub == b"ID" and len(args) == 2:
         return encode_integer(session.client_id)
-    return encode_error(f"ERR unknown subcommand '{sub.decode(errors='replace')}'.")
+    return encode_error(f"ERR unknown subcommand '{sub.decode(errors='replace')[:128]}'.")
 
 
-def cmd_command(node, session, args, now_ms):
+def _command(session, args, wall_ms):
     # redis-cli asks for COMMAND DOCS to offer hints; an empty answer means "no hints".
     if len(args) == 2 and args[1].upper() == b"COUNT":
-        return encode_integer(len(COMMANDS))
+        return encode_integer(len(_NAMES))
     return EMPTY_ARRAY
 
 
-def _config_values(node) -> dict[str, str]:
-    store = node.store
+def _config_values(core: NodeCore) -> dict[str, str]:
+    store = core.store
     return {
         "maxmemory": str(store.size_bytes_max),
         "maxmemory-policy": store.eviction_policy,
         "save": "",
         "appendonly": "no",
         "databases": "1",
-        "port": str(node.config.resp_port or 0),
-        "bind": node.config.host,
+        "port": str(core.config.resp_port or 0),
+        "bind": core.config.host,
     }
 
 
-def cmd_config(node, session, args, now_ms):
+def _config(session, args, wall_ms):
     sub = args[1].upper() if len(args) > 1 else b""
     if sub == b"GET" and len(args) >= 3:
-        values = _config_values(node)
+        values = _config_values(session.core)
         found: dict[str, str] = {}
         for raw in args[2:]:
             pattern = raw.decode(errors="replace").lower()
             for name in sorted(values):
                 if fnmatch.fnmatchcase(name, pattern):
                     found[name] = values[name]
-        return _encode_map(session, list(found.items()))
+        return session.encode_map(list(found.items()))
     if sub == b"RESETSTAT" and len(args) == 2:
         return OK
     return encode_error("ERR CONFIG supports GET and RESETSTAT only")
 
 
-def cmd_info(node, session, args, now_ms):
-    stats = node.store.stats()
-    server = node.metrics
+def _info_reply(session, args, wall_ms):
+    """INFO is answered from O(1) counters, like Stats, without going through a command: its
+    reply depends on the sections asked for."""
+    core = session.core
+    stats = core.store.stats()
+    server = core.metrics
     sections = {
         "server": [
             ("gossipcache_version", "0.1.0"),
             ("redis_version", "7.0.0"),  # what clients check for feature support
-            ("process_id", node.process_id),
-            ("tcp_port", node.config.resp_port or 0),
+            ("process_id", core.process_id),
+            ("tcp_port", core.config.resp_port or 0),
         ],
         "clients": [("connected_clients", server.connections_open)],
         "memory": [
@@ -366,78 +525,59 @@ def cmd_info(node, session, args, now_ms):
     return encode_bulk("\r\n".join(lines).encode())
 
 
-COMMANDS: dict[bytes, Callable] = {
-    b"GET": cmd_get,
-    b"SET": cmd_set,
-    b"DEL": cmd_del,
-    b"EXISTS": cmd_exists,
-    b"EXPIRE": cmd_expire,
-    b"PEXPIRE": cmd_pexpire,
-    b"PERSIST": cmd_persist,
-    b"TTL": cmd_ttl,
-    b"PTTL": cmd_pttl,
-    b"DBSIZE": cmd_dbsize,
-    b"FLUSHALL": cmd_flushall,
-    b"FLUSHDB": cmd_flushall,
-    b"PING": cmd_ping,
-    b"ECHO": cmd_echo,
-    b"QUIT": cmd_quit,
-    b"SELECT": cmd_select,
-    b"HELLO": cmd_hello,
-    b"CLIENT": cmd_client,
-    b"COMMAND": cmd_command,
-    b"CONFIG": cmd_config,
-    b"INFO": cmd_info,
+#: Redis command -> (translator, encoder, the command type whose metrics it feeds, or None for
+#: a session-local command with a series of its own).
+_NAMES: dict[bytes, tuple[Callable, Callable | None, type[c.Command] | None]] = {
+    b"GET": (_get, lambda session, value: encode_bulk(value), c.Get),
+    b"SET": (_set, _encode_put, c.Put),
+    b"DEL": (_del, _encode_integer, c.Delete),
+    b"EXISTS": (_exists, _encode_integer, c.Exists),
+    b"EXPIRE": (_expire_translator("expire", 1000, False), _encode_boolean, c.Expire),
+    b"PEXPIRE": (_expire_translator("pexpire", 1, False), _encode_boolean, c.Expire),
+    b"EXPIREAT": (_expire_translator("expireat", 1000, True), _encode_boolean, c.Expire),
+    b"PEXPIREAT": (_expire_translator("pexpireat", 1, True), _encode_boolean, c.Expire),
+    b"PERSIST": (_persist, _encode_boolean, c.Persist),
+    b"TTL": (_ttl_translator("ttl"), _ttl_encoder(1000), c.Ttl),
+    b"PTTL": (_ttl_translator("pttl"), _ttl_encoder(1), c.Ttl),
+    b"DBSIZE": (_dbsize, _encode_dbsize, c.Stats),
+    b"FLUSHALL": (_flushall, _encode_ok, c.Flush),
+    b"FLUSHDB": (_flushall, _encode_ok, c.Flush),
+    b"PING": (_ping, _encode_ping, c.Ping),
+    b"INFO": (_info_reply, None, None),
+    b"ECHO": (_echo, None, None),
+    b"QUIT": (_quit, None, None),
+    b"SELECT": (_select, None, None),
+    b"HELLO": (_hello, None, None),
+    b"CLIENT": (_client, None, None),
+    b"COMMAND": (_command, None, None),
+    b"CONFIG": (_config, None, None),
 }
 
+#: Extra commands registered at run time (tests add a command that stays pending).
+_EXTRA: dict[bytes, tuple[Callable, Callable | None, type[c.Command] | None]] = {}
 
-class RespDispatcher:
-    """Answers the commands of one read batch for one node."""
 
-    def __init__(self, node) -> None:
-        self.node = node
-        # Handler and metrics object per command name, upper- and lower-case spellings both
-        # looked up directly (clients send one or the other); mixed case goes through upper().
-        self._table: dict[bytes, tuple[Callable, Histogram, object]] = {}
-        for name, handler in COMMANDS.items():
-            metrics = node.metrics.command(name.decode().lower())
-            entry = (handler, metrics.latency_ns, metrics)
-            self._table[name] = entry
-            self._table[name.lower()] = entry
+def register_resp_command(
+    name: bytes, translate: Callable, encode: Callable, command_type: type[c.Command]
+) -> None:
+    """Serve ``name`` on every RESP session created from now on."""
+    _EXTRA[name.upper()] = (translate, encode, command_type)
 
-    def handle(self, session: RespSession, commands: list[list[bytes]], now_ms: int) -> bytes:
-        """The replies to ``commands``, concatenated. Stops after QUIT. Latency is timed per
-        batch (``metrics.record_batch``)."""
-        node = self.node
-        table = self._table
-        clock_ns = node.clock_ns
-        out = []
-        append = out.append
-        served = []  # the histogram of every command answered, for ``record_batch``
-        started_ns = clock_ns()
-        for args in commands:
-            entry = table.get(args[0])
-            if entry is None:
-                entry = table.get(args[0].upper())
-                if entry is None:
-                    append(_unknown_command(args))
-                    continue
-            handler, histogram, metrics = entry
-            try:
-                reply = handler(node, session, args, now_ms)
-            except Exception as error:  # a bug: answer, count, keep serving
-                node.metrics.internal_errors += 1
-                reply = encode_error(f"ERR internal error: {error!r}")
-            served.append(histogram)
-            if reply[0] == 45:  # b"-": an error reply
-                metrics.errors += 1
-            elif session.protocol_version == 3 and reply == NULL_BULK:
-                reply = _RESP3_NULL
-            append(reply)
-            if session.closing:
-                break
-        record_batch(served, clock_ns() - started_ns)
-        return b"".join(out)
+
+def resp_table(core: NodeCore) -> dict[bytes, tuple]:
+    """The dispatch table of ``core``'s RESP sessions: upper- and lower-case spellings
+    (clients send one or the other; mixed case goes through ``upper()``) -> (translator,
+    encoder, latency histogram of the command's one metrics series)."""
+    table = {}
+    for name, (translate, encode, command_type) in {**_NAMES, **_EXTRA}.items():
+        if command_type is None:
+            histogram = core.metrics.command(name.decode().lower()).latency_ns
+        else:
+            histogram = core.metrics_of(command_type).latency_ns
+        entry = (translate, encode, histogram)
+        table[name] = entry
+        table[name.lower()] = entry
+    return table
 
 
 def _unknown_command(args: list[bytes]) -> bytes:

@@ -41,6 +41,8 @@ OP_EXPIRE = "expire"
 OP_TTL = "ttl"
 OP_STATS = "stats"
 OP_MEMBERS = "members"
+OP_EXISTS = "exists"
+OP_PERSIST = "persist"
 
 #: Response statuses.
 STATUS_OK = 0
@@ -82,6 +84,8 @@ OP_ARGS: dict[str, tuple[str, ...]] = {
     OP_TTL: (_KEY,),
     OP_STATS: (),
     OP_MEMBERS: (),
+    OP_EXISTS: (_KEY,),
+    OP_PERSIST: (_KEY,),
 }
 OPS = frozenset(OP_ARGS)
 
@@ -223,6 +227,8 @@ _VALID_MESSAGE = {
     OP_TTL: _valid_key_only,
     OP_STATS: _valid_without_args,
     OP_MEMBERS: _valid_without_args,
+    OP_EXISTS: _valid_key_only,
+    OP_PERSIST: _valid_key_only,
 }
 assert set(_VALID_MESSAGE) == OPS, "every op needs a fast validity check"
 

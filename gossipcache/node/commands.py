@@ -1,0 +1,256 @@
+"""Protocol-neutral commands: what a client asks of a node, whatever protocol carried it.
+
+The RESP and native sessions translate bytes into these objects and the node core executes them
+(``NodeCore.execute``). Every command validates its own fields when built, against the caps in
+``gossipcache.limits``, and raises ``InvalidRequest`` for a value no node would accept; key and
+value sizes are checked by the store, which owns the memory they would take. So the rules of a
+command are written once, not once per protocol.
+
+Results are plain values, documented per class. A command that must wait (a quorum write waits
+for replicas) returns a ``Pending`` instead; the core completes it later (``NodeCore``).
+
+Objects are small ``__slots__`` classes rather than dataclasses: one is built per request on the
+hot path, and a slotted ``__init__`` is about half the cost of a frozen dataclass's.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from ..errors import InvalidRequest
+from ..limits import TTL_MS_MAX
+
+#: Conditions of ``Put`` (Redis' SET NX / XX) and ``Expire`` (EXPIRE NX / XX / GT / LT).
+IF_ABSENT = "nx"  # Put: only if the key holds no live value. Expire: only if it has no TTL.
+IF_PRESENT = "xx"  # Put: only if the key holds a live value. Expire: only if it has a TTL.
+IF_GREATER = "gt"  # Expire only: only if the new expiry is later than the current one.
+IF_LESS = "lt"  # Expire only: only if the new expiry is earlier than the current one.
+PUT_CONDITIONS = frozenset((IF_ABSENT, IF_PRESENT))
+EXPIRE_CONDITIONS = frozenset((IF_ABSENT, IF_PRESENT, IF_GREATER, IF_LESS))
+
+
+def _check_ttl_ms(ttl_ms: int | None, low: int) -> None:
+    if ttl_ms is not None and (type(ttl_ms) is not int or not low <= ttl_ms <= TTL_MS_MAX):
+        raise InvalidRequest(f"ttl_ms must be an int in [{low}, {TTL_MS_MAX}], got {ttl_ms!r:.40}")
+
+
+def _check_expires_at_ms(expires_at_ms: int | None) -> None:
+    if expires_at_ms is not None and (
+        type(expires_at_ms) is not int or not 0 <= expires_at_ms <= TTL_MS_MAX * 2
+    ):
+        raise InvalidRequest(
+            f"expires_at_ms must be an int in [0, {TTL_MS_MAX * 2}], got {expires_at_ms!r:.40}"
+        )
+
+
+def _check_keys(keys: tuple[bytes, ...]) -> None:
+    if not keys:
+        raise InvalidRequest("at least one key is required")
+
+
+class Command:
+    """Base of every command. ``name`` is the metrics series and the name in logs;
+    ``writes`` tells whether it may change the keyspace."""
+
+    __slots__ = ()
+    name: ClassVar[str]
+    writes: ClassVar[bool] = False
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{slot}={getattr(self, slot)!r:.60}" for slot in self.__slots__)
+        return f"{type(self).__name__}({fields})"
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and all(
+            getattr(self, slot) == getattr(other, slot) for slot in self.__slots__
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+class Get(Command):
+    """The live value of ``key``. Result: ``bytes``, or None when missing or expired."""
+
+    __slots__ = ("key",)
+    name = "get"
+
+    def __init__(self, key: bytes) -> None:
+        self.key = key
+
+
+class Put(Command):
+    """Write ``key`` = ``value``.
+
+    Expiry: at most one of ``ttl_ms`` (relative, > 0) and ``expires_at_ms`` (absolute wall-clock
+    ms; an instant already past deletes the key, as Redis' SET EXAT does), or ``keep_ttl`` to
+    keep the current entry's expiry; none of them writes a persistent entry.
+    ``condition``: None, ``IF_ABSENT`` or ``IF_PRESENT``. ``return_old``: Redis' SET GET.
+
+    Result: True if written, False if the condition prevented it; with ``return_old``, the
+    previous live value (bytes or None) whether or not it was written.
+    """
+
+    __slots__ = ("key", "value", "ttl_ms", "expires_at_ms", "keep_ttl", "condition", "return_old")
+    name = "put"
+    writes = True
+
+    def __init__(
+        self,
+        key: bytes,
+        value: bytes,
+        ttl_ms: int | None = None,
+        *,
+        expires_at_ms: int | None = None,
+        keep_ttl: bool = False,
+        condition: str | None = None,
+        return_old: bool = False,
+    ) -> None:
+        if ttl_ms is not None:
+            _check_ttl_ms(ttl_ms, 1)
+        if expires_at_ms is not None or keep_ttl or condition is not None:
+            _check_expires_at_ms(expires_at_ms)
+            if (ttl_ms is not None) + (expires_at_ms is not None) + bool(keep_ttl) > 1:
+                raise InvalidRequest("at most one of ttl_ms, expires_at_ms and keep_ttl")
+            if condition is not None and condition not in PUT_CONDITIONS:
+                raise InvalidRequest(f"put condition must be one of {sorted(PUT_CONDITIONS)}")
+        self.key = key
+        self.value = value
+        self.ttl_ms = ttl_ms
+        self.expires_at_ms = expires_at_ms
+        self.keep_ttl = keep_ttl
+        self.condition = condition
+        self.return_old = return_old
+
+
+class Delete(Command):
+    """Remove ``keys``. Result: how many held a live value."""
+
+    __slots__ = ("keys",)
+    name = "delete"
+    writes = True
+
+    def __init__(self, keys: tuple[bytes, ...]) -> None:
+        _check_keys(keys)
+        self.keys = keys
+
+
+class Exists(Command):
+    """Result: how many of ``keys`` hold a live value (a key named twice counts twice, as in
+    Redis). Not a lookup: touches no hit counter and no recency."""
+
+    __slots__ = ("keys",)
+    name = "exists"
+
+    def __init__(self, keys: tuple[bytes, ...]) -> None:
+        _check_keys(keys)
+        self.keys = keys
+
+
+class Expire(Command):
+    """Set the expiry of a live entry: ``ttl_ms`` from now or at ``expires_at_ms`` (exactly one).
+    A TTL <= 0 or an instant already past deletes the key, as Redis does.
+
+    ``condition`` (Redis 7): ``IF_ABSENT`` only if it has no expiry; ``IF_PRESENT`` only if it
+    has one; ``IF_GREATER`` / ``IF_LESS`` only if the new expiry is later / earlier than the
+    current one, a persistent key counting as an infinite expiry.
+
+    Result: True if the expiry was set (or the key deleted), False if the key is missing or the
+    condition was not met.
+    """
+
+    __slots__ = ("key", "ttl_ms", "expires_at_ms", "condition")
+    name = "expire"
+    writes = True
+
+    def __init__(
+        self,
+        key: bytes,
+        ttl_ms: int | None = None,
+        *,
+        expires_at_ms: int | None = None,
+        condition: str | None = None,
+    ) -> None:
+        if (ttl_ms is None) == (expires_at_ms is None):
+            raise InvalidRequest("exactly one of ttl_ms and expires_at_ms")
+        _check_ttl_ms(ttl_ms, -TTL_MS_MAX)
+        if expires_at_ms is not None and (
+            type(expires_at_ms) is not int or abs(expires_at_ms) > TTL_MS_MAX * 2
+        ):
+            raise InvalidRequest(f"expires_at_ms out of range: {expires_at_ms!r:.40}")
+        if condition is not None and condition not in EXPIRE_CONDITIONS:
+            raise InvalidRequest(f"expire condition must be one of {sorted(EXPIRE_CONDITIONS)}")
+        self.key = key
+        self.ttl_ms = ttl_ms
+        self.expires_at_ms = expires_at_ms
+        self.condition = condition
+
+
+class Persist(Command):
+    """Remove the expiry of a live entry. Result: True if it had one."""
+
+    __slots__ = ("key",)
+    name = "persist"
+    writes = True
+
+    def __init__(self, key: bytes) -> None:
+        self.key = key
+
+
+class Ttl(Command):
+    """Result: milliseconds until ``key`` expires, ``store.TTL_PERSISTENT`` without an expiry,
+    ``store.TTL_MISSING`` without a live entry."""
+
+    __slots__ = ("key",)
+    name = "ttl"
+
+    def __init__(self, key: bytes) -> None:
+        self.key = key
+
+
+class Ping(Command):
+    """Result: ``message``, or True without one."""
+
+    __slots__ = ("message",)
+    name = "ping"
+
+    def __init__(self, message: bytes | None = None) -> None:
+        self.message = message
+
+
+class Stats(Command):
+    """Result: the node's counters as a flat dict (O(1): never a scan of the keyspace)."""
+
+    __slots__ = ()
+    name = "stats"
+
+
+class Members(Command):
+    """Result: a list of member dicts (id, address, state, incarnation, since_ms as wall ms).
+    Raises ``Unavailable`` when membership is off. O(members)."""
+
+    __slots__ = ()
+    name = "members"
+
+
+class Flush(Command):
+    """Remove every entry of this node. Result: True."""
+
+    __slots__ = ()
+    name = "flush"
+    writes = True
+
+
+#: Every command type the core executes (sessions may add their own local ones).
+COMMAND_TYPES: tuple[type[Command], ...] = (
+    Get,
+    Put,
+    Delete,
+    Exists,
+    Expire,
+    Persist,
+    Ttl,
+    Ping,
+    Stats,
+    Members,
+    Flush,
+)

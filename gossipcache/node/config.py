@@ -1,0 +1,61 @@
+"""A node's configuration: what it serves, how much it may hold, how it joins a cluster."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..membership import MembershipConfig
+
+#: Membership profiles selectable by name (``--membership-profile``).
+MEMBERSHIP_PROFILES: dict[str, Callable[[], MembershipConfig]] = {
+    "lan": MembershipConfig.lan,
+    "local": MembershipConfig.local,
+}
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """What one node process serves and how much it may hold. CLI flags map onto these."""
+
+    host: str = "127.0.0.1"
+    port: int = 7000
+    resp_port: int | None = 6379
+    metrics_port: int | None = 9100
+    size_bytes_max: int = 256 * 1024 * 1024
+    eviction: str = "sieve"
+    #: Client connections open at once, over all protocols; more are closed on accept.
+    connections_max: int = 10_000
+    #: Bytes read per receive call: with pipelining, the requests answered in one write.
+    receive_size_bytes: int = 64 * 1024
+    #: Period of the bounded active-expiry cycle (run from the core's ``tick``).
+    expire_interval_ms: int = 50
+    #: Commands of one connection waiting for their completion (a quorum write waits for
+    #: replicas); at the bound the connection's later commands wait unparsed-upon and it is not
+    #: read until some complete.
+    pending_per_connection_max: int = 1024
+    #: Commands waiting for completion on the whole node; past it a command is refused with
+    #: ``unavailable`` (retry later), so waiting requests cannot grow memory without bound.
+    pending_per_node_max: int = 65_536
+    #: Run SWIM membership (UDP on ``port``'s number, peer streams on the native port).
+    membership_enabled: bool = True
+    #: ``"host:port"`` native addresses of members to join through (this node's own is skipped).
+    seeds: tuple[str, ...] = ()
+    #: File of hex cluster keys, one per line, first primary; None = the development key.
+    cluster_key_file: str | None = None
+    #: A name in ``MEMBERSHIP_PROFILES``: ``lan`` (data centre) or ``local`` (one host, faster).
+    membership_profile: str = "lan"
+
+    def __post_init__(self) -> None:
+        if self.membership_profile not in MEMBERSHIP_PROFILES:
+            raise ValueError(f"unknown membership profile {self.membership_profile!r}")
+        for name in (
+            "size_bytes_max",
+            "connections_max",
+            "receive_size_bytes",
+            "expire_interval_ms",
+            "pending_per_connection_max",
+            "pending_per_node_max",
+        ):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")

@@ -1,0 +1,187 @@
+"""The native session: msgpack frames in, protocol-neutral commands to the core, frames out.
+
+Each request frame is decoded (``gossipcache.wire.native``), translated into a command, executed
+by the core and answered with its request id. Replies to commands that complete at once leave in
+request order; a pending command is answered when the core completes it, possibly after later
+requests (docs/protocol.md: clients match replies by request id).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ..errors import GossipCacheError, ProtocolError
+from ..metrics.counters import record_batch
+from ..store import TTL_MISSING
+from ..wire import native as protocol
+from ..wire.framing import FrameDecoder
+from ..wire.native import (
+    ERROR_BAD_REQUEST,
+    ERROR_UNKNOWN_OP,
+    STATUS_ERROR,
+    STATUS_NOT_FOUND,
+    STATUS_OK,
+    RequestDecoder,
+    ResponseEncoder,
+    peek_request_id,
+)
+from . import commands as c
+from .core import NodeCore, Pending
+from .session import Session, describe_error
+
+_FOUND = (STATUS_OK, True)
+_MISSING = (STATUS_NOT_FOUND, None)
+
+
+def _ok(result):
+    return STATUS_OK, result
+
+
+def _found_if_true(result):
+    return _FOUND if result else _MISSING
+
+
+def _value(result):
+    return _MISSING if result is None else (STATUS_OK, result)
+
+
+def _ttl(ttl_ms):
+    return _MISSING if ttl_ms == TTL_MISSING else (STATUS_OK, ttl_ms)
+
+
+def _expire(message: tuple) -> c.Command:
+    ttl_ms = message[3]
+    return c.Persist(message[2]) if ttl_ms is None else c.Expire(message[2], ttl_ms)
+
+
+#: op -> (translator of the validated message ``(request_id, op, *args)``, encoder of the
+#: result into ``(status, payload)``, the command type whose metrics series it feeds).
+NATIVE_OPS: dict[str, tuple[Callable, Callable, type[c.Command]]] = {
+    protocol.OP_PING: (lambda m: c.Ping(), _ok, c.Ping),
+    protocol.OP_GET: (lambda m: c.Get(m[2]), _value, c.Get),
+    protocol.OP_PUT: (lambda m: c.Put(m[2], m[3], m[4]), _ok, c.Put),
+    protocol.OP_DEL: (lambda m: c.Delete((m[2],)), _found_if_true, c.Delete),
+    protocol.OP_EXPIRE: (_expire, _found_if_true, c.Expire),
+    protocol.OP_TTL: (lambda m: c.Ttl(m[2]), _ttl, c.Ttl),
+    protocol.OP_STATS: (lambda m: c.Stats(), _ok, c.Stats),
+    protocol.OP_MEMBERS: (lambda m: c.Members(), _ok, c.Members),
+    protocol.OP_EXISTS: (lambda m: c.Exists((m[2],)), _found_if_true, c.Exists),
+    protocol.OP_PERSIST: (lambda m: c.Persist(m[2]), _found_if_true, c.Persist),
+}
+
+
+def native_table(core: NodeCore) -> dict[str, tuple]:
+    """op -> (translator, encoder, latency histogram), built once per node."""
+    return {
+        op: (translate, encode, core.metrics_of(command_type).latency_ns)
+        for op, (translate, encode, command_type) in NATIVE_OPS.items()
+    }
+
+
+class NativeSession(Session):
+    """One native connection: its frame decoder and its replies ready to write."""
+
+    __slots__ = ("decoder", "_table", "_request_decoder", "_encoder", "_ready")
+
+    def __init__(self, core: NodeCore, client_id: int, table: dict[str, tuple]) -> None:
+        super().__init__(core, client_id)
+        self.decoder = FrameDecoder()
+        self._table = table
+        self._request_decoder = RequestDecoder()
+        self._encoder = ResponseEncoder()
+        #: Frames of completed pending commands, not yet taken.
+        self._ready: list[bytes] = []
+
+    def receive(self, data: bytes) -> bytes:
+        try:
+            bodies = self.decoder.parse(data)
+        except ProtocolError as error:
+            # Framing is lost: say why (request id 0), then close.
+            self.core.metrics.protocol_errors += 1
+            self.closing = True
+            return self.take_ready() + self._encoder.encode(
+                0, STATUS_ERROR, (ERROR_BAD_REQUEST, str(error))
+            )
+        if not bodies:
+            return b""
+        if self._waiting:
+            self._waiting.extend(bodies)
+            return b""
+        return self._run(bodies)
+
+    def completed(self, pending: Pending) -> None:
+        self._note_completed()
+        request_id, encode = pending.reply_tag
+        if pending.error is not None:
+            self._ready.append(self._error(request_id, pending.error))
+        else:
+            self._ready.append(self._encode(request_id, *encode(pending.result)))
+        if self._waiting and not self._at_bound():
+            waiting = list(self._waiting)
+            self._waiting.clear()
+            ready = self._run(waiting)
+            if ready:
+                self._ready.append(ready)
+
+    def take_ready(self) -> bytes:
+        ready = self._ready
+        if not ready:
+            return b""
+        self._ready = []
+        return b"".join(ready)
+
+    def _run(self, bodies: list[bytes]) -> bytes:
+        core = self.core
+        execute = core.execute
+        table = self._table
+        decode = self._request_decoder.decode_message
+        encode_response = self._encode
+        clock = core.clock
+        wall_ms = clock.wall_ms()
+        out = []
+        append = out.append
+        served = []  # the histogram of every command answered, for ``record_batch``
+        started_ns = clock.timer_ns()
+        for index, body in enumerate(bodies):
+            if self._pending and self._at_bound():
+                self._waiting.extend(bodies[index:])
+                break
+            try:
+                message = decode(body)
+            except ProtocolError as error:
+                code = getattr(error, "code", ERROR_BAD_REQUEST)
+                request_id = getattr(error, "request_id", None) or peek_request_id(body) or 0
+                append(self._encoder.encode(request_id, STATUS_ERROR, (code, str(error))))
+                continue
+            request_id = message[0]
+            entry = table.get(message[1])
+            if entry is None:
+                reason = f"op {message[1]!r} is not served by this node"
+                append(self._encoder.encode(request_id, STATUS_ERROR, (ERROR_UNKNOWN_OP, reason)))
+                continue
+            translate, encode, histogram = entry
+            try:
+                result = execute(translate(message), wall_ms)
+                if type(result) is Pending:
+                    self._note_pending(result)
+                    result.reply_tag = (request_id, encode)
+                    continue
+                append(encode_response(request_id, *encode(result)))
+            except GossipCacheError as error:
+                append(self._error(request_id, error))
+            except Exception as error:  # a bug: answer, count, keep serving
+                core.metrics.internal_errors += 1
+                append(self._error(request_id, error))
+            served.append(histogram)
+        record_batch(served, clock.timer_ns() - started_ns)
+        return b"".join(out)
+
+    def _encode(self, request_id: int, status: int, payload: object) -> bytes:
+        try:
+            return self._encoder.encode(request_id, status, payload)
+        except ValueError as error:  # a payload msgpack cannot encode: a bug, not the peer's
+            self.core.metrics.internal_errors += 1
+            return self._error(request_id, error)
+
+    def _error(self, request_id: int, error: Exception) -> bytes:
+        return self._encoder.encode(request_id, STATUS_ERROR, describe_error(error))

@@ -1,0 +1,82 @@
+"""What the RESP and native sessions share: a connection's requests, replies and waiting.
+
+A session is sans-IO. The driver gives it the bytes it read (``receive``) and writes the bytes it
+returns; when the core completes a command the session had left pending, the driver calls
+``completed`` and then writes ``take_ready()``.
+
+Bounds, per connection: at most ``pending_per_connection_max`` commands pending at once. At the
+bound the session stops executing: the rest of what it parsed waits in ``_waiting`` (in order),
+``wants_input`` turns False so the driver stops reading the socket (TCP pushes back on the
+client), and execution resumes as completions arrive.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from ..errors import EntryTooLarge, InvalidRequest, KeyTooLarge, ServiceUnavailable, ValueTooLarge
+from ..wire.native import (
+    ERROR_BAD_REQUEST,
+    ERROR_INTERNAL,
+    ERROR_TOO_LARGE,
+    ERROR_UNAVAILABLE,
+)
+from .core import NodeCore, Pending
+
+# Error kinds every protocol renders in its own words (``describe_error``): the native
+# protocol's error codes, which RESP maps to Redis' prefixes.
+
+
+def describe_error(error: Exception) -> tuple[str, str]:
+    """The one mapping from what a command raised to an error kind and a message."""
+    if isinstance(error, KeyTooLarge | ValueTooLarge | EntryTooLarge):
+        return ERROR_TOO_LARGE, str(error)
+    if isinstance(error, InvalidRequest):
+        return ERROR_BAD_REQUEST, str(error)
+    if isinstance(error, ServiceUnavailable):
+        return ERROR_UNAVAILABLE, str(error)
+    return ERROR_INTERNAL, f"internal error: {error!r}"
+
+
+class Session:
+    """State shared by both protocols: see the module docstring."""
+
+    __slots__ = ("core", "client_id", "connection", "closing", "closed", "_pending", "_waiting")
+
+    def __init__(self, core: NodeCore, client_id: int) -> None:
+        self.core = core
+        self.client_id = client_id
+        #: The driver's handle on the connection (opaque here).
+        self.connection: object = None
+        #: The connection is to close once what is ready has been written (QUIT, bad input).
+        self.closing = False
+        #: The connection is gone: completions for it are dropped.
+        self.closed = False
+        #: Commands of this session executed but not completed.
+        self._pending = 0
+        #: Parsed requests not yet executed because the pending bound was reached.
+        self._waiting: deque = deque()
+
+    @property
+    def wants_input(self) -> bool:
+        """Whether the driver should read more from the connection now."""
+        return not self.closing and not self._waiting
+
+    @property
+    def pending_count(self) -> int:
+        return self._pending
+
+    def close(self) -> None:
+        """The connection is gone; pending commands still complete in the core."""
+        self.closed = True
+        self._waiting.clear()
+
+    def _at_bound(self) -> bool:
+        return self._pending >= self.core.config.pending_per_connection_max
+
+    def _note_pending(self, pending: Pending) -> None:
+        pending.reply_to = self
+        self._pending += 1
+
+    def _note_completed(self) -> None:
+        self._pending -= 1
