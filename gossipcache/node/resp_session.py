@@ -553,23 +553,14 @@ _NAMES: dict[bytes, tuple[Callable, Callable | None, type[c.Command] | None]] = 
     b"CONFIG": (_config, None, None),
 }
 
-#: Extra commands registered at run time (tests add a command that stays pending).
-_EXTRA: dict[bytes, tuple[Callable, Callable | None, type[c.Command] | None]] = {}
 
-
-def register_resp_command(
-    name: bytes, translate: Callable, encode: Callable, command_type: type[c.Command]
-) -> None:
-    """Serve ``name`` on every RESP session created from now on."""
-    _EXTRA[name.upper()] = (translate, encode, command_type)
-
-
-def resp_table(core: NodeCore) -> dict[bytes, tuple]:
+def resp_table(core: NodeCore, extra: dict[bytes, tuple] | None = None) -> dict[bytes, tuple]:
     """The dispatch table of ``core``'s RESP sessions: upper- and lower-case spellings
     (clients send one or the other; mixed case goes through ``upper()``) -> (translator,
-    encoder, latency histogram of the command's one metrics series)."""
+    encoder, latency histogram of the command's one metrics series). ``extra`` adds commands
+    in the form of ``_NAMES`` (tests add one that stays pending; the core must serve its type)."""
     table = {}
-    for name, (translate, encode, command_type) in {**_NAMES, **_EXTRA}.items():
+    for name, (translate, encode, command_type) in {**_NAMES, **(extra or {})}.items():
         if command_type is None:
             histogram = core.metrics.command(name.decode().lower()).latency_ns
         else:
