@@ -150,15 +150,16 @@ class Expire(Command):
     """Set the expiry of a live entry: ``ttl_ms`` from now or at ``expires_at_ms`` (exactly one).
     A TTL <= 0 or an instant already past deletes the key, as Redis does.
 
-    ``condition`` (Redis 7): ``IF_ABSENT`` only if it has no expiry; ``IF_PRESENT`` only if it
-    has one; ``IF_GREATER`` / ``IF_LESS`` only if the new expiry is later / earlier than the
-    current one, a persistent key counting as an infinite expiry.
+    ``conditions`` (Redis 7; all must hold): ``IF_ABSENT`` only if it has no expiry;
+    ``IF_PRESENT`` only if it has one; ``IF_GREATER`` / ``IF_LESS`` only if the new expiry is
+    later / earlier than the current one, a persistent key counting as an infinite expiry.
+    ``IF_ABSENT`` excludes the others, and ``IF_GREATER`` excludes ``IF_LESS``.
 
-    Result: True if the expiry was set (or the key deleted), False if the key is missing or the
+    Result: True if the expiry was set (or the key deleted), False if the key is missing or a
     condition was not met.
     """
 
-    __slots__ = ("key", "ttl_ms", "expires_at_ms", "condition")
+    __slots__ = ("key", "ttl_ms", "expires_at_ms", "conditions")
     name = "expire"
     writes = True
 
@@ -168,7 +169,7 @@ class Expire(Command):
         ttl_ms: int | None = None,
         *,
         expires_at_ms: int | None = None,
-        condition: str | None = None,
+        conditions: frozenset[str] = frozenset(),
     ) -> None:
         if (ttl_ms is None) == (expires_at_ms is None):
             raise InvalidRequest("exactly one of ttl_ms and expires_at_ms")
@@ -177,12 +178,19 @@ class Expire(Command):
             type(expires_at_ms) is not int or abs(expires_at_ms) > TTL_MS_MAX * 2
         ):
             raise InvalidRequest(f"expires_at_ms out of range: {expires_at_ms!r:.40}")
-        if condition is not None and condition not in EXPIRE_CONDITIONS:
-            raise InvalidRequest(f"expire condition must be one of {sorted(EXPIRE_CONDITIONS)}")
+        if conditions:
+            if not conditions <= EXPIRE_CONDITIONS:
+                raise InvalidRequest(
+                    f"expire conditions are a subset of {sorted(EXPIRE_CONDITIONS)}"
+                )
+            if IF_ABSENT in conditions and len(conditions) > 1:
+                raise InvalidRequest("nx excludes the other expire conditions")
+            if IF_GREATER in conditions and IF_LESS in conditions:
+                raise InvalidRequest("gt and lt exclude each other")
         self.key = key
         self.ttl_ms = ttl_ms
         self.expires_at_ms = expires_at_ms
-        self.condition = condition
+        self.conditions = conditions
 
 
 class Persist(Command):

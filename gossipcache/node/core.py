@@ -328,19 +328,17 @@ class NodeCore:
         ttl_ms = command.ttl_ms
         if ttl_ms is None:
             ttl_ms = command.expires_at_ms - wall_ms
-        condition = command.condition
-        if condition is not None:
-            current_ms = store.expires_at_ms(key, wall_ms)  # None: persistent
+        conditions = command.conditions
+        if conditions:
+            current_ms = store.expires_at_ms(key, wall_ms)  # None: persistent, "infinite"
             new_ms = wall_ms + ttl_ms
-            if condition == c.IF_ABSENT:
-                allowed = current_ms is None
-            elif condition == c.IF_PRESENT:
-                allowed = current_ms is not None
-            elif condition == c.IF_GREATER:  # a persistent key counts as expiring never
-                allowed = current_ms is not None and new_ms > current_ms
-            else:
-                allowed = current_ms is None or new_ms < current_ms
-            if not allowed:
+            if c.IF_ABSENT in conditions and current_ms is not None:
+                return False
+            if c.IF_PRESENT in conditions and current_ms is None:
+                return False
+            if c.IF_GREATER in conditions and (current_ms is None or new_ms <= current_ms):
+                return False
+            if c.IF_LESS in conditions and current_ms is not None and new_ms >= current_ms:
                 return False
         return store.expire(key, ttl_ms if ttl_ms > 0 else 0, wall_ms)
 

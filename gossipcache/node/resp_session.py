@@ -231,40 +231,48 @@ def _get(session, args, wall_ms):
 
 
 def _set(session, args, wall_ms):
+    """Redis 7's SET: options parse first (a repeated NX, EX, GET or KEEPTTL is accepted, a
+    conflicting one is a syntax error), then the expiry is checked."""
     if len(args) == 3:  # the fast path: SET key value
         return c.Put(args[1], args[2])
     if len(args) < 3:
         return _wrong_arity("set")
-    ttl_ms = expires_at_ms = condition = None
+    condition = None
     keep_ttl = return_old = False
+    unit = raw_expiry = None  # b"EX" / b"PX" / b"EXAT" / b"PXAT" and its argument
     index = 3
     while index < len(args):
         option = args[index].upper()
-        expiry_given = ttl_ms is not None or expires_at_ms is not None or keep_ttl
-        if option in (b"NX", b"XX") and condition is None:
-            condition = c.IF_ABSENT if option == b"NX" else c.IF_PRESENT
-        elif option == b"KEEPTTL" and not expiry_given:
-            keep_ttl = True
+        has_next = index + 1 < len(args)
+        if option == b"NX" and condition != c.IF_PRESENT:
+            condition = c.IF_ABSENT
+        elif option == b"XX" and condition != c.IF_ABSENT:
+            condition = c.IF_PRESENT
         elif option == b"GET":
             return_old = True
-        elif option in (b"EX", b"PX", b"EXAT", b"PXAT") and not expiry_given:
+        elif option == b"KEEPTTL" and unit is None:
+            keep_ttl = True
+        elif option in _SET_EXPIRY_UNITS and not keep_ttl and unit in (None, option) and has_next:
+            unit = option
             index += 1
-            if index >= len(args):
-                return _SYNTAX
-            number = _int_arg(args[index])
-            if number is None:
-                return _NOT_INTEGER
-            if option in (b"EX", b"EXAT"):
-                number *= 1000
-            if number <= 0 or number > (TTL_MS_MAX if option in (b"EX", b"PX") else 2 * TTL_MS_MAX):
-                return encode_error("ERR invalid expire time in 'set' command")
-            if option in (b"EX", b"PX"):
-                ttl_ms = number
-            else:
-                expires_at_ms = number
+            raw_expiry = args[index]
         else:
             return _SYNTAX
         index += 1
+    ttl_ms = expires_at_ms = None
+    if unit is not None:
+        number = _int_arg(raw_expiry)
+        if number is None:
+            return _NOT_INTEGER
+        absolute = unit in (b"EXAT", b"PXAT")
+        if unit in (b"EX", b"EXAT"):
+            number *= 1000
+        if number <= 0 or number > (2 * TTL_MS_MAX if absolute else TTL_MS_MAX):
+            return encode_error("ERR invalid expire time in 'set' command")
+        if absolute:
+            expires_at_ms = number
+        else:
+            ttl_ms = number
     return c.Put(
         args[1],
         args[2],
@@ -274,6 +282,9 @@ def _set(session, args, wall_ms):
         condition=condition,
         return_old=return_old,
     )
+
+
+_SET_EXPIRY_UNITS = (b"EX", b"PX", b"EXAT", b"PXAT")
 
 
 def _encode_put(session, result):
@@ -296,35 +307,32 @@ _EXPIRE_OPTIONS = {b"NX": c.IF_ABSENT, b"XX": c.IF_PRESENT, b"GT": c.IF_GREATER,
 
 
 def _expire_translator(name: str, unit_ms: int, absolute: bool):
+    """Redis 7's EXPIRE family: options first, then the number, then its range."""
+
     def translate(session, args, wall_ms):
         if len(args) < 3:
             return _wrong_arity(name)
-        number = _int_arg(args[2])
-        if number is None:
-            return _NOT_INTEGER
-        options = set()
+        conditions = set()
         for raw in args[3:]:
             option = _EXPIRE_OPTIONS.get(raw.upper())
             if option is None:
                 return encode_error(f"ERR Unsupported option {raw.decode(errors='replace')}")
-            options.add(option)
-        if c.IF_ABSENT in options and len(options) > 1:
+            conditions.add(option)
+        if c.IF_ABSENT in conditions and len(conditions) > 1:
             return encode_error(
                 "ERR NX and XX, GT or LT options at the same time are not compatible"
             )
-        if c.IF_GREATER in options and c.IF_LESS in options:
+        if c.IF_GREATER in conditions and c.IF_LESS in conditions:
             return encode_error("ERR GT and LT options at the same time are not compatible")
-        condition = None
-        for option in (c.IF_ABSENT, c.IF_GREATER, c.IF_LESS, c.IF_PRESENT):
-            if option in options:
-                condition = option  # XX together with GT / LT: GT / LT implies a TTL anyway
-                break
+        number = _int_arg(args[2])
+        if number is None:
+            return _NOT_INTEGER
         milliseconds = number * unit_ms
         if abs(milliseconds) > (2 * TTL_MS_MAX if absolute else TTL_MS_MAX):
             return encode_error(f"ERR invalid expire time in '{name}' command")
         if absolute:
-            return c.Expire(args[1], expires_at_ms=milliseconds, condition=condition)
-        return c.Expire(args[1], milliseconds, condition=condition)
+            return c.Expire(args[1], expires_at_ms=milliseconds, conditions=frozenset(conditions))
+        return c.Expire(args[1], milliseconds, conditions=frozenset(conditions))
 
     return translate
 
