@@ -1,0 +1,118 @@
+"""The reactor as a node runs it: the core's timers fire from its idle sleep, and incoming peer
+streams are served in its own pass (handshake, bad input, bounds) next to client connections."""
+
+from __future__ import annotations
+
+import trio
+
+from gossipcache.client.client import Client
+from gossipcache.drivers import reactor as reactor_module
+from gossipcache.drivers.server import NodeServer
+from gossipcache.node.config import NodeConfig
+from gossipcache.wire.framing import frame
+from gossipcache.wire.peer import PREAMBLE, opening
+
+WAIT_S_MAX = 10.0
+POLL_S = 0.01
+
+
+async def wait_until(predicate) -> None:
+    """Bounded polling: these nodes run on real sockets and real time."""
+    with trio.fail_after(WAIT_S_MAX):
+        while not predicate():
+            await trio.sleep(POLL_S)
+
+
+async def start(nursery, **overrides) -> NodeServer:
+    config = NodeConfig(
+        port=0, resp_port=None, metrics_port=None, membership_profile="local", **overrides
+    )
+    server = NodeServer(config)
+    await nursery.start(server.serve)
+    return server
+
+
+async def test_active_expiry_runs_from_the_reactor_with_no_client_traffic(nursery) -> None:
+    server = await start(nursery, membership_enabled=False, expire_interval_ms=10)
+    async with Client(f"127.0.0.1:{server.ports['native']}") as client:
+        await client.put("short", "v", ttl_s=0.05)
+    store = server.core.store
+    # Nobody reads the key again: only the core's tick, run by the idle reactor, removes it.
+    await wait_until(lambda: store.stats().expirations == 1)
+    assert len(store) == 0 and store.stats().gets == 0
+
+
+async def connect(server: NodeServer) -> trio.SocketStream:
+    return await trio.open_tcp_stream("127.0.0.1", server.ports["native"])
+
+
+async def closed_by_node(stream: trio.SocketStream) -> bool:
+    with trio.fail_after(WAIT_S_MAX):
+        return await stream.receive_some(1) == b""
+
+
+async def test_bad_peer_input_is_counted_and_closed_in_the_reactor(nursery) -> None:
+    server = await start(nursery)
+    stats = server.core.membership_transport_stats
+    for accepted, (counter, data) in enumerate(
+        {
+            "peer_dropped_bad_preamble": b"GCPEER9\nxxxx",
+            "peer_dropped_bad_address": PREAMBLE + frame(b"not an address"),
+            "peer_dropped_bad_frame": PREAMBLE + (2**31).to_bytes(4, "big"),
+        }.items(),
+        start=1,
+    ):
+        stream = await connect(server)
+        # The first read decides: two bytes of the preamble make it a peer stream.
+        await stream.send_all(data[:2])
+        await wait_until(lambda: stats.get("peer_incoming_accepted") == accepted)  # noqa: B023
+        await stream.send_all(data[2:])
+        assert await closed_by_node(stream)
+        await stream.aclose()
+        assert stats[counter] == 1
+    assert server.core.metrics.connections_open == 0  # peers are not clients
+
+
+async def test_peer_payloads_reach_the_core_and_the_handshake_is_timed(
+    nursery, monkeypatch
+) -> None:
+    monkeypatch.setattr(reactor_module, "PEER_HANDSHAKE_TIMEOUT_S", 0.2)
+    monkeypatch.setattr(reactor_module, "PEER_SWEEP_INTERVAL_S", 0.05)
+    server = await start(nursery)
+    stats = server.core.membership_transport_stats
+    membership = server.core.membership
+    stream = await connect(server)
+    # A valid opening and one payload the membership core cannot decode: delivered, dropped.
+    drops_before = sum(v for k, v in membership.stats().items() if k.startswith("drop_"))
+    await stream.send_all(opening("127.0.0.1:1") + frame(b"\x00garbage"))
+    await wait_until(lambda: stats.get("stream_frames_received") == 1)
+    drops = sum(v for k, v in membership.stats().items() if k.startswith("drop_"))
+    assert drops == drops_before + 1
+    assert server.reactor.peer_connections == 1
+    # A connection that never finishes its handshake is closed after the timeout.
+    slow = await connect(server)
+    await slow.send_all(PREAMBLE[:3])
+    assert await closed_by_node(slow)
+    assert stats["peer_dropped_handshake_timeout"] == 1
+    assert server.reactor.peer_connections == 1  # the good one stays
+    await stream.aclose()
+    await wait_until(lambda: server.reactor.peer_connections == 0)
+
+
+async def test_peer_streams_over_the_bound_are_refused(nursery, monkeypatch) -> None:
+    monkeypatch.setattr(reactor_module, "PEER_INCOMING_MAX", 2)
+    server = await start(nursery)
+    streams = []
+    for index in range(3):
+        stream = await connect(server)
+        await stream.send_all(opening(f"127.0.0.1:{index + 1}"))
+        streams.append(stream)
+    assert await closed_by_node(streams[2])
+    stats = server.core.membership_transport_stats
+    assert stats["peer_incoming_refused"] == 1 and stats["peer_incoming_accepted"] == 2
+    # Clients are still served on the same port.
+    async with Client(f"127.0.0.1:{server.ports['native']}") as client:
+        await client.put("k", "v")
+        assert await client.get("k") == b"v"
+    for stream in streams:
+        await stream.aclose()
