@@ -19,14 +19,17 @@ The victims and their order come from a thin wrapper around each shard's policy 
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
+import gossipcache.store
 from gossipcache.errors import EntryTooLarge, KeyTooLarge, ValueTooLarge
 from gossipcache.store import (
     ENTRY_OVERHEAD_BYTES,
@@ -486,8 +489,11 @@ def test_checks_survive_python_optimize_mode() -> None:
         "except InvariantViolation:\n"
         "    print('raised')\n"
     )
+    # The child imports the same gossipcache as this process (a copy under test, say).
+    package_root = str(Path(gossipcache.store.__file__).parents[2])
+    env = {**os.environ, "PYTHONPATH": package_root}
     result = subprocess.run(
-        [sys.executable, "-O", "-c", code], capture_output=True, text=True, check=True
+        [sys.executable, "-O", "-c", code], capture_output=True, text=True, check=True, env=env
     )
     assert result.stdout.strip() == "raised"
 
