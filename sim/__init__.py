@@ -22,7 +22,15 @@ from .scenarios import (
     run_scenario,
     scenario,
 )
-from .simulation import WALL_EPOCH_MS, Factory, NodeContext, SimStats, Simulation, node_addresses
+from .simulation import (
+    WALL_EPOCH_MS,
+    CoreInvariantError,
+    Factory,
+    NodeContext,
+    SimStats,
+    Simulation,
+    node_addresses,
+)
 
 __all__ = [
     "WALL_EPOCH_MS",
@@ -30,6 +38,7 @@ __all__ = [
     "CheckMode",
     "CheckResult",
     "Checker",
+    "CoreInvariantError",
     "Factory",
     "FaultInjector",
     "FaultPlan",

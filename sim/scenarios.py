@@ -9,6 +9,10 @@ A run has two phases, as TigerBeetle's VOPR does:
    some poll before the phase ends: that is the convergence bound. ``ALWAYS`` checkers keep
    running. ``FINAL`` checkers run once at the end.
 
+A core that raises ends the run: the report's first check is ``no-exception`` with the
+traceback, or ``core-invariants`` when the simulator's call to a core's ``check_invariants()``
+failed (``Scenario.check_invariants``, on by default, turns those calls on for the run).
+
 Other modules add scenarios with ``register(Scenario(...))`` or the ``@scenario(...)`` decorator
 on a setup function. The CLI imports every module of the ``sim`` package whose name starts with
 ``scenarios_`` (sorted), so dropping ``sim/scenarios_membership.py`` in place is enough.
@@ -26,7 +30,7 @@ from typing import Any
 
 from .faults import FaultInjector, FaultPlan
 from .network import NetworkConfig
-from .simulation import Simulation
+from .simulation import CoreInvariantError, Simulation
 
 #: Modules of the ``sim`` package with this prefix are imported by ``load_plugins``.
 PLUGIN_PREFIX = "scenarios_"
@@ -86,6 +90,8 @@ class Scenario:
     nodes_default: int = 5
     duration_s_default: float = 30.0
     liveness_s: float = 30.0
+    #: Call each core's ``check_invariants()`` (if it has one) after every call into it.
+    check_invariants: bool = True
 
 
 @dataclass(frozen=True)
@@ -233,7 +239,12 @@ def run_scenario(
     safety_end_ms = int(duration_s * 1000)
     end_ms = safety_end_ms + int(scenario_.liveness_s * 1000)
 
-    sim = Simulation(seed, scenario_.network, record_trace=record_trace)
+    sim = Simulation(
+        seed,
+        scenario_.network,
+        record_trace=record_trace,
+        check_invariants=scenario_.check_invariants,
+    )
     scenario_.setup(sim, nodes)
     injector = FaultInjector(sim, plan, safety_end_ms)
     injector.start()
@@ -246,6 +257,9 @@ def run_scenario(
     crash_result: CheckResult | None = None
     try:
         sim.run_until(end_ms)
+    except CoreInvariantError as error:  # a core's own consistency check failed
+        message = f"{error}\n{traceback.format_exc()}"[:CHECK_MESSAGE_CHARS_MAX]
+        crash_result = CheckResult("core-invariants", "always", False, message, error.at_ms)
     except Exception:  # a core raising is a bug the run must report with its replay command
         crash_result = CheckResult(
             "no-exception", "always", False, traceback.format_exc(), sim.now_ms

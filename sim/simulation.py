@@ -11,7 +11,14 @@ Nodes run sans-IO cores (``gossipcache.sansio``). A core is built by a factory f
 through the network model and re-arms the node's timer from ``next_deadline_ms``.
 
 Every delivered payload, tick, drop and fault is folded into a SHA-256 trace digest, so two runs
-are identical exactly when their digests are.
+are identical exactly when their digests are. Components outside the loop (a client workload) fold
+their own events in with ``trace``.
+
+Invariants: when ``check_invariants`` is on (the default), a core that has a
+``check_invariants()`` method has it called after every call into it -- build, delivery, stream
+failure, tick, resume, and a client's call reported through ``after_call``. A violation stops the
+run with ``CoreInvariantError`` naming the node, the step and the time. Cores without the method
+(the membership adapter, the toy cores) cost nothing; benches may turn the checks off.
 """
 
 from __future__ import annotations
@@ -74,6 +81,24 @@ class NodeContext:
 Factory = Callable[[NodeContext], SansIOCore]
 
 
+class CoreInvariantError(RuntimeError):
+    """A core's ``check_invariants()`` raised after a step; the original is the ``__cause__``.
+
+    ``address``, ``incarnation``, ``step`` (what the simulator had just done: start, deliver,
+    stream_failed, tick, resume, client call) and ``at_ms`` say where.
+    """
+
+    def __init__(self, address: str, incarnation: int, step: str, at_ms: int, error: Exception):
+        super().__init__(
+            f"{address} (incarnation {incarnation}) broke an invariant after {step} at {at_ms} ms: "
+            f"{type(error).__name__}: {error}"
+        )
+        self.address = address
+        self.incarnation = incarnation
+        self.step = step
+        self.at_ms = at_ms
+
+
 @dataclass(frozen=True, slots=True)
 class SimStats:
     """An immutable snapshot of a simulation's counters."""
@@ -98,6 +123,7 @@ class _Node:
         "timer_at",
         "clock_offset_ms",
         "clock_drift_ppm",
+        "check",
     )
 
     def __init__(self, address: str, factory: Factory) -> None:
@@ -114,6 +140,8 @@ class _Node:
         self.timer_at: int | None = None
         self.clock_offset_ms = 0
         self.clock_drift_ppm = 0
+        # The core's bound check_invariants while checks are on and it has one, else None.
+        self.check: Callable[[], Any] | None = None
 
 
 def node_addresses(count: int, port: int = 7946) -> list[str]:
@@ -135,9 +163,16 @@ class Simulation:
     """
 
     def __init__(
-        self, seed: int, network: NetworkConfig | None = None, *, record_trace: bool = False
+        self,
+        seed: int,
+        network: NetworkConfig | None = None,
+        *,
+        record_trace: bool = False,
+        check_invariants: bool = True,
     ) -> None:
         self.seed = seed
+        self._check_invariants = check_invariants
+        self._invariant_checks = 0
         self._network = network if network is not None else NetworkConfig()
         self._network_rng = derive_rng(seed, "network")
         self._now_ms = 0
@@ -218,6 +253,22 @@ class Simulation:
     def stats(self) -> SimStats:
         """A snapshot of time, event count and coverage."""
         return SimStats(self._now_ms, self._events_processed, self.coverage)
+
+    @property
+    def check_invariants(self) -> bool:
+        """Whether cores' ``check_invariants()`` run after every call into them (settable)."""
+        return self._check_invariants
+
+    @check_invariants.setter
+    def check_invariants(self, enabled: bool) -> None:
+        self._check_invariants = enabled
+        for node in self._nodes.values():
+            node.check = self._check_of(node.core)
+
+    @property
+    def invariant_checks(self) -> int:
+        """How many times a core's ``check_invariants()`` ran (and passed) so far."""
+        return self._invariant_checks
 
     @property
     def events_processed(self) -> int:
@@ -312,6 +363,7 @@ class Simulation:
             return False
         node.alive = False
         node.core = None
+        node.check = None
         node.paused = False
         node.pause_token += 1
         node.inbox = None
@@ -460,6 +512,24 @@ class Simulation:
         """Route ``outgoing`` as if the node at ``address`` had put it in its outbox."""
         self._send(address, outgoing)
 
+    # ------------------------------------------------------------------ callers outside the loop
+
+    def after_call(self, address: str, step: str = "client call") -> None:
+        """Finish a call into the node's core made from outside the loop (a client command):
+        send its outbox, re-arm its timer and check its invariants, as after any event.
+
+        Raises ``ValueError`` when the node is down (there is no core to have called)."""
+        node = self._nodes[address]
+        if not node.alive:
+            raise ValueError(f"{address} is down")
+        self._after_core(node, self._now_ms, step)
+
+    def trace(self, kind: str, a: str, b: str = "", payload: bytes = b"") -> None:
+        """Fold an event of a component outside the loop (a client's invocation or result) into
+        the digest and the recorded trace, stamped with the current time. ``payload`` must be a
+        canonical encoding: never one that depends on set or dict iteration order."""
+        self._log(kind, a, b, payload)
+
     # ------------------------------------------------------------------ internals: events
 
     def _next_seq(self) -> int:
@@ -490,15 +560,31 @@ class Simulation:
             wall_ms=partial(self.wall_ms, node.address),
         )
         node.core = node.factory(context)
+        node.check = self._check_of(node.core)
         node.alive = True
         node.paused = False
         node.timer_at = None
         self._log("start", node.address, str(node.incarnation))
-        self._after_core(node, self._now_ms)
+        self._after_core(node, self._now_ms, "start")
 
-    def _after_core(self, node: _Node, earliest_timer_ms: int) -> None:
-        """Send the core's outbox and arm its next timer (never before ``earliest_timer_ms``)."""
+    def _check_of(self, core: Any) -> Callable[[], Any] | None:
+        if not self._check_invariants or core is None:
+            return None
+        return getattr(core, "check_invariants", None)
+
+    def _after_core(self, node: _Node, earliest_timer_ms: int, step: str) -> None:
+        """Check the core's invariants (when on), then send its outbox and arm its next timer
+        (never before ``earliest_timer_ms``). ``step`` names the call, for reports."""
         core = node.core
+        check = node.check
+        if check is not None:
+            try:
+                check()
+            except Exception as error:
+                raise CoreInvariantError(
+                    node.address, node.incarnation, step, self._now_ms, error
+                ) from error
+            self._invariant_checks += 1
         outbox = core.take_outbox()
         if outbox:
             send = self._send
@@ -523,7 +609,7 @@ class Simulation:
             self._log("tick", node.address, "")
             core.tick(now)
         # A core whose deadline is still <= now after tick would spin at one instant forever.
-        self._after_core(node, now + 1)
+        self._after_core(node, now + 1, "tick")
 
     def _resume(self, node: _Node) -> None:
         if not node.paused or not node.alive:
@@ -539,7 +625,7 @@ class Simulation:
                 core.stream_failed(source, now)
             else:
                 core.handle(source, channel, payload, now)
-            self._after_core(node, now)
+            self._after_core(node, now, "resume")
         self._tick_if_due(node)
 
     # ------------------------------------------------------------------ internals: network
@@ -679,7 +765,7 @@ class Simulation:
             return
         self._log("stream_failed", node.address, peer)
         node.core.stream_failed(peer, self._now_ms)
-        self._after_core(node, self._now_ms)
+        self._after_core(node, self._now_ms, "stream_failed")
 
     def _deliver(self, event: tuple) -> None:
         node = event[3]
@@ -720,4 +806,4 @@ class Simulation:
             return
         self._log("deliver", src, dst, payload)
         node.core.handle(src, channel, payload, self._now_ms)
-        self._after_core(node, self._now_ms)
+        self._after_core(node, self._now_ms, "deliver")
