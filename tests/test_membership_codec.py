@@ -11,12 +11,19 @@ from hypothesis import strategies as st
 
 from gossipcache.membership import Keyring, Membership, MembershipConfig, MemberState
 from gossipcache.membership.codec import (
+    ADDRESS_LEN_MAX,
     HEADER_SIZE_BYTES,
     INCARNATION_LIMIT,
+    KEY_ID_MAX,
+    KEY_SIZE_BYTES_MAX,
+    KEY_SIZE_BYTES_MIN,
+    MEMBERS_MAX,
+    MESSAGES_PER_PACKET_MAX,
     META_SIZE_BYTES_MAX,
     NODE_ID_LEN_MAX,
     SEQ_LIMIT,
     STATE_ALIVE,
+    STREAM_FRAME_SIZE_BYTES_MAX,
     Ack,
     Alive,
     CodecError,
@@ -28,6 +35,8 @@ from gossipcache.membership.codec import (
     PingReq,
     PushPull,
     Suspect,
+    array_header,
+    decode_body,
     decode_packet,
     encode_message,
     encode_packet,
@@ -291,3 +300,236 @@ def test_push_pull_reply_merges_and_rows_about_dead_become_suspicions() -> None:
     assert not core.is_joining
     view = {m.node_id: m.state for m in core.members()}
     assert view == {"me": "alive", "p": "alive", "q": "suspect"}
+
+
+# --------------------------------------------------------------------------------------------
+# Every validator, one bad value each: the exact reason (the core counts ``drop_<reason>``) and
+# the detail naming the field. Boundary values pass.
+
+_LONG_ID = "i" * (NODE_ID_LEN_MAX + 1)
+_LONG_ADDRESS = "a" * (ADDRESS_LEN_MAX + 1)
+_STATE_ROW = ["n", "h:1", 1, 0, b""]
+
+INVALID_MESSAGES = [
+    # (wire fields, stream, str(CodecError))
+    ([Ping.TYPE, -1, "x"], False, "malformed: seq is not a non-negative int"),
+    ([Ping.TYPE, "1", "x"], False, "malformed: seq is not a non-negative int"),
+    ([Ping.TYPE, True, "x"], False, "malformed: seq is not a non-negative int"),
+    ([Ping.TYPE, SEQ_LIMIT, "x"], False, f"out_of_range: seq {SEQ_LIMIT} >= {SEQ_LIMIT}"),
+    ([Ping.TYPE, 1, ""], False, "malformed: target_id is not a string of 1..128 chars"),
+    ([Ping.TYPE, 1, 5], False, "malformed: target_id is not a string of 1..128 chars"),
+    ([Ping.TYPE, 1, _LONG_ID], False, "malformed: target_id is not a string of 1..128 chars"),
+    ([Ping.TYPE, 1, "x", 0], False, "malformed: expected 3 fields"),
+    ([PingReq.TYPE, -1, "t", "h:1", True], False, "malformed: seq is not a non-negative int"),
+    (
+        [PingReq.TYPE, 1, "", "h:1", True],
+        False,
+        "malformed: target_id is not a string of 1..128 chars",
+    ),
+    (
+        [PingReq.TYPE, 1, "t", _LONG_ADDRESS, True],
+        False,
+        "malformed: target_address is not a string of 1..255 chars",
+    ),
+    ([PingReq.TYPE, 1, "t", "h:1", 1], False, "malformed: want_nack is not a bool"),
+    ([PingReq.TYPE, 1, "t", "h:1"], False, "malformed: expected 5 fields"),
+    ([Ack.TYPE, -1], False, "malformed: seq is not a non-negative int"),
+    ([Nack.TYPE, SEQ_LIMIT], False, f"out_of_range: seq {SEQ_LIMIT} >= {SEQ_LIMIT}"),
+    ([Nack.TYPE], False, "malformed: expected 2 fields"),
+    ([Alive.TYPE, "", "h:1", 1, b""], False, "malformed: node_id is not a string of 1..128 chars"),
+    ([Alive.TYPE, "n", "", 1, b""], False, "malformed: address is not a string of 1..255 chars"),
+    ([Alive.TYPE, "n", "h:1", -1, b""], False, "malformed: incarnation is not a non-negative int"),
+    ([Alive.TYPE, "n", "h:1", "1", b""], False, "malformed: incarnation is not a non-negative int"),
+    (
+        [Alive.TYPE, "n", "h:1", INCARNATION_LIMIT, b""],
+        False,
+        f"incarnation_overflow: incarnation {INCARNATION_LIMIT}",
+    ),
+    ([Alive.TYPE, "n", "h:1", 1, "meta"], False, "malformed: meta is not bytes within bounds"),
+    ([Suspect.TYPE, _LONG_ID, 1, "f"], False, "malformed: node_id is not a string of 1..128 chars"),
+    ([Suspect.TYPE, "n", -1, "f"], False, "malformed: incarnation is not a non-negative int"),
+    ([Dead.TYPE, "n", 1, ""], False, "malformed: from_id is not a string of 1..128 chars"),
+    ([Dead.TYPE, "n", 1], False, "malformed: expected 4 fields"),
+    ([Leave.TYPE, "", 1], False, "malformed: node_id is not a string of 1..128 chars"),
+    ([Leave.TYPE, "n", -1], False, "malformed: incarnation is not a non-negative int"),
+    ([PushPull.TYPE, 1, False, []], True, "malformed: reply is not a bool"),
+    ([PushPull.TYPE, True, None, []], True, "malformed: join is not a bool"),
+    ([PushPull.TYPE, True, False, {}], True, "malformed: push-pull states"),
+    ([PushPull.TYPE, True, False, "rows"], True, "malformed: push-pull states"),
+    ([PushPull.TYPE, True, False, [5]], True, "malformed: expected 5 fields"),
+    (
+        [PushPull.TYPE, True, False, [["", "h:1", 1, 0, b""]]],
+        True,
+        "malformed: node_id is not a string of 1..128 chars",
+    ),
+    (
+        [PushPull.TYPE, True, False, [["n", "", 1, 0, b""]]],
+        True,
+        "malformed: address is not a string of 1..255 chars",
+    ),
+    (
+        [PushPull.TYPE, True, False, [["n", "h:1", -1, 0, b""]]],
+        True,
+        "malformed: incarnation is not a non-negative int",
+    ),
+    ([PushPull.TYPE, True, False, [["n", "h:1", 1, 4, b""]]], True, "out_of_range: state 4 >= 4"),
+    (
+        [PushPull.TYPE, True, False, [["n", "h:1", 1, -1, b""]]],
+        True,
+        "malformed: state is not a non-negative int",
+    ),
+    (
+        [PushPull.TYPE, True, False, [["n", "h:1", 1, 0, None]]],
+        True,
+        "malformed: meta is not bytes within bounds",
+    ),
+    ([PushPull.TYPE, True, False], True, "malformed: expected 4 fields"),
+    ([99], False, "unknown_type: 99"),
+    (["x" * 30], False, "unknown_type: '" + "x" * 19),
+    ([Ping.TYPE, 1, "x"], True, "wrong_channel: Ping"),
+    ([PushPull.TYPE, True, False, []], False, "wrong_channel: PushPull"),
+]
+
+
+@pytest.mark.parametrize(("fields", "stream", "expected"), INVALID_MESSAGES)
+def test_each_validator_names_its_reason_and_field(
+    fields: list, stream: bool, expected: str
+) -> None:
+    with pytest.raises(CodecError) as info:
+        decode_body(msgpack.packb([fields]), stream)
+    assert str(info.value) == expected
+    assert info.value.reason == expected.split(":")[0]
+    core = make_core()  # and the core counts the reason instead of raising
+    channel = Channel.STREAM if stream else Channel.DATAGRAM
+    core.handle(PEER, channel, encode_packet(Keyring(KEY), [msgpack.packb(fields)], stream), 1)
+    assert core.stats()["drop_" + info.value.reason] == 1
+
+
+def test_field_boundaries_are_accepted() -> None:
+    longest_id, longest_address = "i" * NODE_ID_LEN_MAX, "a" * ADDRESS_LEN_MAX
+    fullest_meta = b"m" * META_SIZE_BYTES_MAX
+    messages = [
+        Ping(SEQ_LIMIT - 1, longest_id),
+        PingReq(0, longest_id, longest_address, False),
+        Alive(longest_id, longest_address, INCARNATION_LIMIT - 1, fullest_meta),
+        Leave("n", 0),
+    ]
+    body = array_header(len(messages)) + b"".join(encode_message(m) for m in messages)
+    assert decode_body(body, False) == messages
+    row = NodeState(longest_id, longest_address, INCARNATION_LIMIT - 1, 3, fullest_meta)
+    assert NodeState.from_wire(row.to_wire()) == row
+    with pytest.raises(CodecError, match="meta is not bytes within bounds"):
+        Alive.from_wire([Alive.TYPE, "n", "h:1", 1, fullest_meta + b"m"])
+    with pytest.raises(CodecError, match="meta is not bytes within bounds"):
+        NodeState.from_wire(["n", "h:1", 1, 0, fullest_meta + b"m"])
+
+
+def test_push_pull_holds_at_most_members_max_rows() -> None:
+    rows = [list(_STATE_ROW) for _ in range(MEMBERS_MAX)]
+    assert len(PushPull.from_wire([PushPull.TYPE, True, False, rows]).states) == MEMBERS_MAX
+    with pytest.raises(CodecError) as info:
+        PushPull.from_wire([PushPull.TYPE, True, False, [*rows, _STATE_ROW]])
+    assert str(info.value) == "malformed: push-pull states"
+
+
+BAD_BODIES = [
+    # (body bytes, stream, str(CodecError)): what msgpack itself refuses, then the body's shape.
+    (b"\xc1", False, "malformed: FormatError"),
+    (msgpack.packb([[Ack.TYPE, 1]]) + b"\x00", False, "malformed: ExtraData"),
+    (msgpack.packb([{"a": 1}]), False, "malformed: ValueError"),  # no maps at all
+    (msgpack.packb([msgpack.ExtType(1, b"x")]), False, "malformed: ValueError"),  # no ext
+    (
+        msgpack.packb([[Alive.TYPE, "n", "h:1", 1, b"m" * (META_SIZE_BYTES_MAX + 1)]]),
+        False,
+        "malformed: ValueError",
+    ),
+    (
+        msgpack.packb([[Ping.TYPE, 1, "x" * (4 * ADDRESS_LEN_MAX + 1)]]),
+        False,
+        "malformed: ValueError",
+    ),
+    (msgpack.packb([[Ack.TYPE, 1]] * (MEMBERS_MAX + 1)), False, "malformed: ValueError"),
+    (msgpack.packb(5), False, "malformed: body is not a non-empty list of messages"),
+    (msgpack.packb([]), False, "malformed: body is not a non-empty list of messages"),
+    (
+        msgpack.packb([[Ack.TYPE, 1]] * (MESSAGES_PER_PACKET_MAX + 1)),
+        False,
+        "malformed: body is not a non-empty list of messages",
+    ),
+    (msgpack.packb([5]), False, "malformed: message is not a list"),
+    (msgpack.packb([[]]), False, "malformed: message is not a list"),
+]
+
+
+@pytest.mark.parametrize(("body", "stream", "expected"), BAD_BODIES)
+def test_bodies_msgpack_or_the_shape_check_refuse(body: bytes, stream: bool, expected: str) -> None:
+    with pytest.raises(CodecError) as info:
+        decode_body(body, stream)
+    assert str(info.value) == expected and info.value.reason == "malformed"
+
+
+def test_a_body_holds_up_to_messages_per_packet_max() -> None:
+    body = msgpack.packb([[Ack.TYPE, 1]] * MESSAGES_PER_PACKET_MAX)
+    assert decode_body(body, False) == [Ack(1)] * MESSAGES_PER_PACKET_MAX
+
+
+def test_codec_error_message_is_the_reason_then_any_detail() -> None:
+    assert str(CodecError("bad_tag")) == "bad_tag" and CodecError("bad_tag").reason == "bad_tag"
+    error = CodecError("truncated", "3")
+    assert str(error) == "truncated: 3" and error.reason == "truncated"
+
+
+def test_array_header_switches_to_array16_at_sixteen() -> None:
+    assert array_header(0) == b"\x90" and array_header(15) == b"\x9f"
+    assert array_header(16) == b"\xdc\x00\x10"
+    assert array_header(2**16 - 1) == b"\xdc\xff\xff"
+    for count in (0, 15, 16, 17, 33, 300):
+        assert msgpack.unpackb(array_header(count) + b"\xc0" * count) == [None] * count
+    with pytest.raises(ValueError, match="^too many messages in one body$"):
+        array_header(2**16)
+
+
+def test_keyring_key_bounds_and_primary_switch() -> None:
+    ring = Keyring(KEY)
+    assert ring.primary_key_id == 0 and ring.key_ids() == [0]
+    assert ring.seal(b"\x90", False)[:2] == b"\x01\x00"  # version 1, key id 0
+    ring.add_key(KEY_ID_MAX, b"x" * KEY_SIZE_BYTES_MIN)
+    ring.add_key(7, b"y" * KEY_SIZE_BYTES_MAX)
+    assert ring.key_ids() == [0, 7, KEY_ID_MAX]
+    with pytest.raises(ValueError, match=r"^key_id must be 0\.\.255$"):
+        ring.add_key(KEY_ID_MAX + 1, KEY)
+    with pytest.raises(ValueError, match=r"^key_id must be 0\.\.255$"):
+        ring.add_key(-1, KEY)
+    for size in (KEY_SIZE_BYTES_MIN - 1, KEY_SIZE_BYTES_MAX + 1):
+        with pytest.raises(ValueError, match=r"^key must be 16\.\.64 bytes$"):
+            ring.add_key(1, b"k" * size)
+    ring.use_key(7)
+    assert ring.primary_key_id == 7
+    sealed = ring.seal(b"\x90", True)
+    assert sealed[1] == 7 and ring.open(sealed, True) == b"\x90"
+    with pytest.raises(KeyError) as info:
+        ring.use_key(3)
+    assert info.value.args == (3,)
+    with pytest.raises(
+        ValueError, match="^cannot remove the primary key; use_key another one first$"
+    ):
+        ring.remove_key(7)
+    ring.remove_key(3)  # never added: nothing to do
+    ring.remove_key(0)
+    assert ring.key_ids() == [7, KEY_ID_MAX]
+
+
+def test_datagram_size_cap_is_the_largest_udp_payload() -> None:
+    ring = Keyring(KEY)
+    largest = ring.seal(b"b" * (65_507 - HEADER_SIZE_BYTES), False)
+    assert len(largest) == 65_507 and ring.open(largest, False) == b"b" * (
+        65_507 - HEADER_SIZE_BYTES
+    )
+    too_large = ring.seal(b"b" * (65_508 - HEADER_SIZE_BYTES), False)
+    with pytest.raises(CodecError) as info:
+        ring.open(too_large, False)
+    assert str(info.value) == "too_large: 65508"
+    stream_frame = ring.seal(b"b" * 100_000, True)  # streams may carry more
+    assert ring.open(stream_frame, True) == b"b" * 100_000
+    with pytest.raises(CodecError, match="^too_large"):
+        ring.open(b"\x01" * (STREAM_FRAME_SIZE_BYTES_MAX + 1), True)

@@ -13,7 +13,7 @@ from mutations import mutated
 
 from gossipcache.errors import ProtocolError, ValueTooLarge
 from gossipcache.limits import FRAME_SIZE_BYTES_MAX, TTL_MS_MAX
-from gossipcache.wire.framing import PROTOCOL_VERSION, FrameDecoder, FrameTooLarge
+from gossipcache.wire.framing import PROTOCOL_VERSION, FrameDecoder, FrameTooLarge, frame
 from gossipcache.wire.native import (
     ERROR_BAD_REQUEST,
     ERROR_CODES,
@@ -30,6 +30,7 @@ from gossipcache.wire.native import (
     Response,
     ResponseEncoder,
     _check_args,
+    _explain_invalid,
     decode_request,
     decode_response,
     encode_request,
@@ -429,3 +430,182 @@ def test_parse_equals_feed_then_pop(frames, cuts, junk) -> None:
         assert got_fast == got_slow
         if got_fast[0] == "error":
             break
+
+
+# -- exact reasons and boundaries (found by mutation testing, docs/mutation-membership.md) -----
+
+
+def test_parse_fast_path_refuses_what_the_general_path_refuses():
+    """Whole frames in one read take the fast path; it must not accept what ``feed`` refuses."""
+    small = FrameDecoder(frame_size_bytes_max=8)
+    with pytest.raises(FrameTooLarge, match="^frame length 20 exceeds the cap of 8$"):
+        small.parse(struct.pack(">IB", 20, PROTOCOL_VERSION) + b"x" * 19)
+    with pytest.raises(ProtocolError, match="^empty frame"):
+        FrameDecoder().parse(b"\x00\x00\x00\x00" + bytes([PROTOCOL_VERSION]))
+    # A bad version byte, with a valid-looking version byte elsewhere in the frame.
+    bad_version = struct.pack(">IB", 5, 7) + bytes([PROTOCOL_VERSION]) + b"abc"
+    with pytest.raises(ProtocolError, match="^unsupported protocol version 7"):
+        FrameDecoder().parse(bad_version)
+    exact = FrameDecoder(frame_size_bytes_max=5)
+    assert exact.parse(struct.pack(">IB", 5, PROTOCOL_VERSION) + b"abcd") == [b"abcd"]
+    assert exact.parse(frame(b"")) == [b""] and exact.buffered_size_bytes == 0
+
+
+def test_parse_finishes_the_buffered_frame_before_reading_new_ones():
+    inner = frame(b"z")  # the outer frame's body is itself a well-formed frame
+    outer = frame(inner)
+    decoder = FrameDecoder()
+    assert decoder.parse(outer[:5]) == [] and decoder.buffered_size_bytes == 5
+    assert decoder.parse(outer[5:]) == [inner]
+    assert decoder.buffered_size_bytes == 0
+
+
+def test_parse_keeps_raising_after_an_error():
+    decoder = FrameDecoder(frame_size_bytes_max=8)
+    with pytest.raises(FrameTooLarge):
+        decoder.parse(struct.pack(">I", 9))
+    with pytest.raises(FrameTooLarge):
+        decoder.parse(frame(b"ok"))
+
+
+MAX = TTL_MS_MAX
+BAD_REQUESTS = [
+    # (message, code, request_id, str(BadRequest)) -- the reason a client is told
+    ((1, "get"), ERROR_BAD_REQUEST, 1, "op 'get' takes 1 arguments, got 0"),
+    ((1, "ping", b"x"), ERROR_BAD_REQUEST, 1, "op 'ping' takes 0 arguments, got 1"),
+    ((1, "get", "k"), ERROR_BAD_REQUEST, 1, "op 'get' argument 0 (key) must be bin, got str"),
+    (
+        (1, "put", b"k", "v", None),
+        ERROR_BAD_REQUEST,
+        1,
+        "op 'put' argument 1 (value) must be bin, got str",
+    ),
+    (
+        (2, "put", b"k", b"v", 1.5),
+        ERROR_BAD_REQUEST,
+        2,
+        "op 'put' argument 2 (ttl_ms) must be an int or nil, got float",
+    ),
+    ((3, "put", b"k", b"v", 0), ERROR_BAD_REQUEST, 3, f"op 'put' ttl_ms 0 is outside [1, {MAX}]"),
+    (
+        (3, "put", b"k", b"v", MAX + 1),
+        ERROR_BAD_REQUEST,
+        3,
+        f"op 'put' ttl_ms {MAX + 1} is outside [1, {MAX}]",
+    ),
+    (
+        (4, "expire", b"k", -MAX - 1),
+        ERROR_BAD_REQUEST,
+        4,
+        f"op 'expire' ttl_ms {-MAX - 1} is outside [{-MAX}, {MAX}]",
+    ),
+    (
+        (4, "expire", b"k", MAX + 1),
+        ERROR_BAD_REQUEST,
+        4,
+        f"op 'expire' ttl_ms {MAX + 1} is outside [{-MAX}, {MAX}]",
+    ),
+    ((5, 7), ERROR_BAD_REQUEST, 5, "op must be a str, got int"),
+    ((6, "nope"), ERROR_UNKNOWN_OP, 6, "unknown op 'nope'"),
+    (
+        (-1, "ping"),
+        ERROR_BAD_REQUEST,
+        None,
+        "request id must be an int in [0, 2**32), got -1",
+    ),
+    (
+        (2**32, "ping"),
+        ERROR_BAD_REQUEST,
+        None,
+        "request id must be an int in [0, 2**32), got 4294967296",
+    ),
+    (("x", "ping"), ERROR_BAD_REQUEST, None, "request id must be an int in [0, 2**32), got 'x'"),
+    ((7,), ERROR_BAD_REQUEST, 7, "request must be an array [request_id, op, *args]"),
+    (8, ERROR_BAD_REQUEST, None, "request must be an array [request_id, op, *args]"),
+]
+
+
+@pytest.mark.parametrize(("message", "code", "request_id", "text"), BAD_REQUESTS)
+def test_bad_requests_name_the_precise_reason(message, code, request_id, text):
+    body = msgpack.packb(message)
+    for decode in (decode_request, RequestDecoder().decode):
+        with pytest.raises(BadRequest) as caught:
+            decode(body)
+        assert (str(caught.value), caught.value.code) == (text, code)
+        assert caught.value.request_id == request_id
+
+
+def test_reusable_decoder_recovers_after_bad_bodies():
+    decoder = RequestDecoder()
+    for bad in (b"\xc1", msgpack.packb([1, "ping"]) + b"\x00", msgpack.packb([1, "get"])):
+        with pytest.raises(BadRequest):
+            decoder.decode(bad)
+        assert decoder.decode(msgpack.packb([9, "get", b"k"])) == Request(9, "get", (b"k",))
+
+
+def test_malformed_msgpack_is_described():
+    with pytest.raises(BadRequest, match=r"^malformed msgpack \(FormatError: "):
+        decode_request(b"\xc1")
+    with pytest.raises(ProtocolError, match=r"^malformed msgpack \(FormatError: "):
+        decode_response(b"\xc1")
+
+
+def test_ttl_bounds_are_inclusive():
+    for args in ((b"k", b"v", 1), (b"k", b"v", MAX), (b"k", b"v", None)):
+        _check_args("put", args)
+        assert decode_request(msgpack.packb((1, "put", *args))).args == args
+    for ttl_ms in (-MAX, -1, 0, MAX, None):
+        _check_args("expire", (b"k", ttl_ms))
+
+
+def test_the_fallback_explanation_names_the_op():
+    """Reached only if the fast checks and ``_check_args`` ever disagree."""
+    error = _explain_invalid((3, "ping"), None)
+    assert (str(error), error.request_id, error.code) == (
+        "invalid 'ping' request",
+        3,
+        "bad_request",
+    )
+
+
+def test_peek_request_id_bounds():
+    assert peek_request_id(msgpack.packb([5])) == 5  # one element is enough
+    assert peek_request_id(msgpack.packb([REQUEST_ID_MAX, "ping"])) == REQUEST_ID_MAX
+    assert peek_request_id(msgpack.packb([REQUEST_ID_MAX + 1, "ping"])) is None
+    assert peek_request_id(msgpack.packb([0, "ping"])) == 0
+
+
+_ERROR_PAYLOAD = "an ERROR response's payload must be [code: str, message: str]"
+RESPONSE_ERRORS = [
+    (Response(1, 7, None), "unknown status 7"),
+    (Response(1, "0", None), "unknown status '0'"),
+    (Response(1, STATUS_NOT_FOUND, b"x"), "a NOT_FOUND response carries no payload"),
+    (
+        Response(1, STATUS_ERROR, "oops"),
+        _ERROR_PAYLOAD,
+    ),
+    (Response(1, STATUS_ERROR, (5, "message")), _ERROR_PAYLOAD),
+    (Response(1, STATUS_ERROR, ("code", 5)), _ERROR_PAYLOAD),
+    (Response(1, STATUS_ERROR, ("code",)), _ERROR_PAYLOAD),
+    (Response(2**32, STATUS_OK, None), "request id must be an int in [0, 2**32), got 4294967296"),
+    (Response(-1, STATUS_OK, None), "request id must be an int in [0, 2**32), got -1"),
+]
+
+
+@pytest.mark.parametrize(("response", "text"), RESPONSE_ERRORS)
+def test_invalid_responses_are_refused_both_ways_with_the_reason(response, text):
+    with pytest.raises(ValueError) as caught:
+        encode_response(response)
+    assert str(caught.value) == text
+    with pytest.raises(ProtocolError) as caught:
+        decode_response(msgpack.packb(list(response)))
+    assert str(caught.value) == text
+
+
+def test_reusable_encoder_recovers_after_an_unencodable_payload():
+    encoder = ResponseEncoder()
+    with pytest.raises(ValueError, match="^cannot encode payload: "):
+        encoder.encode(1, STATUS_OK, object())
+    assert encoder.encode(2, STATUS_OK, b"v") == encode_response(Response(2, STATUS_OK, b"v"))
+    with pytest.raises(ValueError, match="^cannot encode payload: "):
+        encode_response(Response(1, STATUS_OK, object()))

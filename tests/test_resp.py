@@ -369,3 +369,74 @@ def test_parse_equals_feed_then_pop(commands: list[list[bytes]], cuts: list[int]
         slow.feed(wire[start:stop])
         got_slow += slow.pop_commands()
     assert got_fast == got_slow == commands
+
+
+# -- exact reasons and boundaries (found by mutation testing, docs/mutation-membership.md) -----
+
+
+def test_parse_fast_path_never_skips_buffered_bytes():
+    inline = RespParser()
+    assert inline.parse(b"EC") == []  # half an inline command
+    assert inline.parse(b"*1\r\n$4\r\nPING\r\n") == [[b"EC*1"], [b"$4"], [b"PING"]]
+    cut = RespParser()
+    assert cut.parse(b"*2\r\n$3\r\nGET\r\n") == [] and cut.buffered_size_bytes == 0
+    # One argument still owed: a new command in its place breaks the stream.
+    with pytest.raises(ProtocolError, match="expected '\\$', got '\\*'"):
+        cut.parse(b"*1\r\n$4\r\nPING\r\n")
+    with pytest.raises(ProtocolError, match="expected '\\$', got '\\*'"):
+        cut.parse(b"*1\r\n$4\r\nPING\r\n")  # and it stays broken
+
+
+REPLY_ERRORS = [
+    (b"\r\n", "Protocol error: unknown reply type '\\r'"),
+    (b"$x\r\n", "Protocol error: invalid bulk length"),
+    (b":x\r\n", "Protocol error: invalid integer"),
+    (b"*x\r\n", "Protocol error: invalid multibulk length"),
+    (b"*-2\r\n", "Protocol error: invalid multibulk length"),
+    (b"$-2\r\n", "Protocol error: invalid bulk length"),
+    (b"$1\r\na\rX", "Protocol error: expected CRLF after bulk reply"),
+    (b"$1\r\naX\n", "Protocol error: expected CRLF after bulk reply"),
+    (b"+\xff\r\n", "Protocol error: reply line is not UTF-8"),
+]
+
+
+@pytest.mark.parametrize(("stream", "text"), REPLY_ERRORS)
+def test_malformed_replies_name_the_reason_and_stay_broken(stream, text):
+    parser = RespReplyParser()
+    parser.feed(stream)
+    with pytest.raises(ProtocolError) as caught:
+        parser.pop_replies()
+    assert str(caught.value) == text
+    with pytest.raises(ProtocolError):
+        parser.pop_replies()
+
+
+def test_reply_caps_are_inclusive():
+    parser = RespReplyParser(bulk_size_bytes_max=3, array_len_max=2, depth_max=2)
+    parser.feed(b"$3\r\nabc\r\n*2\r\n:1\r\n:2\r\n*1\r\n*1\r\n:1\r\n")
+    assert parser.pop_replies() == [b"abc", [1, 2], [[1]]]
+    assert_rejected(RespReplyParser(depth_max=2), b"*1\r\n*1\r\n*1\r\n:1\r\n", "nested too deep")
+    assert_rejected(RespReplyParser(array_len_max=2), b"*3\r\n", "invalid multibulk length")
+    assert_rejected(RespReplyParser(bulk_size_bytes_max=3), b"$4\r\n", "invalid bulk length")
+
+
+def test_reply_line_cap_counts_from_the_line_start():
+    parser = RespReplyParser(line_size_bytes_max=8)
+    parser.feed(b"+OK\r\n+abc")  # the second line is short so far: wait for more
+    assert parser.pop_replies() == ["OK"]
+    parser.feed(b"d\r\n")
+    assert parser.pop_replies() == ["abcd"]
+    for stream in (b"+abcdefg", b"+" + b"x" * 20 + b"\r\n"):
+        with pytest.raises(ProtocolError, match="^Protocol error: reply line too long$"):
+            parser = RespReplyParser(line_size_bytes_max=8)
+            parser.feed(stream)
+            parser.pop_replies()
+
+
+def test_reply_encoders_at_their_edges():
+    assert encode_simple("a\udcffb") == b"+a?b\r\n"  # a lone surrogate cannot be UTF-8
+    assert encode_error("ERR a\udcff") == b"-ERR a?\r\n"
+    for size in (16 * 1024 - 1, 16 * 1024, 16 * 1024 + 1):  # around the cached headers
+        assert encode_bulk(b"x" * size) == b"$%d\r\n" % size + b"x" * size + b"\r\n"
+    with pytest.raises(TypeError, match="^cannot encode object in a RESP reply$"):
+        encode_array([1, object()])
