@@ -789,3 +789,33 @@ def test_simulated_clusters_under_faults_never_break_an_invariant(
     crashes = [c.message for c in report.checks if c.name == "no-exception"]
     assert not crashes, (report.replay_command, plan, crashes)
     assert report.events > 0
+
+
+def test_check_invariants_accepts_values_at_their_bounds() -> None:
+    cluster, core = _core_with_a_suspect()
+    now_ms = cluster.now_ms
+    core._seq = 0  # sequence numbers wrap to 0
+    core._next_probe_ms = now_ms + 1000
+    core._probe = _Probe(0, "n1", now_ms + 1000, now_ms + 1000)  # ends as the next one starts
+    core._forwards = {seq: _Forward("x:1", seq, None, now_ms + 500) for seq in range(FORWARDS_MAX)}
+    core._forwards[0] = _Forward("x:1", 0, now_ms + 500, now_ms + 500)
+    core._seeds = [f"s:{i}" for i in range(SEEDS_MAX)]
+    core._events.extend([None] * (EVENTS_MAX - len(core._events)))
+    core.check_invariants()
+
+
+@pytest.mark.parametrize(
+    ("corrupt", "message"),
+    [
+        (lambda c: c._ids.pop(), r"^n0: 2 ids / 3 indexes for 3 other members$"),
+        (
+            lambda c: c._id_index.__setitem__(c._ids[1], 0),
+            r"^n0: ids\[1\] = '(n\d)', indexed at 0$",
+        ),
+    ],
+)
+def test_check_invariants_messages_name_the_numbers(corrupt, message) -> None:
+    _, core = _core_with_a_suspect()
+    corrupt(core)
+    with pytest.raises(InvariantViolation, match=message):
+        core.check_invariants()

@@ -4,15 +4,40 @@ retransmit queue, push-pull scaling."""
 from __future__ import annotations
 
 import math
+import random
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gossipcache.membership import InvariantViolation, MembershipConfig
+from gossipcache.membership import (
+    EventKind,
+    InvariantViolation,
+    Keyring,
+    Membership,
+    MembershipConfig,
+    MemberState,
+)
 from gossipcache.membership.awareness import Awareness
 from gossipcache.membership.broadcast import BroadcastQueue, retransmit_limit
-from gossipcache.membership.core import push_pull_chance
+from gossipcache.membership.codec import (
+    INCARNATION_LIMIT,
+    MEMBERS_MAX,
+    STATE_ALIVE,
+    Alive,
+    Dead,
+    Leave,
+    Nack,
+    NodeState,
+    Ping,
+    PingReq,
+    PushPull,
+    Suspect,
+    decode_packet,
+    encode_message,
+    encode_packet,
+)
+from gossipcache.membership.core import FORWARDS_MAX, push_pull_chance
 from gossipcache.membership.suspicion import (
     CONFIRMATIONS_MAX,
     Suspicion,
@@ -20,6 +45,7 @@ from gossipcache.membership.suspicion import (
     suspicion_timeout_min_ms,
     suspicion_timeout_ms,
 )
+from gossipcache.sansio import Channel
 
 
 def test_profiles_derive_from_one_default_and_validate() -> None:
@@ -215,3 +241,164 @@ def test_queue_invariants_hold_through_puts_drops_and_takes_and_catch_corruption
     queue.length_max = 0
     with pytest.raises(InvariantViolation, match="holds 2 updates, bound 0"):
         queue.check_invariants()
+
+
+# --------------------------------------------------------------------------------------------
+# The core's mechanisms driven by hand: one core, signed datagrams in, its outbox and counters
+# out. Each pins a detail a whole-cluster run does not see (found by mutation testing,
+# docs/mutation-membership.md).
+
+KEY = b"k" * 32
+SELF = "127.0.0.1:7000"
+PEER = "127.0.0.1:7001"
+OTHER = "127.0.0.1:7002"
+
+
+def _core(config: MembershipConfig | None = None, seeds: tuple[str, ...] = ()) -> Membership:
+    config = config or MembershipConfig.lan()
+    return Membership(SELF, "me", config, random.Random(1), Keyring(KEY), 0, seeds)
+
+
+def _send(core: Membership, now_ms: int, *messages: object, source: str = PEER) -> None:
+    payload = encode_packet(Keyring(KEY), [encode_message(m) for m in messages])
+    core.handle(source, Channel.DATAGRAM, payload, now_ms)
+    core.check_invariants()
+
+
+def _sent(core: Membership) -> list[tuple[str, object]]:
+    return [
+        (out.destination, message)
+        for out in core.take_outbox()
+        if out.channel is Channel.DATAGRAM
+        for message in decode_packet(Keyring(KEY), out.payload)
+    ]
+
+
+def test_stats_report_the_gauges_with_the_counters() -> None:
+    core = _core()
+    _send(core, 1, Alive("p", PEER, 1), Alive("q", OTHER, 1))
+    _send(core, 2, Dead("q", 1, "x"))
+    stats = core.stats()
+    assert stats["local_health"] == 0 and stats["members_live"] == 2
+    assert stats["members_known"] == 3 and stats["broadcast_queue"] == 3
+    assert stats["broadcast_dropped"] == 0 and stats["declared_dead"] == 1
+
+
+def test_leave_reaches_the_recently_dead_too_and_freezes_the_core() -> None:
+    core = _core()
+    _send(core, 1, Alive("p", PEER, 1))
+    _send(core, 2, Dead("p", 1, "x"))  # dead 2 ms ago: still gossiped to, so it can refute
+    core.take_outbox()
+    core.leave(5)
+    assert (PEER, Leave("me", 0)) in _sent(core)
+    me = [m for m in core.members() if m.node_id == "me"][0]
+    assert me.state is MemberState.LEFT and me.since_ms == 5
+    assert core.stats()["leaves"] == 1 and core.next_deadline_ms() is None
+    core.check_invariants()
+    core.leave(6)  # twice is once
+    assert core.stats()["leaves"] == 1
+
+
+def test_a_failed_stream_frees_its_push_pull_and_is_counted_once() -> None:
+    core = _core(seeds=(PEER,))
+    core.tick(0)
+    assert [o.destination for o in core.take_outbox() if o.channel is Channel.STREAM] == [PEER]
+    core.stream_failed(OTHER, 1)  # no exchange with that peer: nothing to count
+    assert "push_pull_failed" not in core.stats()
+    core.stream_failed(PEER, 1)
+    core.stream_failed(PEER, 2)
+    assert core.stats()["push_pull_failed"] == 1
+    streams: list[str] = []
+    while not streams:  # the slot is free again: the next join attempt contacts the seed
+        core.tick(core.next_deadline_ms())
+        streams = [o.destination for o in core.take_outbox() if o.channel is Channel.STREAM]
+    assert streams == [PEER] and core.stats()["join_attempts"] == 2
+
+
+def test_ping_req_relays_to_the_target_and_nacks_at_its_fraction() -> None:
+    core = _core()
+    _send(core, 100, PingReq(7, "t", OTHER, True))
+    [(destination, ping)] = [(d, m) for d, m in _sent(core) if isinstance(m, Ping)]
+    assert destination == OTHER and ping.target_id == "t"
+    nack_at = 100 + int(0.8 * core.config.indirect_probe_timeout_ms)
+    assert core.next_deadline_ms() == nack_at
+    core.tick(nack_at - 1)
+    assert _sent(core) == []
+    core.tick(nack_at)
+    assert [(d, m) for d, m in _sent(core) if not isinstance(m, Alive)] == [(PEER, Nack(7))]
+    core.check_invariants()
+
+
+def test_ping_reqs_relayed_at_once_are_bounded() -> None:
+    core = _core()
+    for seq in range(FORWARDS_MAX + 1):
+        _send(core, 1, PingReq(seq, "t", OTHER, False))
+    stats = core.stats()
+    assert stats["ping_req_relayed"] == FORWARDS_MAX and stats["drop_forwards_full"] == 1
+
+
+def test_leave_and_dead_are_queued_under_the_member_and_replaced_by_news() -> None:
+    core = _core()
+    _send(core, 1, Alive("p", PEER, 1), Alive("q", OTHER, 1))
+    queued = core.stats()["broadcast_queue"]
+    _send(core, 2, Leave("p", 1), Dead("q", 1, "x"))
+    assert core.stats()["broadcast_queue"] == queued  # each replaced the member's alive
+    events = core.take_events()[-2:]
+    assert [(e.kind, e.node_id, e.incarnation, e.now_ms) for e in events] == [
+        (EventKind.LEFT, "p", 1, 2),
+        (EventKind.DEAD, "q", 1, 2),
+    ]
+    _send(core, 3, Ping(1, "me"))
+    gossip = [m for _, m in _sent(core)]
+    assert Leave("p", 1) in gossip and Dead("q", 1, "me") in gossip
+
+
+def test_refutation_is_one_above_the_accusation_and_gossiped_once() -> None:
+    core = _core()
+    _send(core, 1, Suspect("me", 4, "x"))
+    assert core.incarnation == 5
+    _send(core, 2, Ping(1, "me"))
+    about_me = [m for _, m in _sent(core) if isinstance(m, Alive) and m.node_id == "me"]
+    assert about_me == [Alive("me", SELF, 5, b"")]  # the refutation replaced the first alive
+    _send(core, 3, Dead("me", INCARNATION_LIMIT - 1, "x"))
+    assert core.incarnation == INCARNATION_LIMIT - 1  # bounded: cannot go past the wire limit
+
+
+def test_tombstones_are_reclaimed_on_the_quarter_period_cadence() -> None:
+    config = MembershipConfig.lan()  # dead_node_reclaim_ms = 60 s: a sweep at 60 s, then every 15 s
+    core = _core(config)
+    _send(core, 1, Alive("p", PEER, 1))
+    _send(core, 15_000, Dead("p", 1, "x"))
+    for now_ms in (60_000, 74_999):
+        core.tick(now_ms)
+        assert "p" in {m.node_id for m in core.members()}
+    core.tick(75_000)  # exactly dead_node_reclaim_ms after the death
+    assert "p" not in {m.node_id for m in core.members()}
+    assert core.stats()["reclaimed"] == 1
+    core.check_invariants()
+
+
+def test_a_full_member_table_is_consistent_and_refuses_more() -> None:
+    core = _core(MembershipConfig.lan().replace(broadcast_queue_max=2 * MEMBERS_MAX))
+    rows = tuple(
+        NodeState(f"n{i}", f"10.0.{i // 250}.{i % 250}:7946", 1, STATE_ALIVE, b"")
+        for i in range(MEMBERS_MAX - 1)
+    )
+    packet = encode_packet(Keyring(KEY), [encode_message(PushPull(False, False, rows))], True)
+    core.handle(PEER, Channel.STREAM, packet, 1)
+    assert core.stats()["members_known"] == MEMBERS_MAX
+    core.check_invariants()
+    _send(core, 2, Alive("one-more", OTHER, 1))
+    assert core.stats()["drop_members_full"] == 1
+
+
+def test_suspicion_bounds_are_inclusive() -> None:
+    Suspicion("a", 0, 0, 1, 1).check_invariants()  # the shortest timeout a config can give
+    crowded = Suspicion("a", 0, 100, 4000, 24000)
+    for i in range(CONFIRMATIONS_MAX - 1):
+        assert crowded.confirm(f"c{i}")
+    assert len(crowded.confirmers) == CONFIRMATIONS_MAX
+    crowded.check_invariants()
+    deadline = crowded.deadline_ms
+    assert not crowded.confirm("one-too-many")  # remembered confirmers are bounded
+    assert len(crowded.confirmers) == CONFIRMATIONS_MAX and crowded.deadline_ms == deadline
