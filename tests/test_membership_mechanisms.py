@@ -14,6 +14,7 @@ from gossipcache.membership import (
     EventKind,
     InvariantViolation,
     Keyring,
+    MemberInfo,
     Membership,
     MembershipConfig,
     MemberState,
@@ -24,6 +25,7 @@ from gossipcache.membership.codec import (
     INCARNATION_LIMIT,
     MEMBERS_MAX,
     STATE_ALIVE,
+    Ack,
     Alive,
     Dead,
     Leave,
@@ -402,3 +404,177 @@ def test_suspicion_bounds_are_inclusive() -> None:
     deadline = crowded.deadline_ms
     assert not crowded.confirm("one-too-many")  # remembered confirmers are bounded
     assert len(crowded.confirmers) == CONFIRMATIONS_MAX and crowded.deadline_ms == deadline
+
+
+def _addr(i: int) -> str:
+    return f"127.0.0.1:{7100 + i}"
+
+
+def _core_with(
+    members: int, config: MembershipConfig | None = None, meta: bytes = b""
+) -> tuple[Membership, dict[str, str]]:
+    """A core that knows ``members`` alive peers m0.. (their id -> address)."""
+    config = config or MembershipConfig.lan()
+    core = Membership(SELF, "me", config, random.Random(3), Keyring(KEY), 0, meta=meta)
+    peers = {f"m{i}": _addr(i) for i in range(members)}
+    _send(core, 1, *(Alive(i, a, 1) for i, a in peers.items()))
+    core.take_outbox()
+    return core, peers
+
+
+def _next_ping(core: Membership) -> tuple[int, str, list[object]]:
+    """Tick from deadline to deadline until a probe goes out: (time, destination, messages)."""
+    for _ in range(100):
+        now_ms = core.next_deadline_ms()
+        core.tick(now_ms)
+        core.check_invariants()
+        for out in core.take_outbox():
+            messages = decode_packet(Keyring(KEY), out.payload)
+            if any(isinstance(m, Ping) for m in messages):
+                return now_ms, out.destination, messages
+    raise AssertionError("no probe")
+
+
+def test_stale_gossip_is_corrected_only_while_stale_and_with_the_meta() -> None:
+    core = Membership(SELF, "me", MembershipConfig.lan(), random.Random(1), Keyring(KEY), 0)
+    _send(core, 1, Alive("p", PEER, 5, b"meta"))
+    core.take_outbox()
+    _send(core, 2, Suspect("p", 4, "x"), source=OTHER)  # already refuted: tell the sender
+    assert (OTHER, Alive("p", PEER, 5, b"meta")) in _sent(core)
+    assert core.stats()["stale_corrected"] == 1
+    _send(core, 3, Suspect("p", 5, "x"), source=OTHER)  # current: applied, not corrected
+    assert core.stats()["stale_corrected"] == 1
+    assert {m.node_id: m.state for m in core.members()}["p"] is MemberState.SUSPECT
+    _send(core, 4, Dead("p", 4, "x"), source=OTHER)  # stale, but p is no longer plainly alive
+    assert core.stats()["stale_corrected"] == 1
+
+
+def test_suspicion_counts_confirmers_other_than_the_accuser() -> None:
+    core, _ = _core_with(6)
+    _send(core, 2, Suspect("m1", 1, "a"))
+    assert core.stats()["suspicions"] == 1
+    deadline = core._suspicions["m1"].deadline_ms
+    _send(core, 3, Suspect("m1", 1, "a"))  # the accuser repeating itself confirms nothing
+    assert "suspicion_confirmations" not in core.stats()
+    assert core._suspicions["m1"].deadline_ms == deadline
+    queued = core.stats()["broadcast_queue"]
+    _send(core, 4, Suspect("m1", 1, "b"))
+    assert core.stats()["suspicion_confirmations"] == 1
+    assert core._suspicions["m1"].deadline_ms < deadline
+    assert core.stats()["broadcast_queue"] == queued  # the confirmation replaced the suspicion
+    _send(core, 5, Alive("m1", _addr(1), 2))  # refuted: the alive replaces it again
+    assert core.stats()["broadcast_queue"] == queued
+
+
+def test_a_stale_suspicion_of_ourselves_regossips_our_alive_with_meta() -> None:
+    core, _ = _core_with(2, meta=b"zone-a")
+    _send(core, 2, Suspect("me", 3, "x"))
+    assert core.incarnation == 4
+    _send(core, 3, Suspect("me", 1, "y"))  # older than our refutation
+    assert core.stats()["refutations_repeated"] == 1
+    _send(core, 4, Ping(9, "me"))
+    about_me = [m for _, m in _sent(core) if isinstance(m, Alive) and m.node_id == "me"]
+    assert about_me == [Alive("me", SELF, 4, b"zone-a")]
+
+
+def _run_until(core: Membership, end_ms: int, source_of_nacks: int = 0) -> list[tuple[str, object]]:
+    """Tick every deadline up to ``end_ms``; the first ``source_of_nacks`` helpers asked by a
+    ping-req answer with a nack at once. Returns what was sent (destination, message)."""
+    sent: list[tuple[str, object]] = []
+    while (deadline := core.next_deadline_ms()) <= end_ms:
+        core.tick(deadline)
+        core.check_invariants()
+        new = _sent(core)
+        sent += new
+        asked = [(d, m) for d, m in new if isinstance(m, PingReq)]
+        for helper, request in asked[:source_of_nacks]:
+            _send(core, deadline, Nack(request.seq), source=helper)
+    return sent
+
+
+def _probe_times(core: Membership, start_ms: int) -> tuple[int, int]:
+    config = core.config
+    direct_ms = start_ms + core._awareness.scale_ms(config.probe_timeout_ms)
+    return direct_ms, direct_ms + core._awareness.scale_ms(config.indirect_probe_timeout_ms)
+
+
+def test_a_new_suspect_is_probed_next_with_the_suspicion_first() -> None:
+    core, peers = _core_with(8)
+    for node_id in ("m6", "m2", "m4"):
+        now_ms, _, messages = _next_ping(core)
+        ping = next(m for m in messages if isinstance(m, Ping))
+        _send(core, now_ms + 1, Ack(ping.seq), Suspect(node_id, 1, "a"))
+        _, destination, messages = _next_ping(core)
+        assert destination == peers[node_id]
+        assert messages[:2] == [Suspect(node_id, 1, "me"), Ping(messages[1].seq, node_id)]
+        _send(core, now_ms + 2, Ack(messages[1].seq), Alive(node_id, peers[node_id], 2))
+
+
+def test_local_health_counts_missing_nacks_or_one_without_helpers() -> None:
+    core, _ = _core_with(5)
+    start_ms, _, _ = _next_ping(core)
+    sent = _run_until(core, _probe_times(core, start_ms)[1], source_of_nacks=3)
+    assert len([m for _, m in sent if isinstance(m, PingReq)]) == 3
+    assert core.stats()["ping_reqs"] == 3 and core.stats()["probe_failed"] == 1
+    assert core.local_health == 0  # every helper answered: the target is the problem
+    start_ms, _, _ = _next_ping(core)
+    _run_until(core, _probe_times(core, start_ms)[1], source_of_nacks=1)
+    assert core.stats()["probe_failed"] == 2
+    assert core.local_health == 2  # two nacks missing
+    alone, _ = _core_with(1)
+    start_ms, _, _ = _next_ping(alone)
+    _run_until(alone, _probe_times(alone, start_ms)[1])
+    assert alone.stats()["probe_failed"] == 1 and alone.stats()["ping_reqs"] == 0
+    assert alone.local_health == 1
+
+
+def test_ping_reqs_go_to_alive_helpers_only() -> None:
+    core, peers = _core_with(4)
+    start_ms, _, messages = _next_ping(core)
+    target_id = next(m.target_id for m in messages if isinstance(m, Ping))
+    others = [i for i in peers if i != target_id]
+    _send(core, start_ms + 1, Suspect(others[0], 1, "a"), Suspect(others[1], 1, "a"))
+    sent = _run_until(core, _probe_times(core, start_ms)[0])
+    assert [d for d, m in sent if isinstance(m, PingReq)] == [peers[others[2]]]
+
+
+def test_no_ping_reqs_for_a_target_that_died_meanwhile() -> None:
+    core, _ = _core_with(4)
+    start_ms, _, messages = _next_ping(core)
+    target_id = next(m.target_id for m in messages if isinstance(m, Ping))
+    _send(core, start_ms + 1, Dead(target_id, 1, "a"))
+    sent = _run_until(core, _probe_times(core, start_ms)[1])
+    assert not any(isinstance(m, PingReq) for _, m in sent)
+    assert "ping_reqs" not in core.stats() and core.stats()["probe_failed"] == 1
+
+
+def test_a_target_reclaimed_while_probed_ends_the_probe_quietly() -> None:
+    config = MembershipConfig.lan().replace(dead_node_reclaim_ms=0)
+    core, _ = _core_with(3, config)
+    start_ms, _, messages = _next_ping(core)
+    target_id = next(m.target_id for m in messages if isinstance(m, Ping))
+    _send(core, start_ms + 1, Dead(target_id, 1, "a"))
+    core.tick(start_ms + 2)  # the sweep runs on every tick with a zero retention
+    assert target_id not in {m.node_id for m in core.members()}
+    _run_until(core, _probe_times(core, start_ms)[1])
+    assert core.stats()["probe_failed"] == 1 and "suspicions" not in core.stats()
+
+
+def test_plain_swim_expects_no_nacks() -> None:
+    config = MembershipConfig.lan().replace(lifeguard=False, indirect_checks=0)
+    core, _ = _core_with(2, config)
+    start_ms, _, _ = _next_ping(core)
+    _run_until(core, _probe_times(core, start_ms)[1])  # checks: expected nacks <= helpers asked
+    assert core.stats()["probe_failed"] == 1
+    assert core.local_health == 0
+
+
+def test_members_snapshot_carries_since_and_meta() -> None:
+    core = Membership(SELF, "me", MembershipConfig.lan(), random.Random(1), Keyring(KEY), 0)
+    _send(core, 7, Alive("p", PEER, 2, b"rack-3"))
+    assert core.members()[1] == MemberInfo("p", PEER, MemberState.ALIVE, 2, 7, b"rack-3")
+
+
+def test_no_expected_confirmations_without_enough_confirmers_or_mult() -> None:
+    assert expected_confirmations(2, 10) == 0 and expected_confirmations(1, 10) == 0
+    assert expected_confirmations(3, 3) == 1 and expected_confirmations(3, 2) == 0
