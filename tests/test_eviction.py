@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import random
 from collections import Counter
 
+import mmh3
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -34,14 +36,31 @@ def _evict_to_capacity(policy, model: dict[bytes, int], capacity: int, written: 
         del model[victim]
 
 
-def _check_segments(policy) -> None:
-    """Segment budgets hold unless the segment holds a single entry."""
+def _check_segments(policy, model: dict[bytes, int]) -> None:
+    """Segment budgets hold unless the segment holds a single entry; each segment's running
+    weight is the sum of its entries' weights, and the segments hold exactly the model's entries
+    with their current weights."""
     if isinstance(policy, WTinyLfuPolicy):
+        segments = (
+            (policy._window, policy._window_weight),
+            (policy._probation, policy._probation_weight),
+            (policy._protected, policy._protected_weight),
+        )
         assert policy._window_weight <= policy._window_budget or len(policy._window) <= 1
         assert policy._protected_weight <= policy._protected_budget or len(policy._protected) <= 1
-    if isinstance(policy, S3FifoPolicy):
+    elif isinstance(policy, S3FifoPolicy):
+        segments = ((policy._small, policy._small_weight), (policy._main, policy._main_weight))
+        assert policy._ghost_weight == sum(policy._ghost.values())
         assert policy._ghost_weight <= policy._ghost_budget
         assert not (set(policy._ghost) & set(policy._frequency))
+        assert all(0 <= count <= 3 for count in policy._frequency.values())
+    else:
+        return
+    held: dict[bytes, int] = {}
+    for entries, weight in segments:
+        assert weight == sum(entries.values())
+        held.update(entries)
+    assert held == model
 
 
 @pytest.mark.parametrize("name", POLICY_NAMES)
@@ -82,7 +101,7 @@ def test_policy_tracks_the_model_set(name, capacity, seed, ops) -> None:
         assert len(policy) == len(model)
         for candidate in KEYS:
             assert (candidate in policy) == (candidate in model)
-        _check_segments(policy)
+        _check_segments(policy, model)
     assert sum(model.values()) <= capacity or not ops
     # Everything left can be evicted, each key exactly once.
     drained = [policy.evict() for _ in range(len(model))]
@@ -658,3 +677,325 @@ def test_random_replays_for_a_seed_and_differs_across_seeds() -> None:
     assert drain(7) == drain(7)
     assert drain(7) != drain(8)
     assert sorted(drain(7)) == sorted(set(keys) - {b"k3", b"k19"})
+
+
+# -- details the scenarios above leave open (found by mutation testing) ---------------------------
+
+
+@pytest.mark.parametrize("name", POLICY_NAMES)
+def test_evicting_from_an_empty_policy_says_so(name: str) -> None:
+    policy = make_policy(name, 10)
+    with pytest.raises(LookupError, match="^nothing to evict$"):
+        policy.evict()
+    policy.insert(b"k", 1)
+    assert policy.evict(protect=b"k") == b"k"  # the only key goes even if protected
+    with pytest.raises(LookupError, match="^nothing to evict$"):
+        policy.evict(protect=b"k")
+
+
+@pytest.mark.parametrize("name", ["random", "wtinylfu"])
+def test_seeded_policies_default_to_seed_zero(name: str) -> None:
+    from gossipcache.store.eviction import _POLICY_CLASSES
+
+    def drain(policy) -> list[bytes]:
+        for index in range(40):
+            policy.insert(b"k%d" % index, 1)
+            policy.access(b"k%d" % (index // 3))
+        return [policy.evict(protect=b"k39") for _ in range(39)]
+
+    unseeded = drain(_POLICY_CLASSES[name](20))
+    assert unseeded == drain(make_policy(name, 20, 0))
+    assert name != "random" or unseeded != drain(make_policy(name, 20, 1))
+
+
+def test_sieve_removed_key_forgets_its_visited_bit() -> None:
+    policy = _filled("sieve", 10, [b"a", b"b"])
+    policy.access(b"b")
+    policy.remove(b"b")
+    policy.insert(b"b", 1)  # a new entry: unvisited
+    assert not policy.is_visited(b"b")
+    policy.access(b"a")
+    # Hand from the tail: a is visited (cleared, spared), b is unvisited and goes.
+    assert policy.evict() == b"b"
+
+
+def test_s3fifo_small_queue_share_is_ten_percent_during_warm_up() -> None:
+    policy = make_policy("s3fifo", 100)  # small 10, main 90
+    for index in range(11):
+        policy.insert(b"k%d" % index, 1)
+    assert [policy.segment_of(b"k%d" % index) for index in range(11)] == ["small"] * 10 + ["main"]
+
+
+def test_s3fifo_main_share_is_the_rest_of_the_capacity() -> None:
+    policy = _s3fifo(15)  # small 15 * 10 // 100 = 1, main 14
+    for index in range(14):
+        _s3fifo_to_main(policy, b"m%d" % index)
+    policy.insert(b"s", 1)
+    assert policy.evict() == b"s"  # main holds exactly its 14: within its share, small gives
+    _s3fifo_to_main(policy, b"m14")
+    policy.insert(b"t", 1)
+    assert policy.evict() == b"m0"  # main holds 15 > 14
+
+
+def test_s3fifo_tiny_capacity_budgets() -> None:
+    policy = _s3fifo(2)  # small max(1, 0) = 1, main max(1, 1) = 1
+    _s3fifo_to_main(policy, b"m0")
+    _s3fifo_to_main(policy, b"m1")  # main holds 2 > 1
+    policy.insert(b"s", 1)
+    assert policy.evict() == b"m0"
+
+
+def test_s3fifo_ghost_holds_main_share_and_forgets_oldest_first() -> None:
+    policy = _s3fifo(10)  # main share 9: the ghost remembers 9 weight
+    for index in range(10):
+        policy.insert(b"g%d" % index, 1)
+        assert policy.evict() == b"g%d" % index
+    assert policy.segment_of(b"g0") is None  # the oldest ghost was forgotten
+    assert all(policy.segment_of(b"g%d" % index) == "ghost" for index in range(1, 10))
+    policy.insert(b"g1", 1)
+    assert policy.segment_of(b"g1") == "main"  # a ghost hit
+    policy.insert(b"g0", 1)
+    assert policy.segment_of(b"g0") == "small"  # forgotten: a plain newcomer
+
+
+def test_s3fifo_moved_to_main_starts_with_frequency_zero() -> None:
+    policy = _s3fifo(100)
+    policy.insert(b"a", 1)
+    policy.access(b"a")
+    policy.access(b"a")
+    policy.insert(b"b", 1)
+    assert policy.evict() == b"b"  # a moves to main with its frequency cleared
+    assert policy.segment_of(b"a") == "main"
+    _s3fifo_to_main(policy, b"c")
+    # Small is empty, so main gives: a (frequency 0) goes at once, before c.
+    assert policy.evict() == b"a"
+
+
+def _wtinylfu_window_pair(capacity: int, hot_candidate: bool) -> WTinyLfuPolicy:
+    """Probation c0.. full, window [w, new]: the next eviction runs a contest."""
+    policy = _wtinylfu_full(capacity, [b"c%d" % index for index in range(capacity - 1)] + [b"w"])
+    if hot_candidate:
+        for _ in range(5):
+            policy.access(b"w")
+    policy.insert(b"new", 1)
+    return policy
+
+
+def test_wtinylfu_protect_is_spared_as_candidate() -> None:
+    policy = _wtinylfu_window_pair(100, hot_candidate=False)
+    # w is the window's oldest but protected: new is the candidate, loses the tie and goes.
+    assert policy.evict(protect=b"w") == b"new"
+
+
+def test_wtinylfu_protect_is_spared_as_probation_victim() -> None:
+    policy = _wtinylfu_window_pair(100, hot_candidate=True)
+    # c0 is probation's oldest but protected: w meets c1, wins, and c1 goes.
+    assert policy.evict(protect=b"c0") == b"c1"
+    assert policy.segment_of(b"c0") == "probation"
+
+
+def test_wtinylfu_protect_is_spared_in_protected_segment() -> None:
+    policy = _wtinylfu_full(100, [b"c%d" % index for index in range(99)] + [b"w"])
+    for index in range(10):
+        policy.access(b"c%d" % index)  # promoted
+    for index in range(10, 99):
+        policy.remove(b"c%d" % index)  # probation now empty
+    assert policy.evict(protect=b"c0") == b"c1"
+
+
+def test_wtinylfu_window_gives_when_main_is_empty_and_spares_protect() -> None:
+    policy = make_policy("wtinylfu", 100)
+    policy.insert(b"a", 60)
+    policy.insert(b"b", 50)  # over capacity: no drain, both in the window
+    assert policy.segment_of(b"a") == policy.segment_of(b"b") == "window"
+    assert policy.evict(protect=b"a") == b"b"
+
+
+def test_wtinylfu_no_contest_while_window_within_its_budget() -> None:
+    # Capacity 1000: window budget 10. Main holds 990; the window two keys of weight 5.
+    def build(second_weight: int) -> WTinyLfuPolicy:
+        policy = _wtinylfu_full(1000, [])
+        for index in range(11):
+            policy.insert(b"h%d" % index, 90)
+        policy.insert(b"x", 5)
+        policy.insert(b"y", second_weight)
+        return policy
+
+    within = build(5)  # window weight 10 == budget: no candidate, probation's oldest goes
+    assert within.evict(protect=b"y") == b"h0"
+    assert within.segment_of(b"x") == "window"
+    over = build(6)  # 11 > 10: x is the candidate and loses the tie
+    assert over.evict(protect=b"y") == b"x"
+    single = _wtinylfu_full(1000, [])
+    for index in range(10):
+        single.insert(b"h%d" % index, 90)
+    single.insert(b"big", 60)  # 960: h9 drains, big stays alone in the window over its budget
+    assert single.segment_of(b"big") == "window" and single.segment_of(b"h9") == "probation"
+    # A lone window key is never a candidate: probation's oldest goes.
+    assert single.evict() == b"h0"
+
+
+def test_wtinylfu_eviction_back_to_capacity_drains_the_window() -> None:
+    policy = _wtinylfu_full(100, [b"c%d" % index for index in range(99)] + [b"w"])
+    for _ in range(5):
+        policy.access(b"w")
+    policy.insert(b"y", 1)
+    policy.insert(b"z", 1)  # 102 > 100: no drain, window [w, y, z]
+    policy.remove(b"c98")  # 101
+    # w wins against c0 (moves to probation), c0 goes: 100 == capacity, so the window drains.
+    assert policy.evict(protect=b"z") == b"c0"
+    assert policy.segment_of(b"y") == "probation"
+    assert policy.segment_of(b"z") == "window"
+
+
+def test_wtinylfu_update_back_to_capacity_drains_the_window() -> None:
+    policy = _wtinylfu_full(100, [])
+    policy.insert(b"b", 3)
+    for index in range(96):
+        policy.insert(b"c%d" % index, 1)
+    policy.insert(b"w", 1)  # 100
+    policy.insert(b"y", 1)
+    policy.insert(b"z", 1)  # 102: window [w, y, z]
+    assert policy.segment_of(b"w") == "window"
+    policy.update(b"b", 1)  # 100 == capacity: the window drains to its budget
+    assert policy.segment_of(b"w") == policy.segment_of(b"y") == "probation"
+    assert policy.segment_of(b"z") == "window"
+
+
+def test_wtinylfu_sketch_estimate_is_the_minimum_over_its_four_rows() -> None:
+    from gossipcache.store.eviction.wtinylfu import FrequencySketch
+
+    sketch = FrequencySketch(16, seed=3)  # narrow: rows collide, and differ
+    for index in range(60):
+        for _ in range(index % 5):
+            sketch.increment(b"k%d" % index)
+    differing = 0
+    for index in range(200):
+        key = b"q%d" % index
+        counters = [sketch._counters[slot] for slot in sketch._slots(key)]
+        assert sketch.estimate(key) == min(counters)
+        differing += len(set(counters)) > 1
+    assert differing > 150
+
+
+class _ReferenceSketch:
+    """The count-min sketch as the W-TinyLFU docstring describes it: four rows, the 128-bit
+    MurmurHash3 giving each row a 32-bit index, counters capped at 15, an addition counted when
+    any counter moved, and every counter halved after 10 x width additions."""
+
+    def __init__(self, width: int, seed: int) -> None:
+        self.width = width
+        self.seed = seed
+        self.rows = [[0] * width for _ in range(4)]
+        self.additions = 0
+
+    def _columns(self, key: bytes) -> list[int]:
+        hashed = mmh3.hash128(key, self.seed, x64arch=True, signed=False)
+        return [(hashed >> (32 * row)) & (self.width - 1) for row in range(4)]
+
+    def increment(self, key: bytes) -> None:
+        added = False
+        for row, column in enumerate(self._columns(key)):
+            if self.rows[row][column] < 15:
+                self.rows[row][column] += 1
+                added = True
+        if added:
+            self.additions += 1
+            if self.additions >= 10 * self.width:
+                self.rows = [[count // 2 for count in row] for row in self.rows]
+                self.additions //= 2
+
+    def estimate(self, key: bytes) -> int:
+        return min(self.rows[row][column] for row, column in enumerate(self._columns(key)))
+
+
+def test_wtinylfu_sketch_matches_its_reference_through_saturation_and_aging() -> None:
+    from gossipcache.store.eviction.wtinylfu import FrequencySketch
+
+    keys = [b"k%d" % index for index in range(40)]
+    sketch = FrequencySketch(16, seed=5)  # 16 columns, halving every 160 additions
+    reference = _ReferenceSketch(16, seed=5)
+    rng = random.Random(11)
+    halvings = 0
+    for step in range(1_200):
+        # Mostly a few hot keys (they saturate), sometimes any key.
+        key = keys[rng.randrange(4)] if step % 3 else rng.choice(keys)
+        before = reference.additions
+        sketch.increment(key)
+        reference.increment(key)
+        halvings += reference.additions < before
+        if step % 7 == 0:
+            assert [sketch.estimate(k) for k in keys] == [reference.estimate(k) for k in keys]
+    assert halvings >= 3
+    assert [sketch.estimate(k) for k in keys] == [reference.estimate(k) for k in keys]
+
+
+def test_wtinylfu_sketch_saturated_key_does_not_age_the_sketch() -> None:
+    from gossipcache.store.eviction.wtinylfu import FrequencySketch
+
+    sketch = FrequencySketch(16, seed=0)
+    for _ in range(1_000):  # 15 additions, then every counter is at its cap: nothing counts
+        sketch.increment(b"hot")
+    assert sketch.estimate(b"hot") == 15
+
+
+def test_wtinylfu_sketch_width_is_a_power_of_two_at_least_16() -> None:
+    from gossipcache.store.eviction.wtinylfu import FrequencySketch
+
+    assert [FrequencySketch(width, 0).width for width in (1, 16, 17, 100, 128, 129)] == [
+        16,
+        16,
+        32,
+        128,
+        128,
+        256,
+    ]
+    sketch = FrequencySketch(16, 0)
+    sketch.increment(b"a")
+    sketch.ensure_width(16)  # enough already: nothing changes
+    assert sketch.width == 16 and sketch.estimate(b"a") == 1
+    sketch.ensure_width(17)  # grows, and the counts start over
+    assert sketch.width == 32 and sketch.estimate(b"a") == 0
+
+
+def test_wtinylfu_sketch_stops_growing_at_its_maximum() -> None:
+    from gossipcache.store.eviction.wtinylfu import SKETCH_WIDTH_MAX, FrequencySketch
+
+    sketch = FrequencySketch(SKETCH_WIDTH_MAX, 0)
+    sketch.increment(b"a")
+    sketch.ensure_width(SKETCH_WIDTH_MAX + 1)
+    assert sketch.width == SKETCH_WIDTH_MAX and sketch.estimate(b"a") == 1
+
+
+def test_wtinylfu_sketch_grows_once_keys_outnumber_its_width() -> None:
+    policy = make_policy("wtinylfu", 16)  # sketch width 16
+    for index in range(16):
+        policy.insert(b"k%d" % index, 1)
+    assert policy._sketch.width == 16 and policy.frequency_estimate(b"k0") == 1
+    policy.insert(b"k16", 1)  # 17 tracked (the store evicts afterwards): the sketch doubles
+    assert policy._sketch.width == 32
+    assert policy.frequency_estimate(b"k0") == 0 and policy.frequency_estimate(b"k16") == 1
+
+
+def test_wtinylfu_segment_budgets() -> None:
+    policy = make_policy("wtinylfu", 150)  # window 1, main 149, protected 149 * 80 // 100 = 119
+    for index in range(150):
+        policy.insert(b"k%d" % index, 1)
+    for index in range(150):
+        policy.access(b"k%d" % index)
+    segments = Counter(policy.segment_of(b"k%d" % index) for index in range(150))
+    assert segments == {"protected": 119, "probation": 30, "window": 1}
+
+
+def test_wtinylfu_protected_overflow_demotes_by_weight_but_keeps_a_lone_entry() -> None:
+    policy = make_policy("wtinylfu", 100)  # protected budget 79
+    policy.insert(b"a", 50)
+    policy.insert(b"b", 40)
+    policy.insert(b"c", 1)  # a and b drained to probation, c in the window
+    assert policy.segment_of(b"a") == policy.segment_of(b"b") == "probation"
+    policy.access(b"a")
+    assert policy.segment_of(b"a") == "protected"  # 50 <= 79
+    policy.access(b"b")  # 90 > 79: the oldest, a, goes back to probation
+    assert policy.segment_of(b"a") == "probation" and policy.segment_of(b"b") == "protected"
+    policy.update(b"b", 85)  # a lone entry over the budget stays
+    assert policy.segment_of(b"b") == "protected"

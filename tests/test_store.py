@@ -27,7 +27,13 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+)
 
 import gossipcache.store
 from gossipcache.errors import EntryTooLarge, KeyTooLarge, ValueTooLarge
@@ -44,6 +50,10 @@ from gossipcache.store.eviction import POLICY_NAMES
 KEYS = st.sampled_from([b"a", b"b", b"c", b"d", b"e", b"f", b"g", b"h"])
 VALUES = st.binary(max_size=300)
 TTLS_MS = st.none() | st.integers(min_value=1, max_value=5_000)
+#: EXPIRE's TTL: clear, delete at once (<= 0), the boundary 1 ms, or a later expiry.
+EXPIRE_TTLS_MS = (
+    st.none() | st.integers(min_value=-10, max_value=1) | st.integers(min_value=1, max_value=5_000)
+)
 
 
 def entry_bytes(key: bytes, value: bytes, expires_at_ms: int | None) -> int:
@@ -192,8 +202,17 @@ class StoreModel(RuleBasedStateMachine):
         self.model.pop(key, None)
         self.check_no_eviction()
 
-    @rule(key=KEYS, ttl_ms=st.none() | st.integers(min_value=-10, max_value=5_000))
+    @rule(key=KEYS, ttl_ms=EXPIRE_TTLS_MS)
     def expire(self, key: bytes, ttl_ms: int | None) -> None:
+        self.check_expire(key, ttl_ms)
+
+    @precondition(lambda self: self.model)
+    @rule(data=st.data(), ttl_ms=EXPIRE_TTLS_MS)
+    def expire_held(self, data: st.DataObject, ttl_ms: int | None) -> None:
+        """EXPIRE on a key the store holds (KEYS alone rarely picks one)."""
+        self.check_expire(data.draw(st.sampled_from(sorted(self.model))), ttl_ms)
+
+    def check_expire(self, key: bytes, ttl_ms: int | None) -> None:
         value = self.live(key)
         charges_before = self.charges()
         assert self.store.expire(key, ttl_ms, self.now_ms) is (value is not None)
@@ -543,4 +562,163 @@ def test_put_with_keep_ttl_over_an_entry_expiring_now_writes_a_persistent_entry(
     store.put(b"k", b"w", now_ms=1_500, keep_ttl=True)
     assert store.ttl_ms(b"k", 1_500) == TTL_PERSISTENT
     assert store.stats().expirations == 1
+    store.check_invariants()
+
+
+# -- details the model leaves open (found by mutation testing) ------------------------------------
+
+
+def test_shard_count_for_picks_the_smallest_power_of_two_within_the_target() -> None:
+    from gossipcache.store.store import SHARD_COUNT_MAX, SHARD_SIZE_BYTES_TARGET, shard_count_for
+
+    assert shard_count_for(1) == 1
+    assert shard_count_for(SHARD_SIZE_BYTES_TARGET) == 1
+    assert shard_count_for(SHARD_SIZE_BYTES_TARGET + 1) == 2
+    assert shard_count_for(2 * SHARD_SIZE_BYTES_TARGET) == 2
+    assert shard_count_for(2 * SHARD_SIZE_BYTES_TARGET + 1) == 4
+    assert shard_count_for(SHARD_COUNT_MAX * SHARD_SIZE_BYTES_TARGET) == SHARD_COUNT_MAX
+    assert shard_count_for(100 * SHARD_COUNT_MAX * SHARD_SIZE_BYTES_TARGET) == SHARD_COUNT_MAX
+    assert Store(3 * SHARD_SIZE_BYTES_TARGET).shard_count == 4
+
+
+@pytest.mark.parametrize("shard_count", [0, 3, 6, 2 * 16384])
+def test_store_refuses_a_shard_count_that_is_not_a_power_of_two_in_range(shard_count: int) -> None:
+    with pytest.raises(ValueError, match="shard_count must be a power of two <= 16384"):
+        Store(10_000, shard_count=shard_count)
+
+
+@pytest.mark.parametrize("size_bytes_max", [0, -1])
+def test_store_refuses_a_limit_that_is_not_positive(size_bytes_max: int) -> None:
+    with pytest.raises(ValueError, match=f"size_bytes_max must be positive, got {size_bytes_max}"):
+        Store(size_bytes_max)
+
+
+def test_store_defaults() -> None:
+    from gossipcache.store import KEY_SIZE_BYTES_MAX_DEFAULT, VALUE_SIZE_BYTES_MAX_DEFAULT
+
+    store = Store(16384 * 1024 * 1024 * 8)
+    assert store.shard_count == 16384 and store.eviction_policy == "lru"
+    assert store.key_size_bytes_max == KEY_SIZE_BYTES_MAX_DEFAULT
+    assert store.value_size_bytes_max == VALUE_SIZE_BYTES_MAX_DEFAULT
+    stats = store.stats()
+    assert stats.eviction_policy == "lru" and stats.size_bytes_max == 16384 * 1024 * 1024 * 8
+    assert (stats.keys, stats.used_bytes, stats.hits, stats.misses, stats.evictions) == (0,) * 5
+    assert (stats.expirations, stats.gets, stats.puts, stats.deletes) == (0,) * 4
+    assert (stats.expires, stats.ttls, stats.hit_ratio) == (0, 0, 0.0)
+
+
+def test_store_seeds_each_shard_policy_from_its_seed() -> None:
+    def victims(seed: int) -> list[bytes]:
+        store = Store(20 * (ENTRY_OVERHEAD_BYTES + 8), "random", seed=seed, shard_count=1)
+        for index in range(60):
+            store.put(b"k%07d" % index, b"", now_ms=0)
+        return sorted(k for k in (b"k%07d" % i for i in range(60)) if store.holds(k))
+
+    assert victims(0) == victims(0)
+    assert victims(0) != victims(1)
+    default = Store(20 * (ENTRY_OVERHEAD_BYTES + 8), "random", shard_count=1)
+    for index in range(60):
+        default.put(b"k%07d" % index, b"", now_ms=0)
+    assert sorted(k for k in (b"k%07d" % i for i in range(60)) if default.holds(k)) == victims(0)
+
+
+def test_every_counter_counts_its_calls() -> None:
+    store = Store(10_000)
+    store.put(b"a", b"1", now_ms=0)
+    store.put(b"b", b"2", now_ms=0, ttl_ms=10)
+    store.get(b"a", now_ms=0)
+    store.get(b"zz", now_ms=0)
+    store.ttl_ms(b"a", now_ms=0)
+    store.ttl_ms(b"zz", now_ms=0)
+    store.ttl_ms(b"b", now_ms=0)
+    store.expire(b"a", 100, now_ms=0)
+    store.expire(b"zz", 100, now_ms=0)
+    store.delete(b"a", now_ms=0)
+    store.delete(b"zz", now_ms=0)
+    store.delete(b"zz", now_ms=0)
+    stats = store.stats()
+    assert (stats.puts, stats.gets, stats.hits, stats.misses) == (2, 2, 1, 1)
+    assert (stats.ttls, stats.expires, stats.deletes) == (3, 2, 3)
+    assert (stats.keys, stats.evictions, stats.expirations) == (1, 0, 0)
+
+
+def test_every_lookup_finds_its_key_across_many_shards() -> None:
+    store = Store(10**7, shard_count=64)
+    keys = [b"key-%d" % index for index in range(300)]
+    for index, key in enumerate(keys):
+        store.put(key, b"v%d" % index, now_ms=0, ttl_ms=1_000 + index, version=10 + index)
+    store.check_invariants()
+    assert sum(1 for shard in store._shards if shard.values) > 32
+    for index, key in enumerate(keys):
+        assert store.get(key, now_ms=1) == b"v%d" % index
+        assert store.contains(key, now_ms=1) and store.holds(key)
+        assert store.version(key, now_ms=1) == 10 + index
+        assert store.expires_at_ms(key, now_ms=1) == 1_000 + index
+        assert store.ttl_ms(key, now_ms=1) == 999 + index
+    for key in keys[::2]:
+        assert store.expire(key, None, now_ms=1)
+        assert store.expires_at_ms(key, now_ms=1) is None
+        assert store.delete(key, now_ms=1)
+    assert len(store) == 150
+    store.check_invariants()
+
+
+def test_expire_with_zero_deletes_at_once_and_one_keeps_for_a_millisecond() -> None:
+    store = Store(10_000)
+    store.put(b"a", b"1", now_ms=0)
+    store.put(b"b", b"2", now_ms=0)
+    assert store.expire(b"a", 0, now_ms=5)
+    assert not store.holds(b"a") and store.stats().expirations == 0  # a delete, not an expiry
+    assert store.expire(b"b", 1, now_ms=5)
+    assert store.holds(b"b") and store.ttl_ms(b"b", now_ms=5) == 1
+    assert store.get(b"b", now_ms=6) is None
+    store.check_invariants()
+
+
+def test_expire_filling_the_store_exactly_evicts_nothing() -> None:
+    charge = ENTRY_OVERHEAD_BYTES + 2
+    store = Store(2 * charge + TTL_OVERHEAD_BYTES, shard_count=1)
+    store.put(b"a", b"1", now_ms=0)
+    store.put(b"b", b"2", now_ms=0)
+    assert store.expire(b"a", 100, now_ms=0)
+    assert store.used_bytes == store.size_bytes_max and len(store) == 2
+    assert store.stats().evictions == 0
+    store.check_invariants()  # exactly at the limit is within it
+
+
+def test_expire_that_overflows_never_evicts_the_key_it_gave_a_ttl() -> None:
+    charge = ENTRY_OVERHEAD_BYTES + 2
+    store = Store(2 * charge + TTL_OVERHEAD_BYTES - 1, shard_count=1)  # lru
+    store.put(b"a", b"1", now_ms=0)  # the least recently used
+    store.put(b"b", b"2", now_ms=0)
+    assert store.expire(b"a", 100, now_ms=0)
+    assert store.holds(b"a") and not store.holds(b"b")
+    assert store.stats().evictions == 1
+    store.check_invariants()
+
+
+def test_flush_restarts_the_active_expiry_cursor() -> None:
+    store = Store(10**6, shard_count=1)
+    for index in range(30):
+        store.put(b"old%d" % index, b"v", now_ms=0, ttl_ms=10**6)
+    store.expire_tick(now_ms=0, keys_max=5)  # nothing expired: the cursor moved to slot 5
+    store.flush()
+    for index in range(10):
+        store.put(b"new%d" % index, b"v", now_ms=0, ttl_ms=10)
+    # From slot 0, ten examined keys are the ten expired ones; a stale cursor would wrap and
+    # spend one of the ten on the shard change.
+    assert store.expire_tick(now_ms=10, keys_max=10) == 10
+    assert len(store) == 0
+
+
+@pytest.mark.parametrize("shard_count", [1, 4])
+def test_a_write_evicts_down_to_the_limit_exactly_and_no_further(shard_count: int) -> None:
+    charge = ENTRY_OVERHEAD_BYTES + 2 + 8  # two-byte keys, eight-byte values
+    store = Store(3 * charge, "fifo", shard_count=shard_count)
+    for index in range(3):
+        store.put(b"k%d" % index, b"v" * 8, now_ms=0)
+    assert store.used_bytes == store.size_bytes_max and store.stats().evictions == 0
+    store.put(b"k3", b"v" * 8, now_ms=0)  # one entry over: exactly one goes
+    assert store.used_bytes == store.size_bytes_max and len(store) == 3
+    assert store.stats().evictions == 1 and store.holds(b"k3")
     store.check_invariants()
