@@ -578,3 +578,77 @@ def test_members_snapshot_carries_since_and_meta() -> None:
 def test_no_expected_confirmations_without_enough_confirmers_or_mult() -> None:
     assert expected_confirmations(2, 10) == 0 and expected_confirmations(1, 10) == 0
     assert expected_confirmations(3, 3) == 1 and expected_confirmations(3, 2) == 0
+
+
+def test_a_timely_ack_lowers_local_health_by_one_up_to_the_direct_deadline() -> None:
+    core, _ = _core_with(3)
+    core._awareness.apply_delta(2)
+    start_ms, _, messages = _next_ping(core)
+    ping = next(m for m in messages if isinstance(m, Ping))
+    direct_ms, _ = _probe_times(core, start_ms)
+    _send(core, direct_ms, Ack(ping.seq))  # at the deadline is still in time
+    assert core.local_health == 1 and core.stats()["probe_acked"] == 1
+    start_ms, _, messages = _next_ping(core)
+    ping = next(m for m in messages if isinstance(m, Ping))
+    direct_ms, _ = _probe_times(core, start_ms)
+    _run_until(core, direct_ms)
+    _send(core, direct_ms + 1, Ack(ping.seq))  # late (a helper's): no credit
+    assert core.local_health == 1 and core.stats()["probe_acked"] == 2
+    _send(core, direct_ms + 2, Ack(ping.seq))  # answered already
+    assert core.stats()["ack_stale"] == 1
+
+
+def test_a_suspect_that_acks_without_refuting_is_probed_again() -> None:
+    core, peers = _core_with(6)
+    now_ms, _, messages = _next_ping(core)
+    ping = next(m for m in messages if isinstance(m, Ping))
+    _send(core, now_ms + 1, Ack(ping.seq), Suspect("m3", 1, "a"))
+    for _ in range(2):  # it answers, but its refutation never reaches us
+        _, destination, messages = _next_ping(core)
+        assert destination == peers["m3"]
+        _send(core, core.next_deadline_ms() - 1, Ack(messages[1].seq))
+
+
+def test_a_relayed_ping_req_returns_the_targets_ack_to_the_requester() -> None:
+    core = _core()
+    _send(core, 100, PingReq(41, "t", OTHER, False), source=PEER)
+    [relay] = [m for d, m in _sent(core) if isinstance(m, Ping)]
+    _send(core, 110, Ack(relay.seq), source=OTHER)
+    assert [(d, m) for d, m in _sent(core) if isinstance(m, Ack)] == [(PEER, Ack(41))]
+    _send(core, 111, Ack(relay.seq), source=OTHER)  # relayed once only
+    assert core.stats()["ack_stale"] == 1
+
+
+def test_a_live_member_keeps_its_address_and_a_dead_one_may_move() -> None:
+    core = _core()
+    _send(core, 1, Alive("p", PEER, 1))
+    _send(core, 2, Alive("p", OTHER, 2))  # a live record does not move
+    assert core.stats()["drop_address_conflict"] == 1
+    assert core.members()[1].address == PEER
+    _send(core, 3, Dead("p", 1, "x"))
+    _send(core, 4, Alive("p", OTHER, 3))  # restarted elsewhere
+    assert (core.members()[1].address, core.members()[1].state) == (OTHER, MemberState.ALIVE)
+
+
+def test_claims_about_ourselves_are_out_voted() -> None:
+    core = _core()
+    _send(core, 1, Alive("me", SELF, 0))  # our own announcement echoed back
+    assert core.incarnation == 0
+    _send(core, 2, Alive("me", SELF, 5))  # a previous life with a higher incarnation
+    assert core.incarnation == 6
+    _send(core, 3, Alive("me", "twin:1", 6))  # same incarnation elsewhere: a twin
+    assert core.incarnation == 7
+    _send(core, 4, Alive("me", "twin:1", 3))  # older: already out-voted
+    assert core.incarnation == 7 and core.stats()["refutations"] == 2
+
+
+def test_a_member_revived_after_the_probe_order_emptied_is_probed() -> None:
+    core, peers = _core_with(1)
+    _send(core, 2, Dead("m0", 1, "x"))
+    for _ in range(5):  # the probe order is rebuilt with no live member in it
+        core.tick(core.next_deadline_ms())
+        core.check_invariants()
+    assert core._probe_order == []
+    _send(core, core.next_deadline_ms(), Alive("m0", peers["m0"], 2))
+    _, destination, _ = _next_ping(core)
+    assert destination == peers["m0"]
