@@ -652,3 +652,38 @@ def test_a_member_revived_after_the_probe_order_emptied_is_probed() -> None:
     _send(core, core.next_deadline_ms(), Alive("m0", peers["m0"], 2))
     _, destination, _ = _next_ping(core)
     assert destination == peers["m0"]
+
+
+def test_one_live_member_per_address_the_newer_incarnation_wins() -> None:
+    core = _core()
+    _send(core, 1, Alive("old", PEER, 5))
+    _send(core, 2, Alive("new", PEER, 5), Alive("newer", PEER, 4))  # not newer: refused
+    assert core.stats()["drop_address_conflict"] == 2
+    _send(core, 3, Alive("restarted", PEER, 6))  # a restart at that address: the old one died
+    view = {m.node_id: (m.state, m.since_ms) for m in core.members()}
+    assert view["old"] == (MemberState.DEAD, 3) and view["restarted"] == (MemberState.ALIVE, 3)
+    events = [(e.kind, e.node_id, e.now_ms) for e in core.take_events()]
+    assert events[-2:] == [(EventKind.DEAD, "old", 3), (EventKind.JOINED, "restarted", 3)]
+    _send(core, 4, Alive("usurper", SELF, 10**6))  # our own address is never given away
+    assert "usurper" not in {m.node_id for m in core.members()}
+    assert core.stats()["drop_address_conflict"] == 3
+
+
+def test_a_dead_member_comes_back_only_to_a_free_address() -> None:
+    core = _core()
+    _send(core, 1, Alive("p", OTHER, 1), Alive("q", PEER, 5))
+    _send(core, 2, Dead("p", 1, "x"))
+    _send(core, 3, Alive("p", PEER, 2))  # q holds that address with a higher incarnation
+    assert core.stats()["drop_address_conflict"] == 1
+    assert {m.node_id: m.state for m in core.members()}["p"] is MemberState.DEAD
+
+
+def test_returning_members_are_joined_and_refuting_ones_alive_in_the_events() -> None:
+    core = _core()
+    _send(core, 1, Alive("p", PEER, 1), Alive("q", OTHER, 1))
+    queued = core.stats()["broadcast_queue"]
+    _send(core, 2, Dead("p", 1, "x"), Suspect("q", 1, "x"))
+    _send(core, 3, Alive("p", PEER, 2), Alive("q", OTHER, 2))
+    assert core.stats()["broadcast_queue"] == queued  # each news replaced the member's last
+    events = [(e.kind, e.node_id, e.incarnation, e.now_ms) for e in core.take_events()]
+    assert events[-2:] == [(EventKind.JOINED, "p", 2, 3), (EventKind.ALIVE, "q", 2, 3)]
