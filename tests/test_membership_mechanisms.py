@@ -687,3 +687,47 @@ def test_returning_members_are_joined_and_refuting_ones_alive_in_the_events() ->
     assert core.stats()["broadcast_queue"] == queued  # each news replaced the member's last
     events = [(e.kind, e.node_id, e.incarnation, e.now_ms) for e in core.take_events()]
     assert events[-2:] == [(EventKind.JOINED, "p", 2, 3), (EventKind.ALIVE, "q", 2, 3)]
+
+
+def _stream(core: Membership, now_ms: int, message: PushPull, source: str = PEER) -> None:
+    payload = encode_packet(Keyring(KEY), [encode_message(message)], True)
+    core.handle(source, Channel.STREAM, payload, now_ms)
+    core.check_invariants()
+
+
+def test_a_join_reply_ends_the_join_and_its_exchange() -> None:
+    core = _core(seeds=(PEER,))
+    core.tick(0)
+    core.take_outbox()
+    assert core.is_joining is True
+    rows = (
+        NodeState("p", PEER, 1, STATE_ALIVE, b"meta"),
+        NodeState("gone", OTHER, 4, 3, b""),  # left
+    )
+    _stream(core, 5, PushPull(True, False, rows))
+    assert core.is_joining is False
+    stats = core.stats()
+    assert stats["joined"] == 1 and stats["push_pull_merged"] == 1
+    assert core.take_outbox() == []  # a reply is not answered
+    core.stream_failed(PEER, 6)  # the exchange is over: nothing left to fail
+    assert "push_pull_failed" not in core.stats()
+    members = {m.node_id: m for m in core.members()}
+    assert members["p"] == MemberInfo("p", PEER, MemberState.ALIVE, 1, 5, b"meta")
+    assert "gone" not in members  # a leave about a stranger teaches nothing
+    _stream(core, 7, PushPull(True, False, ()), source=OTHER)  # an unasked reply: merged
+    assert core.stats()["push_pull_merged"] == 2 and core.stats()["joined"] == 1
+
+
+def test_a_push_pull_is_answered_with_our_table_after_merging() -> None:
+    core = _core()
+    _send(core, 1, Alive("p", PEER, 1), Alive("q", OTHER, 1))
+    core.take_outbox()
+    _stream(core, 2, PushPull(False, True, (NodeState("q", OTHER, 1, 3, b""),)))
+    [out] = core.take_outbox()
+    assert (out.destination, out.channel) == (PEER, Channel.STREAM)
+    [reply] = decode_packet(Keyring(KEY), out.payload, stream=True)
+    assert (reply.reply, reply.join) == (True, False)
+    states = {s.node_id: s.state for s in reply.states}
+    assert states == {"me": STATE_ALIVE, "p": STATE_ALIVE, "q": 3}  # q's leave merged first
+    left = [(e.kind, e.node_id, e.now_ms) for e in core.take_events() if e.node_id == "q"]
+    assert left[-1] == (EventKind.LEFT, "q", 2)
