@@ -722,3 +722,109 @@ def test_a_write_evicts_down_to_the_limit_exactly_and_no_further(shard_count: in
     assert store.used_bytes == store.size_bytes_max and len(store) == 3
     assert store.stats().evictions == 1 and store.holds(b"k3")
     store.check_invariants()
+
+
+def _keys_by_shard(store: Store, per_shard: int) -> list[list[bytes]]:
+    """``per_shard`` two-byte keys for each shard of ``store``, found by the store's own choice."""
+    found: list[list[bytes]] = [[] for _ in range(store.shard_count)]
+    for index in range(10_000):
+        key = b"%02x" % (index % 256) if index < 256 else b"%03x" % index
+        shard_keys = found[store._shards.index(store._shard(key))]
+        if len(shard_keys) < per_shard and len(key) == 2:
+            shard_keys.append(key)
+    assert all(len(keys) == per_shard for keys in found)
+    return found
+
+
+def test_spill_to_other_shards_goes_round_robin_from_shard_zero() -> None:
+    charge = ENTRY_OVERHEAD_BYTES + 2 + 1
+    store = Store(4 * charge, "fifo", shard_count=4)
+    keys = _keys_by_shard(store, 2)
+    for shard in range(3):
+        store.put(keys[shard][0], b"v", now_ms=0)
+    written = keys[3][0]
+    store.put(written, b"v", now_ms=0)  # exactly full
+    # Each overwrite of the lone key of shard 3 with a value one charge larger spills one entry,
+    # taken from the other shards in turn: 0, 1, 2.
+    for shard, size in zip(range(3), (1 + charge, 1 + 2 * charge, 1 + 3 * charge), strict=True):
+        store.put(written, b"v" * size, now_ms=0)
+        assert not store.holds(keys[shard][0])
+        assert all(store.holds(keys[other][0]) for other in range(shard + 1, 3))
+    assert len(store) == 1
+    store.check_invariants()
+
+
+def test_spill_skips_the_written_and_empty_shards_without_giving_up() -> None:
+    charge = ENTRY_OVERHEAD_BYTES + 2 + 1
+    store = Store(3 * charge, "fifo", shard_count=4)
+    keys = _keys_by_shard(store, 2)
+    store.put(keys[3][0], b"v", now_ms=0)
+    store.put(keys[3][1], b"v", now_ms=0)
+    written = keys[0][0]
+    store.put(written, b"v", now_ms=0)  # full: shard 0 holds the written key, shard 3 the others
+    # Needs both shard-3 entries: each time the cursor passes the written shard 0 and the empty
+    # shards 1 and 2 (three skips in a row, fewer than a lap) before reaching shard 3.
+    store.put(written, b"v" * (1 + 2 * charge), now_ms=0)
+    assert [store.holds(key) for key in (keys[3][0], keys[3][1], written)] == [False, False, True]
+    assert store.stats().evictions == 2
+    store.check_invariants()
+
+
+def test_make_policy_validates_name_and_capacity() -> None:
+    from gossipcache.store.eviction import make_policy
+
+    with pytest.raises(
+        ValueError, match="choose one of: lru, lfu, fifo, random, sieve, s3fifo, wtinylfu$"
+    ):
+        make_policy("clock", 10)
+    with pytest.raises(ValueError, match="^capacity must be positive, got 0$"):
+        make_policy("lru", 0)
+    assert len(make_policy("lru", 1)) == 0
+
+    def drain(policy) -> list[bytes]:
+        for index in range(30):
+            policy.insert(b"k%d" % index, 1)
+        return [policy.evict() for _ in range(30)]
+
+    assert drain(make_policy("random", 10)) == drain(make_policy("random", 10, 0))
+
+
+def test_smallest_limits_and_largest_inputs_are_accepted() -> None:
+    store = Store(1)  # a limit of one byte is legal, if useless
+    assert store.size_bytes_max == 1 and store.shard_count == 1
+    store = Store(10_000, key_size_bytes_max=8, value_size_bytes_max=100)
+    store.put(b"k" * 8, b"v" * 100, now_ms=0)
+    assert store.get(b"k" * 8, now_ms=0) == b"v" * 100
+    with pytest.raises(ValueError, match="^ttl_ms must be positive, got 0$"):
+        store.put(b"k", b"v", now_ms=0, ttl_ms=0)
+    assert not store.holds(b"k")
+
+
+def test_lazy_expirations_are_all_counted() -> None:
+    store = Store(10_000)
+    for key in (b"a", b"b", b"c"):
+        store.put(key, b"v", now_ms=0, ttl_ms=10)
+    assert store.get(b"a", now_ms=10) is None
+    assert not store.contains(b"b", now_ms=10)
+    assert store.ttl_ms(b"c", now_ms=10) == TTL_MISSING
+    assert store.stats().expirations == 3
+
+
+def test_expire_tick_never_examines_more_than_keys_max() -> None:
+    store = Store(10**6, shard_count=1)
+    for index in range(60):
+        store.put(b"k%d" % index, b"v", now_ms=0, ttl_ms=10)
+    assert store.expire_tick(now_ms=10, keys_max=5) == 5  # a short first batch
+    assert store.expire_tick(now_ms=10, keys_max=25) == 25  # a full batch, then a short one
+    assert len(store) == 30
+
+
+def test_expire_tick_stops_after_a_batch_exactly_at_the_repeat_ratio() -> None:
+    store = Store(10**6, shard_count=1)
+    for index in range(40):
+        expired = index < 5 or 30 <= index < 35
+        store.put(b"k%d" % index, b"v", now_ms=0, ttl_ms=10 if expired else 10**6)
+    # The first batch of 20 examines k0..k4 (each followed by the key swapped into its slot)
+    # and then live keys: 5 expired of 20 is 25 %, not above it, so the tick ends there.
+    assert store.expire_tick(now_ms=10) == 5
+    assert store.expire_tick(now_ms=10) == 5  # the next tick resumes and finds the rest
