@@ -120,13 +120,13 @@ def canonical(value: object) -> str:
     if isinstance(value, dict):
         items = sorted(f"{canonical(k)}: {canonical(v)}" for k, v in value.items())
         return "{" + ", ".join(items) + "}"
+    if isinstance(value, Command):  # before tuple: a command is a tuple of its fields
+        names = type(value).fields
+        fields = ", ".join(f"{name}={canonical(item)}" for name, item in zip(names, value))
+        return f"{type(value).__name__}({fields})"
     if isinstance(value, (list, tuple)):
         inner = ", ".join(canonical(item) for item in value)
         return f"({inner})" if isinstance(value, tuple) else f"[{inner}]"
-    if isinstance(value, Command):
-        slots = type(value).__slots__
-        fields = ", ".join(f"{slot}={canonical(getattr(value, slot))}" for slot in slots)
-        return f"{type(value).__name__}({fields})"
     return repr(value)
 
 

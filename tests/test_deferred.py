@@ -34,11 +34,16 @@ from gossipcache.wire.resp import RespError, RespReplyParser, encode_command
 class Slow(c.Command):
     """A command that completes only when the test says so; its result is its tag."""
 
-    __slots__ = ("tag",)
+    __slots__ = ()
     name = "slow"
+    fields = ("tag",)
 
-    def __init__(self, tag: bytes) -> None:
-        self.tag = tag
+    def __new__(cls, tag: bytes) -> Slow:
+        return c.make(cls, (tag,))
+
+    @property
+    def tag(self) -> bytes:
+        return self[0]
 
 
 def slow_core(config: NodeConfig | None = None) -> tuple[NodeCore, list[Pending]]:
@@ -46,7 +51,7 @@ def slow_core(config: NodeConfig | None = None) -> tuple[NodeCore, list[Pending]
     waiting: list[Pending] = []
 
     def run_slow(command: Slow, wall_ms: int) -> Pending:
-        pending = core.defer(command)
+        pending = core.defer(Slow, command)
         waiting.append(pending)
         return pending
 
@@ -54,11 +59,11 @@ def slow_core(config: NodeConfig | None = None) -> tuple[NodeCore, list[Pending]
     return core, waiting
 
 
-def _translate_slow(session, args, wall_ms):
+def _translate_slow(session, args):
     return Slow(args[1]) if len(args) == 2 else b"-ERR wrong number of arguments\r\n"
 
 
-def _encode_slow(session, tag):
+def _encode_slow(tag):
     return b"+%s\r\n" % tag
 
 
@@ -126,11 +131,12 @@ def test_resp_replies_stay_in_request_order_while_slow_commands_complete_out_of_
 def test_native_replies_carry_their_ids_and_may_overtake_a_slow_one() -> None:
     core, waiting = slow_core()
     table = native_table(core)
-    _, encode, histogram = table["ping"]
+    handler, metrics = core.handler_of(Slow)
     table["ping"] = (
         lambda message: Slow(b"%d" % message[0]),
-        lambda tag: (STATUS_OK, tag),
-        histogram,
+        handler,
+        lambda pack, request_id, tag: pack(request_id, STATUS_OK, tag),
+        metrics,
     )
     session = NativeSession(core, 1, table)
     requests = []
@@ -214,7 +220,7 @@ async def test_real_node_keeps_resp_order_while_a_task_completes_slow_commands(n
     waiting: list[Pending] = []
 
     def run_slow(command: Slow, wall_ms: int) -> Pending:
-        pending = core.defer(command)
+        pending = core.defer(Slow, command)
         waiting.append(pending)
         return pending
 

@@ -126,11 +126,16 @@ def test_invariant_checks_switch_per_simulation():
 class Slow(c.Command):
     """A test-only command answered on the node's next tick (its result is its tag)."""
 
-    __slots__ = ("tag",)
+    __slots__ = ()
     name = "slow"
+    fields = ("tag",)
 
-    def __init__(self, tag: bytes) -> None:
-        self.tag = tag
+    def __new__(cls, tag: bytes) -> Slow:
+        return c.make(cls, (tag,))
+
+    @property
+    def tag(self) -> bytes:
+        return self[0]
 
 
 class SlowNode(NodeCore):
@@ -140,7 +145,7 @@ class SlowNode(NodeCore):
         self.add_command(Slow, self._slow)
 
     def _slow(self, command: Slow, wall_ms: int):
-        pending = self.defer(command)
+        pending = self.defer(Slow, command)
         self.waiting.append(pending)
         return pending
 
@@ -291,8 +296,12 @@ def test_node_single_digest_is_identical_across_processes_and_hash_seeds():
 class ExpiryBlindGet(NodeCore):
     """Get returns whatever the store holds, expired or not."""
 
-    def _get(self, command, wall_ms):
-        return self.store._shard(command.key).values.get(command.key)
+    def _get_handler(self):
+        def get(command, wall_ms):
+            (key,) = command
+            return self.store._shard(key).values.get(key)
+
+        return get
 
 
 class TtlOffByOne(NodeCore):

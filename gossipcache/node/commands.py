@@ -9,12 +9,16 @@ command are written once, not once per protocol.
 Results are plain values, documented per class. A command that must wait (a quorum write waits
 for replicas) returns a ``Pending`` instead; the core completes it later (``NodeCore``).
 
-Objects are small ``__slots__`` classes rather than dataclasses: one is built per request on the
-hot path, and a slotted ``__init__`` is about half the cost of a frozen dataclass's.
+A command is an immutable tuple of its fields with named properties, like a named tuple: one is
+built per request on the hot path, and a tuple is built in C. ``Put(key, value, ...)`` checks
+its fields; a translator that has checked them already (the RESP and native sessions do, as
+Redis does, with Redis' error messages) builds one with ``make(Put, fields)``, which skips the
+Python-level constructor entirely. Two commands are equal when their types and fields are.
 """
 
 from __future__ import annotations
 
+from operator import itemgetter
 from typing import ClassVar
 
 from ..errors import InvalidRequest
@@ -48,34 +52,46 @@ def _check_keys(keys: tuple[bytes, ...]) -> None:
         raise InvalidRequest("at least one key is required")
 
 
-class Command:
-    """Base of every command. ``name`` is the metrics series and the name in logs;
-    ``writes`` tells whether it may change the keyspace."""
+#: ``make(CommandType, fields)``: a command from a tuple of fields already checked (C speed).
+make = tuple.__new__
+
+
+def _field(index: int, doc: str) -> property:
+    return property(itemgetter(index), doc=doc)
+
+
+class Command(tuple):
+    """Base of every command. ``name`` is the metrics series and the name in logs; ``writes``
+    tells whether it may change the keyspace; ``fields`` names the tuple's items."""
 
     __slots__ = ()
     name: ClassVar[str]
     writes: ClassVar[bool] = False
+    fields: ClassVar[tuple[str, ...]] = ()
 
     def __repr__(self) -> str:
-        fields = ", ".join(f"{slot}={getattr(self, slot)!r:.60}" for slot in self.__slots__)
-        return f"{type(self).__name__}({fields})"
+        shown = ", ".join(f"{name}={value!r:.60}" for name, value in zip(self.fields, self))
+        return f"{type(self).__name__}({shown})"
 
     def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and all(
-            getattr(self, slot) == getattr(other, slot) for slot in self.__slots__
-        )
+        return type(other) is type(self) and tuple.__eq__(self, other)
 
-    __hash__ = None  # type: ignore[assignment]
+    def __ne__(self, other: object) -> bool:
+        return not self == other
+
+    __hash__ = tuple.__hash__
 
 
 class Get(Command):
     """The live value of ``key``. Result: ``bytes``, or None when missing or expired."""
 
-    __slots__ = ("key",)
+    __slots__ = ()
     name = "get"
+    fields = ("key",)
+    key = _field(0, "The key to read.")
 
-    def __init__(self, key: bytes) -> None:
-        self.key = key
+    def __new__(cls, key: bytes) -> Get:
+        return make(cls, (key,))
 
 
 class Put(Command):
@@ -90,12 +106,20 @@ class Put(Command):
     previous live value (bytes or None) whether or not it was written.
     """
 
-    __slots__ = ("key", "value", "ttl_ms", "expires_at_ms", "keep_ttl", "condition", "return_old")
+    __slots__ = ()
     name = "put"
     writes = True
+    fields = ("key", "value", "ttl_ms", "expires_at_ms", "keep_ttl", "condition", "return_old")
+    key = _field(0, "The key to write.")
+    value = _field(1, "The value to write.")
+    ttl_ms = _field(2, "Relative expiry in ms, or None.")
+    expires_at_ms = _field(3, "Absolute wall-clock expiry in ms, or None.")
+    keep_ttl = _field(4, "Keep the overwritten entry's expiry.")
+    condition = _field(5, "None, IF_ABSENT or IF_PRESENT.")
+    return_old = _field(6, "Answer with the previous live value.")
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         key: bytes,
         value: bytes,
         ttl_ms: int | None = None,
@@ -104,7 +128,7 @@ class Put(Command):
         keep_ttl: bool = False,
         condition: str | None = None,
         return_old: bool = False,
-    ) -> None:
+    ) -> Put:
         if ttl_ms is not None:
             _check_ttl_ms(ttl_ms, 1)
         if expires_at_ms is not None or keep_ttl or condition is not None:
@@ -113,37 +137,35 @@ class Put(Command):
                 raise InvalidRequest("at most one of ttl_ms, expires_at_ms and keep_ttl")
             if condition is not None and condition not in PUT_CONDITIONS:
                 raise InvalidRequest(f"put condition must be one of {sorted(PUT_CONDITIONS)}")
-        self.key = key
-        self.value = value
-        self.ttl_ms = ttl_ms
-        self.expires_at_ms = expires_at_ms
-        self.keep_ttl = keep_ttl
-        self.condition = condition
-        self.return_old = return_old
+        return make(cls, (key, value, ttl_ms, expires_at_ms, keep_ttl, condition, return_old))
 
 
 class Delete(Command):
     """Remove ``keys``. Result: how many held a live value."""
 
-    __slots__ = ("keys",)
+    __slots__ = ()
     name = "delete"
     writes = True
+    fields = ("keys",)
+    keys = _field(0, "The keys to remove.")
 
-    def __init__(self, keys: tuple[bytes, ...]) -> None:
+    def __new__(cls, keys: tuple[bytes, ...]) -> Delete:
         _check_keys(keys)
-        self.keys = keys
+        return make(cls, (keys,))
 
 
 class Exists(Command):
     """Result: how many of ``keys`` hold a live value (a key named twice counts twice, as in
     Redis). Not a lookup: touches no hit counter and no recency."""
 
-    __slots__ = ("keys",)
+    __slots__ = ()
     name = "exists"
+    fields = ("keys",)
+    keys = _field(0, "The keys to look for.")
 
-    def __init__(self, keys: tuple[bytes, ...]) -> None:
+    def __new__(cls, keys: tuple[bytes, ...]) -> Exists:
         _check_keys(keys)
-        self.keys = keys
+        return make(cls, (keys,))
 
 
 class Expire(Command):
@@ -159,18 +181,23 @@ class Expire(Command):
     condition was not met.
     """
 
-    __slots__ = ("key", "ttl_ms", "expires_at_ms", "conditions")
+    __slots__ = ()
     name = "expire"
     writes = True
+    fields = ("key", "ttl_ms", "expires_at_ms", "conditions")
+    key = _field(0, "The key whose expiry changes.")
+    ttl_ms = _field(1, "Relative expiry in ms, or None.")
+    expires_at_ms = _field(2, "Absolute wall-clock expiry in ms, or None.")
+    conditions = _field(3, "A frozenset of IF_* conditions, all of which must hold.")
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         key: bytes,
         ttl_ms: int | None = None,
         *,
         expires_at_ms: int | None = None,
         conditions: frozenset[str] = frozenset(),
-    ) -> None:
+    ) -> Expire:
         if (ttl_ms is None) == (expires_at_ms is None):
             raise InvalidRequest("exactly one of ttl_ms and expires_at_ms")
         _check_ttl_ms(ttl_ms, -TTL_MS_MAX)
@@ -187,42 +214,45 @@ class Expire(Command):
                 raise InvalidRequest("nx excludes the other expire conditions")
             if IF_GREATER in conditions and IF_LESS in conditions:
                 raise InvalidRequest("gt and lt exclude each other")
-        self.key = key
-        self.ttl_ms = ttl_ms
-        self.expires_at_ms = expires_at_ms
-        self.conditions = conditions
+        return make(cls, (key, ttl_ms, expires_at_ms, frozenset(conditions)))
 
 
 class Persist(Command):
     """Remove the expiry of a live entry. Result: True if it had one."""
 
-    __slots__ = ("key",)
+    __slots__ = ()
     name = "persist"
     writes = True
+    fields = ("key",)
+    key = _field(0, "The key whose expiry is removed.")
 
-    def __init__(self, key: bytes) -> None:
-        self.key = key
+    def __new__(cls, key: bytes) -> Persist:
+        return make(cls, (key,))
 
 
 class Ttl(Command):
     """Result: milliseconds until ``key`` expires, ``store.TTL_PERSISTENT`` without an expiry,
     ``store.TTL_MISSING`` without a live entry."""
 
-    __slots__ = ("key",)
+    __slots__ = ()
     name = "ttl"
+    fields = ("key",)
+    key = _field(0, "The key asked about.")
 
-    def __init__(self, key: bytes) -> None:
-        self.key = key
+    def __new__(cls, key: bytes) -> Ttl:
+        return make(cls, (key,))
 
 
 class Ping(Command):
     """Result: ``message``, or True without one."""
 
-    __slots__ = ("message",)
+    __slots__ = ()
     name = "ping"
+    fields = ("message",)
+    message = _field(0, "What to echo, or None.")
 
-    def __init__(self, message: bytes | None = None) -> None:
-        self.message = message
+    def __new__(cls, message: bytes | None = None) -> Ping:
+        return make(cls, (message,))
 
 
 class Stats(Command):
@@ -230,6 +260,9 @@ class Stats(Command):
 
     __slots__ = ()
     name = "stats"
+
+    def __new__(cls) -> Stats:
+        return make(cls, ())
 
 
 class Members(Command):
@@ -239,6 +272,9 @@ class Members(Command):
     __slots__ = ()
     name = "members"
 
+    def __new__(cls) -> Members:
+        return make(cls, ())
+
 
 class Flush(Command):
     """Remove every entry of this node. Result: True."""
@@ -246,6 +282,9 @@ class Flush(Command):
     __slots__ = ()
     name = "flush"
     writes = True
+
+    def __new__(cls) -> Flush:
+        return make(cls, ())
 
 
 #: Every command type the core executes (sessions may add their own local ones).

@@ -54,16 +54,25 @@ class Pending:
     ``error``; ``reply_to`` (the session) and ``reply_tag`` (what the session needs to answer,
     e.g. a request id) are set by the submitter and opaque to the core."""
 
-    __slots__ = ("command", "started_ns", "reply_to", "reply_tag", "result", "error", "done")
+    __slots__ = (
+        "command_type", "fields", "started_ns", "reply_to", "reply_tag", "result", "error", "done",
+    )  # fmt: skip
 
-    def __init__(self, command: c.Command, started_ns: int) -> None:
-        self.command = command
+    def __init__(self, command_type: type[c.Command], fields: tuple, started_ns: int) -> None:
+        self.command_type = command_type
+        self.fields = fields
         self.started_ns = started_ns
         self.reply_to: object = None
         self.reply_tag: object = None
         self.result: object = None
         self.error: Exception | None = None
         self.done = False
+
+    @property
+    def command(self) -> c.Command:
+        """The command waiting, as a ``Command`` object."""
+        fields = self.fields
+        return fields if type(fields) is self.command_type else c.make(self.command_type, fields)
 
     def __repr__(self) -> str:
         state = "done" if self.done else "waiting"
@@ -92,8 +101,8 @@ class NodeCore:
         self.metrics = ServerMetrics()
         self._handlers: dict[type[c.Command], tuple[Callable, CommandMetrics]] = {}
         for command_type, handler in (
-            (c.Get, self._get),
-            (c.Put, self._put),
+            (c.Get, self._get_handler()),
+            (c.Put, self._put_handler()),
             (c.Delete, self._delete),
             (c.Exists, self._exists),
             (c.Expire, self._expire),
@@ -122,8 +131,9 @@ class NodeCore:
             self._start_membership(address, rng, keyring, now_ms)
 
     def add_command(self, command_type: type[c.Command], handler: Callable) -> None:
-        """Serve ``command_type`` with ``handler(command, wall_ms)``; its metrics series is
-        ``command_type.name``. The built-in commands are added at construction; tests add
+        """Serve ``command_type`` with ``handler(fields, wall_ms)``; its metrics series is
+        ``command_type.name``. ``fields`` is the command's tuple of fields: a ``Command`` (a
+        tuple) or, from the sessions' hot paths, a plain tuple in the same order. The built-in commands are added at construction; tests add
         their own (a command that stays pending, say)."""
         self._handlers[command_type] = (handler, self.metrics.command(command_type.name))
 
@@ -137,7 +147,7 @@ class NodeCore:
         if entry is None:
             raise TypeError(f"not a command this node serves: {command!r:.80}")
         try:
-            return entry[0](command, wall_ms)
+            return entry[0](command, wall_ms)  # a Command is its own tuple of fields
         except Exception:
             entry[1].errors += 1
             raise
@@ -146,16 +156,22 @@ class NodeCore:
         """The metrics series of ``command_type`` (one per command, whatever the protocol)."""
         return self._handlers[command_type][1]
 
-    def defer(self, command: c.Command) -> Pending:
-        """A ``Pending`` for ``command``, counted against the node's bound: what a handler
-        returns when its answer must wait. Raises ``ServiceUnavailable`` at the bound."""
+    def handler_of(self, command_type: type[c.Command]) -> tuple[Callable, CommandMetrics]:
+        """``(handler, metrics)`` of ``command_type``: what ``execute`` looks up per command,
+        for sessions that resolve it once per node and count errors themselves."""
+        return self._handlers[command_type]
+
+    def defer(self, command_type: type[c.Command], fields: tuple) -> Pending:
+        """A ``Pending`` for the command of ``command_type`` with ``fields``, counted against the
+        node's bound: what a handler returns when its answer must wait. Raises
+        ``ServiceUnavailable`` at the bound."""
         if self._pending_count >= self.config.pending_per_node_max:
             self.metrics.pending_refused += 1
             raise ServiceUnavailable(
                 f"{self._pending_count} requests are waiting on this node; retry later"
             )
         self._pending_count += 1
-        return Pending(command, self.clock.timer_ns())
+        return Pending(command_type, fields, self.clock.timer_ns())
 
     def complete(self, pending: Pending, result: object = None, error: Exception | None = None):
         """Finish ``pending`` with ``result`` (or ``error``); it is handed out by the next
@@ -166,7 +182,7 @@ class NodeCore:
         pending.result = result
         pending.error = error
         self._pending_count -= 1
-        metrics = self._handlers[type(pending.command)][1]
+        metrics = self._handlers[pending.command_type][1]
         metrics.latency_ns.record(self.clock.timer_ns() - pending.started_ns)
         if error is not None:
             metrics.errors += 1
@@ -288,47 +304,80 @@ class NodeCore:
 
     # -- command handlers: (command, wall_ms) -> result ------------------------------------------
 
-    def _get(self, command: c.Get, wall_ms: int) -> bytes | None:
-        return self.store.get(command.key, wall_ms)
+    # Handlers take the command's fields as a sequence (a Command, which is a tuple, or a plain
+    # tuple or list from a session's hot path: building an object per request costs more than
+    # serving a GET) and unpack them in one C-level operation. A Put's fields may stop after
+    # the value or the TTL (the short forms of a plain write).
+
+    # GET and plain PUT are the hot path: their handlers are closures over the store's bound
+    # methods, which saves the attribute lookups and the bound-method call of the others.
+
+    def _get_handler(self) -> Callable:
+        store_get = self.store.get
+
+        def get(command: c.Get, wall_ms: int) -> bytes | None:
+            (key,) = command
+            return store_get(key, wall_ms)
+
+        return get
+
+    def _put_handler(self) -> Callable:
+        store_put = self.store.put
+        put_with_options = self._put
+
+        def put(command: c.Put, wall_ms: int) -> object:
+            if len(command) == 2:  # the short form (key, value): SET key value
+                key, value = command
+                store_put(key, value, wall_ms)
+                return True
+            if len(command) == 3:  # the short form (key, value, ttl_ms): a native put
+                key, value, ttl_ms = command
+                store_put(key, value, wall_ms, ttl_ms)
+                return True
+            return put_with_options(command, wall_ms)
+
+        return put
 
     def _put(self, command: c.Put, wall_ms: int) -> object:
+        key, value, ttl_ms, expires_at_ms, keep_ttl, condition, return_old = command
         store = self.store
-        key = command.key
-        ttl_ms = command.ttl_ms
-        if command.condition is None and not command.return_old and command.expires_at_ms is None:
+        if condition is None and not return_old and expires_at_ms is None:
             # The hot path: SET key value [EX | PX | KEEPTTL].
-            store.put(key, command.value, wall_ms, ttl_ms, keep_ttl=command.keep_ttl)
+            if keep_ttl:
+                store.put(key, value, wall_ms, ttl_ms, keep_ttl=True)
+            else:
+                store.put(key, value, wall_ms, ttl_ms)
             return True
-        old = store.get(key, wall_ms) if command.return_old else None
-        if command.condition is not None:
-            exists = old is not None if command.return_old else store.contains(key, wall_ms)
-            if (command.condition == c.IF_ABSENT) == exists:
-                return old if command.return_old else False
-        if command.expires_at_ms is not None:
-            ttl_ms = command.expires_at_ms - wall_ms
+        old = store.get(key, wall_ms) if return_old else None
+        if condition is not None:
+            exists = old is not None if return_old else store.contains(key, wall_ms)
+            if (condition == c.IF_ABSENT) == exists:
+                return old if return_old else False
+        if expires_at_ms is not None:
+            ttl_ms = expires_at_ms - wall_ms
             if ttl_ms <= 0:  # an instant already past: Redis deletes the key
                 store.delete(key, wall_ms)
-                return old if command.return_old else True
-        store.put(key, command.value, wall_ms, ttl_ms, keep_ttl=command.keep_ttl)
-        return old if command.return_old else True
+                return old if return_old else True
+        store.put(key, value, wall_ms, ttl_ms, keep_ttl=keep_ttl)
+        return old if return_old else True
 
     def _delete(self, command: c.Delete, wall_ms: int) -> int:
+        (keys,) = command
         delete = self.store.delete
-        return sum(delete(key, wall_ms) for key in command.keys)
+        return sum(delete(key, wall_ms) for key in keys)
 
     def _exists(self, command: c.Exists, wall_ms: int) -> int:
+        (keys,) = command
         contains = self.store.contains
-        return sum(contains(key, wall_ms) for key in command.keys)
+        return sum(contains(key, wall_ms) for key in keys)
 
     def _expire(self, command: c.Expire, wall_ms: int) -> bool:
+        key, ttl_ms, expires_at_ms, conditions = command
         store = self.store
-        key = command.key
         if not store.contains(key, wall_ms):
             return False
-        ttl_ms = command.ttl_ms
         if ttl_ms is None:
-            ttl_ms = command.expires_at_ms - wall_ms
-        conditions = command.conditions
+            ttl_ms = expires_at_ms - wall_ms
         if conditions:
             current_ms = store.expires_at_ms(key, wall_ms)  # None: persistent, "infinite"
             new_ms = wall_ms + ttl_ms
@@ -343,16 +392,19 @@ class NodeCore:
         return store.expire(key, ttl_ms if ttl_ms > 0 else 0, wall_ms)
 
     def _persist(self, command: c.Persist, wall_ms: int) -> bool:
+        (key,) = command
         store = self.store
-        if store.expires_at_ms(command.key, wall_ms) is None:
+        if store.expires_at_ms(key, wall_ms) is None:
             return False
-        return store.expire(command.key, None, wall_ms)
+        return store.expire(key, None, wall_ms)
 
     def _ttl(self, command: c.Ttl, wall_ms: int) -> int:
-        return self.store.ttl_ms(command.key, wall_ms)
+        (key,) = command
+        return self.store.ttl_ms(key, wall_ms)
 
     def _ping(self, command: c.Ping, wall_ms: int) -> object:
-        return True if command.message is None else command.message
+        (message,) = command
+        return True if message is None else message
 
     def _stats(self, command: c.Stats, wall_ms: int) -> dict:
         return self.stats_dict()

@@ -9,6 +9,7 @@ requests (docs/protocol.md: clients match replies by request id).
 from __future__ import annotations
 
 from collections.abc import Callable
+from operator import itemgetter
 
 from ..errors import GossipCacheError, ProtocolError
 from ..metrics.counters import record_batch
@@ -29,24 +30,30 @@ from . import commands as c
 from .core import NodeCore, Pending
 from .session import Session, describe_error
 
-_FOUND = (STATUS_OK, True)
-_MISSING = (STATUS_NOT_FOUND, None)
+# Encoders: (pack, request_id, result) -> the response frame, where ``pack`` is the session's
+# ``ResponseEncoder.encode``. Status and packing in one call: one Python frame per reply.
 
 
-def _ok(result):
-    return STATUS_OK, result
+def _ok(pack, request_id, result):
+    return pack(request_id, STATUS_OK, result)
 
 
-def _found_if_true(result):
-    return _FOUND if result else _MISSING
+def _found_if_true(pack, request_id, result):
+    if result:
+        return pack(request_id, STATUS_OK, True)
+    return pack(request_id, STATUS_NOT_FOUND, None)
 
 
-def _value(result):
-    return _MISSING if result is None else (STATUS_OK, result)
+def _value(pack, request_id, value):
+    if value is None:
+        return pack(request_id, STATUS_NOT_FOUND, None)
+    return pack(request_id, STATUS_OK, value)
 
 
-def _ttl(ttl_ms):
-    return _MISSING if ttl_ms == TTL_MISSING else (STATUS_OK, ttl_ms)
+def _ttl(pack, request_id, ttl_ms):
+    if ttl_ms == TTL_MISSING:
+        return pack(request_id, STATUS_NOT_FOUND, None)
+    return pack(request_id, STATUS_OK, ttl_ms)
 
 
 def _expire(message: tuple) -> c.Command:
@@ -54,12 +61,18 @@ def _expire(message: tuple) -> c.Command:
     return c.Persist(message[2]) if ttl_ms is None else c.Expire(message[2], ttl_ms)
 
 
-#: op -> (translator of the validated message ``(request_id, op, *args)``, encoder of the
-#: result into ``(status, payload)``, the command type whose metrics series it feeds).
+#: Ops that translate to more than one command type: ``expire`` with nil is ``Persist``.
+_OPS_OF_SEVERAL_TYPES = frozenset((protocol.OP_EXPIRE,))
+
+#: op -> (translator of the validated message ``(request_id, op, *args)`` into the command's
+#: fields, encoder of the result into a response frame, the command type whose metrics series
+#: it feeds).
 NATIVE_OPS: dict[str, tuple[Callable, Callable, type[c.Command]]] = {
     protocol.OP_PING: (lambda m: c.Ping(), _ok, c.Ping),
-    protocol.OP_GET: (lambda m: c.Get(m[2]), _value, c.Get),
-    protocol.OP_PUT: (lambda m: c.Put(m[2], m[3], m[4]), _ok, c.Put),
+    # The wire decoder has checked types and ranges: the hot ops take their fields straight
+    # from the message, sliced in C (a Get's key; a Put's short form key, value, ttl_ms).
+    protocol.OP_GET: (itemgetter(slice(2, 3)), _value, c.Get),
+    protocol.OP_PUT: (itemgetter(slice(2, 5)), _ok, c.Put),
     protocol.OP_DEL: (lambda m: c.Delete((m[2],)), _found_if_true, c.Delete),
     protocol.OP_EXPIRE: (_expire, _found_if_true, c.Expire),
     protocol.OP_TTL: (lambda m: c.Ttl(m[2]), _ttl, c.Ttl),
@@ -71,11 +84,15 @@ NATIVE_OPS: dict[str, tuple[Callable, Callable, type[c.Command]]] = {
 
 
 def native_table(core: NodeCore) -> dict[str, tuple]:
-    """op -> (translator, encoder, latency histogram), built once per node."""
-    return {
-        op: (translate, encode, core.metrics_of(command_type).latency_ns)
-        for op, (translate, encode, command_type) in NATIVE_OPS.items()
-    }
+    """op -> (translator, the core's handler for its command type, encoder, metrics), built
+    once per node (``NodeCore.handler_of``)."""
+    table = {}
+    for op, (translate, encode, command_type) in NATIVE_OPS.items():
+        handler, metrics = core.handler_of(command_type)
+        if op in _OPS_OF_SEVERAL_TYPES:
+            handler = None  # resolved per request, so each command counts in its own series
+        table[op] = (translate, handler, encode, metrics)
+    return table
 
 
 class NativeSession(Session):
@@ -115,8 +132,8 @@ class NativeSession(Session):
         if pending.error is not None:
             self._ready.append(self._error(request_id, pending.error))
         else:
-            self._ready.append(self._encode(request_id, *encode(pending.result)))
-        if self._waiting and not self._at_bound():
+            self._ready.append(self._encode(encode, request_id, pending.result))
+        if self._waiting:
             waiting = list(self._waiting)
             self._waiting.clear()
             ready = self._run(waiting)
@@ -132,20 +149,17 @@ class NativeSession(Session):
 
     def _run(self, bodies: list[bytes]) -> bytes:
         core = self.core
-        execute = core.execute
         table = self._table
         decode = self._request_decoder.decode_message
-        encode_response = self._encode
+        pack = self._encoder.encode
         clock = core.clock
         wall_ms = clock.wall_ms()
         out = []
         append = out.append
         served = []  # the histogram of every command answered, for ``record_batch``
         started_ns = clock.timer_ns()
-        for index, body in enumerate(bodies):
-            if self._pending and self._at_bound():
-                self._waiting.extend(bodies[index:])
-                break
+        remaining = iter(bodies)
+        for body in remaining:
             try:
                 message = decode(body)
             except ProtocolError as error:
@@ -159,26 +173,34 @@ class NativeSession(Session):
                 reason = f"op {message[1]!r} is not served by this node"
                 append(self._encoder.encode(request_id, STATUS_ERROR, (ERROR_UNKNOWN_OP, reason)))
                 continue
-            translate, encode, histogram = entry
+            translate, handler, encode, metrics = entry
             try:
-                result = execute(translate(message), wall_ms)
+                command = translate(message)
+                if handler is None:  # an op whose command type depends on its arguments
+                    handler, metrics = core.handler_of(type(command))  # a Command object
+                result = handler(command, wall_ms)
                 if type(result) is Pending:
                     self._note_pending(result)
                     result.reply_tag = (request_id, encode)
+                    if self._at_bound():
+                        self._waiting.extend(remaining)
+                        break
                     continue
-                append(encode_response(request_id, *encode(result)))
+                append(encode(pack, request_id, result))
             except GossipCacheError as error:
+                metrics.errors += 1
                 append(self._error(request_id, error))
             except Exception as error:  # a bug: answer, count, keep serving
+                metrics.errors += 1
                 core.metrics.internal_errors += 1
                 append(self._error(request_id, error))
-            served.append(histogram)
+            served.append(metrics.latency_ns)
         record_batch(served, clock.timer_ns() - started_ns)
         return b"".join(out)
 
-    def _encode(self, request_id: int, status: int, payload: object) -> bytes:
+    def _encode(self, encode: Callable, request_id: int, result: object) -> bytes:
         try:
-            return self._encoder.encode(request_id, status, payload)
+            return encode(self._encoder.encode, request_id, result)
         except ValueError as error:  # a payload msgpack cannot encode: a bug, not the peer's
             self.core.metrics.internal_errors += 1
             return self._error(request_id, error)

@@ -7,9 +7,13 @@ SETNAME/GETNAME/SETINFO/ID, SELECT 0, HELLO (2 or 3), QUIT, FLUSHALL, FLUSHDB. A
 HELLO 3 gets RESP3's null and map types. Error replies use Redis' wording so clients map them to
 the same exceptions.
 
-Every Redis command has a translator ``(session, args, wall_ms) -> Command | bytes``: a command
-for the core, or a finished reply (session-local commands such as HELLO, and argument errors).
-Its encoder turns the core's result into the reply. Replies leave in request order: while a
+Every Redis command has a translator ``(session, args) -> Command | bytes``: a command for the
+core, or a finished reply (session-local commands such as HELLO, and argument errors). The
+core's handler for the command's type runs it (``NodeCore.handler_of``: the same code
+``NodeCore.execute`` runs, looked up once per node instead of once per command), and its encoder
+turns the result into the reply. The hottest commands (GET key, SET key value) skip the
+translator: their arguments are the command's fields (``_DIRECT_ARITY``), which the handler
+takes as a plain sequence; building an object per request would cost more than serving a GET. Replies leave in request order: while a
 command is pending, later replies queue behind it (``_replies``) and the longest completed prefix
 is written.
 """
@@ -105,7 +109,7 @@ class RespSession(Session):
     def completed(self, pending: Pending) -> None:
         """``pending`` (one of this session's) has its result."""
         self._note_completed()
-        if self._waiting and not self._at_bound() and not self.closing:
+        if self._waiting and not self.closing:
             waiting = list(self._waiting)
             self._waiting.clear()
             ready = self._run(waiting)
@@ -130,20 +134,22 @@ class RespSession(Session):
     # -- the dispatch loop -----------------------------------------------------------------------
 
     def _run(self, commands: list[list[bytes]]) -> bytes:
-        """Translate, execute and encode ``commands`` in order; see the module docstring."""
+        """Translate, execute and encode ``commands`` in order; see the module docstring.
+
+        The hot path: one table lookup, the translator, the core's handler for the command's
+        type and the encoder, with the bookkeeping of pending commands and session-local ones
+        kept out of the common case."""
         core = self.core
-        execute = core.execute
         table = self._table
         clock = core.clock
         wall_ms = clock.wall_ms()
         replies = self._replies
+        resp3 = self.protocol_version == 3
         out = []
         served = []  # the histogram of every command answered, for ``record_batch``
         started_ns = clock.timer_ns()
-        for index, args in enumerate(commands):
-            if self._pending and self._at_bound():
-                self._waiting.extend(commands[index:])
-                break
+        remaining = iter(commands)
+        for args in remaining:
             entry = table.get(args[0])
             if entry is None:
                 entry = table.get(args[0].upper())
@@ -154,33 +160,51 @@ class RespSession(Session):
                     else:
                         out.append(reply)
                     continue
-            translate, encode, histogram = entry
+            translate, handler, encode, metrics, histogram, direct_arity = entry
             try:
-                command = translate(self, args, wall_ms)
-                if type(command) is bytes:
-                    reply = command
+                if len(args) == direct_arity:
+                    # Exactly the command's fields (``_DIRECT_ARITY``): no translator.
+                    result = handler(args[1:], wall_ms)
                 else:
-                    result = execute(command, wall_ms)
-                    if type(result) is Pending:
-                        self._note_pending(result)
-                        replies.append([result, encode])
+                    command = translate(self, args)
+                    if type(command) is bytes:  # an argument error, or a session-local reply
+                        if command[0] == 45:  # b"-"
+                            metrics.errors += 1
+                        served.append(histogram)
+                        if replies:
+                            replies.append(command)
+                        else:
+                            out.append(command)
+                        if handler is None:
+                            resp3 = self.protocol_version == 3  # HELLO may have changed it
+                            if self.closing:  # QUIT: nothing after it is answered
+                                self._waiting.clear()
+                                break
                         continue
-                    reply = encode(self, result)
+                    result = handler(command, wall_ms)
+                if type(result) is Pending:
+                    self._note_pending(result)
+                    replies.append([result, encode])
+                    if self._at_bound():
+                        self._waiting.extend(remaining)
+                        break
+                    continue
+                else:
+                    reply = encode(result)
             except GossipCacheError as error:
+                metrics.errors += 1
                 reply = error_reply(error)
             except Exception as error:  # a bug: answer, count, keep serving
+                metrics.errors += 1
                 core.metrics.internal_errors += 1
                 reply = error_reply(error)
             served.append(histogram)
-            if self.protocol_version == 3 and reply == NULL_BULK:
+            if resp3 and reply == NULL_BULK:
                 reply = _RESP3_NULL
             if replies:
                 replies.append(reply)
             else:
                 out.append(reply)
-            if self.closing:
-                self._waiting.clear()
-                break
         record_batch(served, clock.timer_ns() - started_ns)
         return b"".join(out)
 
@@ -188,7 +212,7 @@ class RespSession(Session):
         if pending.error is not None:
             return error_reply(pending.error)
         try:
-            reply = encode(self, pending.result)
+            reply = encode(pending.result)
         except Exception as error:
             self.core.metrics.internal_errors += 1
             return error_reply(error)
@@ -223,19 +247,17 @@ def _int_arg(raw: bytes) -> int | None:
     return value
 
 
-# -- translators: (session, args, wall_ms) -> Command | reply bytes ------------------------------
+# -- translators: (session, args) -> Command | reply bytes ------------------------------
 
 
-def _get(session, args, wall_ms):
-    return c.Get(args[1]) if len(args) == 2 else _wrong_arity("get")
+def _get(session, args):
+    return _wrong_arity("get")  # two arguments take the direct path (``_DIRECT_ARITY``)
 
 
-def _set(session, args, wall_ms):
+def _set(session, args):
     """Redis 7's SET: options parse first (a repeated NX, EX, GET or KEEPTTL is accepted, a
     conflicting one is a syntax error), then the expiry is checked."""
-    if len(args) == 3:  # the fast path: SET key value
-        return c.Put(args[1], args[2])
-    if len(args) < 3:
+    if len(args) < 3:  # SET key value takes the direct path (``_DIRECT_ARITY``)
         return _wrong_arity("set")
     condition = None
     keep_ttl = return_old = False
@@ -287,7 +309,7 @@ def _set(session, args, wall_ms):
 _SET_EXPIRY_UNITS = (b"EX", b"PX", b"EXAT", b"PXAT")
 
 
-def _encode_put(session, result):
+def _encode_put(result):
     if result is True:
         return OK
     if result is False:
@@ -295,11 +317,11 @@ def _encode_put(session, result):
     return encode_bulk(result)  # SET ... GET: the old value (or null)
 
 
-def _del(session, args, wall_ms):
+def _del(session, args):
     return c.Delete(tuple(args[1:])) if len(args) >= 2 else _wrong_arity("del")
 
 
-def _exists(session, args, wall_ms):
+def _exists(session, args):
     return c.Exists(tuple(args[1:])) if len(args) >= 2 else _wrong_arity("exists")
 
 
@@ -309,7 +331,7 @@ _EXPIRE_OPTIONS = {b"NX": c.IF_ABSENT, b"XX": c.IF_PRESENT, b"GT": c.IF_GREATER,
 def _expire_translator(name: str, unit_ms: int, absolute: bool):
     """Redis 7's EXPIRE family: options first, then the number, then its range."""
 
-    def translate(session, args, wall_ms):
+    def translate(session, args):
         if len(args) < 3:
             return _wrong_arity(name)
         conditions = set()
@@ -337,23 +359,23 @@ def _expire_translator(name: str, unit_ms: int, absolute: bool):
     return translate
 
 
-def _encode_boolean(session, result):
+def _encode_boolean(result):
     return _ONE if result else _ZERO
 
 
-def _persist(session, args, wall_ms):
+def _persist(session, args):
     return c.Persist(args[1]) if len(args) == 2 else _wrong_arity("persist")
 
 
 def _ttl_translator(name: str):
-    def translate(session, args, wall_ms):
+    def translate(session, args):
         return c.Ttl(args[1]) if len(args) == 2 else _wrong_arity(name)
 
     return translate
 
 
 def _ttl_encoder(divisor: int):
-    def encode(session, ttl_ms):
+    def encode(ttl_ms):
         if ttl_ms in (TTL_MISSING, TTL_PERSISTENT):
             return encode_integer(ttl_ms)
         return encode_integer((ttl_ms + divisor // 2) // divisor)  # Redis rounds to nearest
@@ -361,51 +383,47 @@ def _ttl_encoder(divisor: int):
     return encode
 
 
-def _encode_integer(session, result):
-    return encode_integer(result)
-
-
-def _dbsize(session, args, wall_ms):
+def _dbsize(session, args):
     return c.Stats() if len(args) == 1 else _wrong_arity("dbsize")
 
 
-def _encode_dbsize(session, stats):
+def _encode_dbsize(stats):
     return encode_integer(stats["keys"])
 
 
-def _flushall(session, args, wall_ms):
+def _flushall(session, args):
     if len(args) > 2 or (len(args) == 2 and args[1].upper() not in (b"ASYNC", b"SYNC")):
         return _SYNTAX
     return c.Flush()
 
 
-def _encode_ok(session, result):
+def _encode_ok(result):
     return OK
 
 
-def _ping(session, args, wall_ms):
+def _ping(session, args):
     if len(args) > 2:
         return _wrong_arity("ping")
     return c.Ping(args[1] if len(args) == 2 else None)
 
 
-def _encode_ping(session, result):
+def _encode_ping(result):
     return PONG if result is True else encode_bulk(result)
 
 
 # -- session-local commands: the reply is built by the translator ---------------------------------
 
 
-def _echo(session, args, wall_ms):
+def _echo(session, args):
     return encode_bulk(args[1]) if len(args) == 2 else _wrong_arity("echo")
 
 
-def _quit(session, args, wall_ms):
+def _quit(session, args):
     session.closing = True
     return OK
 
 
-def _hello(session, args, wall_ms):
+def _hello(session, args):
     # redis-py 5+ opens with HELLO 3. We speak RESP3 to such a session where the two differ for
     # our replies: the null and map types.
     if len(args) > 1:
@@ -433,13 +451,13 @@ def _hello(session, args, wall_ms):
     return session.encode_map(pairs)
 
 
-def _select(session, args, wall_ms):
+def _select(session, args):
     if len(args) != 2:
         return _wrong_arity("select")
     return OK if args[1] == b"0" else encode_error("ERR DB index is out of range")
 
 
-def _client(session, args, wall_ms):
+def _client(session, args):
     sub = args[1].upper() if len(args) > 1 else b""
     if sub == b"SETNAME" and len(args) == 3:
         if b" " in args[2]:
@@ -457,7 +475,7 @@ def _client(session, args, wall_ms):
     return encode_error(f"ERR unknown subcommand '{sub.decode(errors='replace')[:128]}'.")
 
 
-def _command(session, args, wall_ms):
+def _command(session, args):
     # redis-cli asks for COMMAND DOCS to offer hints; an empty answer means "no hints".
     if len(args) == 2 and args[1].upper() == b"COUNT":
         return encode_integer(len(_NAMES))
@@ -477,7 +495,7 @@ def _config_values(core: NodeCore) -> dict[str, str]:
     }
 
 
-def _config(session, args, wall_ms):
+def _config(session, args):
     sub = args[1].upper() if len(args) > 1 else b""
     if sub == b"GET" and len(args) >= 3:
         values = _config_values(session.core)
@@ -493,7 +511,7 @@ def _config(session, args, wall_ms):
     return encode_error("ERR CONFIG supports GET and RESETSTAT only")
 
 
-def _info_reply(session, args, wall_ms):
+def _info_reply(session, args):
     """INFO is answered from O(1) counters, like Stats, without going through a command: its
     reply depends on the sections asked for."""
     core = session.core
@@ -535,11 +553,15 @@ def _info_reply(session, args, wall_ms):
 
 #: Redis command -> (translator, encoder, the command type whose metrics it feeds, or None for
 #: a session-local command with a series of its own).
+#:
+#: ``_DIRECT_ARITY``: commands whose arguments after the name are exactly the command's fields
+#: when they number this many (Redis' command table has an arity the same way). Those skip the
+#: translator: the fields are ``args[1:]``, sliced in C.
 _NAMES: dict[bytes, tuple[Callable, Callable | None, type[c.Command] | None]] = {
-    b"GET": (_get, lambda session, value: encode_bulk(value), c.Get),
+    b"GET": (_get, encode_bulk, c.Get),
     b"SET": (_set, _encode_put, c.Put),
-    b"DEL": (_del, _encode_integer, c.Delete),
-    b"EXISTS": (_exists, _encode_integer, c.Exists),
+    b"DEL": (_del, encode_integer, c.Delete),
+    b"EXISTS": (_exists, encode_integer, c.Exists),
     b"EXPIRE": (_expire_translator("expire", 1000, False), _encode_boolean, c.Expire),
     b"PEXPIRE": (_expire_translator("pexpire", 1, False), _encode_boolean, c.Expire),
     b"EXPIREAT": (_expire_translator("expireat", 1000, True), _encode_boolean, c.Expire),
@@ -560,20 +582,30 @@ _NAMES: dict[bytes, tuple[Callable, Callable | None, type[c.Command] | None]] = 
     b"COMMAND": (_command, None, None),
     b"CONFIG": (_config, None, None),
 }
+_DIRECT_ARITY = {b"GET": 2, b"SET": 3, b"PERSIST": 2, b"TTL": 2, b"PTTL": 2}
 
 
 def resp_table(core: NodeCore, extra: dict[bytes, tuple] | None = None) -> dict[bytes, tuple]:
     """The dispatch table of ``core``'s RESP sessions: upper- and lower-case spellings
-    (clients send one or the other; mixed case goes through ``upper()``) -> (translator,
-    encoder, latency histogram of the command's one metrics series). ``extra`` adds commands
+    (clients send one or the other; mixed case goes through ``upper()``) -> (translator, the
+    core's handler for the command type (None for a session-local command), encoder, the
+    command's one metrics series and its latency histogram, the argument count at which
+    ``args[1:]`` are its fields). ``extra`` adds commands
     in the form of ``_NAMES`` (tests add one that stays pending; the core must serve its type)."""
     table = {}
     for name, (translate, encode, command_type) in {**_NAMES, **(extra or {})}.items():
         if command_type is None:
-            histogram = core.metrics.command(name.decode().lower()).latency_ns
+            handler, metrics = None, core.metrics.command(name.decode().lower())
         else:
-            histogram = core.metrics_of(command_type).latency_ns
-        entry = (translate, encode, histogram)
+            handler, metrics = core.handler_of(command_type)
+        entry = (
+            translate,
+            handler,
+            encode,
+            metrics,
+            metrics.latency_ns,
+            _DIRECT_ARITY.get(name, -1),
+        )
         table[name] = entry
         table[name.lower()] = entry
     return table
