@@ -477,9 +477,12 @@ def test_a_stale_suspicion_of_ourselves_regossips_our_alive_with_meta() -> None:
     assert about_me == [Alive("me", SELF, 4, b"zone-a")]
 
 
-def _run_until(core: Membership, end_ms: int, source_of_nacks: int = 0) -> list[tuple[str, object]]:
+def _run_until(
+    core: Membership, end_ms: int, source_of_nacks: int = 0, ack: bool = False
+) -> list[tuple[str, object]]:
     """Tick every deadline up to ``end_ms``; the first ``source_of_nacks`` helpers asked by a
-    ping-req answer with a nack at once. Returns what was sent (destination, message)."""
+    ping-req answer with a nack at once; with ``ack`` every probe is acked at once. Returns
+    what was sent (destination, message)."""
     sent: list[tuple[str, object]] = []
     while (deadline := core.next_deadline_ms()) <= end_ms:
         core.tick(deadline)
@@ -489,6 +492,9 @@ def _run_until(core: Membership, end_ms: int, source_of_nacks: int = 0) -> list[
         asked = [(d, m) for d, m in new if isinstance(m, PingReq)]
         for helper, request in asked[:source_of_nacks]:
             _send(core, deadline, Nack(request.seq), source=helper)
+        for destination, message in new:
+            if ack and isinstance(message, Ping):
+                _send(core, deadline, Ack(message.seq), source=destination)
     return sent
 
 
@@ -731,3 +737,80 @@ def test_a_push_pull_is_answered_with_our_table_after_merging() -> None:
     assert states == {"me": STATE_ALIVE, "p": STATE_ALIVE, "q": 3}  # q's leave merged first
     left = [(e.kind, e.node_id, e.now_ms) for e in core.take_events() if e.node_id == "q"]
     assert left[-1] == (EventKind.LEFT, "q", 2)
+
+
+def test_dead_rows_of_a_push_pull_become_suspicions_here() -> None:
+    core = _core()
+    _send(core, 1, Alive("p", PEER, 1))
+    _stream(core, 2, PushPull(True, False, (NodeState("p", PEER, 1, 2, b""),)))
+    assert {m.node_id: m.state for m in core.members()}["p"] is MemberState.SUSPECT
+
+
+def test_dead_members_are_never_probed_and_the_live_one_every_period() -> None:
+    core, peers = _core_with(5)
+    _send(core, 2, *(Dead(f"m{i}", 1, "x") for i in range(4)))  # only m4 is left alive
+    probes = []
+    start_ms = core.next_deadline_ms()
+    sent = _run_until(core, start_ms + 10 * core.config.probe_interval_ms - 1, ack=True)
+    for destination, message in sent:
+        if isinstance(message, Ping):
+            probes.append((destination, message.target_id))
+    assert probes == [(peers["m4"], "m4")] * 10 and core.stats()["probes"] == 10
+
+
+def test_gossip_rounds_reach_gossip_nodes_peers_and_the_recently_dead() -> None:
+    core, peers = _core_with(6)
+    _send(core, 2, Dead("m5", 1, "x"))  # recently dead: still gossiped to
+    reached: set[str] = set()
+    rounds = 0
+    end_ms = core.next_deadline_ms() + 3_000
+    while (deadline := core.next_deadline_ms()) <= end_ms:
+        core.tick(deadline)
+        batch = {
+            out.destination
+            for out in core.take_outbox()
+            if not any(isinstance(m, Ping) for m in decode_packet(Keyring(KEY), out.payload))
+        }
+        if batch:
+            rounds += 1
+            assert len(batch) == core.config.gossip_nodes or not len(core._broadcasts)
+            reached |= batch
+        if not len(core._broadcasts):
+            break
+    assert rounds >= 1 and peers["m5"] in reached
+
+
+def test_periodic_push_pull_goes_to_an_alive_member_and_times_out() -> None:
+    config = MembershipConfig.lan()
+    core, peers = _core_with(2, config)
+    _send(core, 2, Suspect("m0", 1, "x"))  # a suspect is no sync partner
+    end_ms = 2 * config.push_pull_interval_ms
+    streams = []
+    while (deadline := core.next_deadline_ms()) <= end_ms:
+        core.tick(deadline)
+        core.check_invariants()
+        streams += [o.destination for o in core.take_outbox() if o.channel is Channel.STREAM]
+    assert streams and set(streams) == {peers["m1"]}
+    assert core.stats()["push_pull_timeout"] >= 1  # nobody answered
+
+
+def test_push_pull_thins_out_only_once_the_view_is_quiet() -> None:
+    config = MembershipConfig.lan().replace(push_pull_interval_ms=2_000)
+    core, _ = _core_with(4 * config.push_pull_scale_threshold, config)
+    half_ms = config.push_pull_interval_ms // 2
+    now_ms = 0
+    for i in range(20):  # a member joins every half period: the view keeps moving
+        now_ms += half_ms
+        _run_until(core, now_ms, ack=True)
+        _send(core, now_ms, Alive(f"new{i}", f"10.9.9.{i}:7946", 1))
+    started = core.stats()["push_pull_started"]
+    assert started >= 9 and "push_pull_skipped" not in core.stats()
+    _run_until(core, now_ms + 30 * config.push_pull_interval_ms, ack=True)  # quiet from here
+    assert core.stats()["push_pull_skipped"] >= 10
+
+
+def test_a_probe_may_end_exactly_when_the_next_begins() -> None:
+    config = MembershipConfig.lan().replace(probe_timeout_ms=600, indirect_probe_timeout_ms=400)
+    core, _ = _core_with(3, config)
+    _run_until(core, 4 * config.probe_interval_ms, ack=True)
+    assert core.stats()["probes"] == 4 and core.stats()["probe_acked"] == 4
