@@ -122,7 +122,7 @@ def canonical(value: object) -> str:
         return "{" + ", ".join(items) + "}"
     if isinstance(value, Command):  # before tuple: a command is a tuple of its fields
         names = type(value).fields
-        fields = ", ".join(f"{name}={canonical(item)}" for name, item in zip(names, value))
+        fields = ", ".join(f"{name}={canonical(item)}" for name, item in zip(names, value[1:]))
         return f"{type(value).__name__}({fields})"
     if isinstance(value, (list, tuple)):
         inner = ", ".join(canonical(item) for item in value)

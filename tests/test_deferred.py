@@ -39,11 +39,11 @@ class Slow(c.Command):
     fields = ("tag",)
 
     def __new__(cls, tag: bytes) -> Slow:
-        return c.make(cls, (tag,))
+        return c.make(cls, (cls.name, tag))
 
     @property
     def tag(self) -> bytes:
-        return self[0]
+        return self[1]
 
 
 def slow_core(config: NodeConfig | None = None) -> tuple[NodeCore, list[Pending]]:

@@ -131,11 +131,11 @@ class Slow(c.Command):
     fields = ("tag",)
 
     def __new__(cls, tag: bytes) -> Slow:
-        return c.make(cls, (tag,))
+        return c.make(cls, (cls.name, tag))
 
     @property
     def tag(self) -> bytes:
-        return self[0]
+        return self[1]
 
 
 class SlowNode(NodeCore):
@@ -298,7 +298,7 @@ class ExpiryBlindGet(NodeCore):
 
     def _get_handler(self):
         def get(command, wall_ms):
-            (key,) = command
+            _, key = command
             return self.store._shard(key).values.get(key)
 
         return get

@@ -55,12 +55,12 @@ class Pending:
     e.g. a request id) are set by the submitter and opaque to the core."""
 
     __slots__ = (
-        "command_type", "fields", "started_ns", "reply_to", "reply_tag", "result", "error", "done",
+        "command_type", "items", "started_ns", "reply_to", "reply_tag", "result", "error", "done",
     )  # fmt: skip
 
-    def __init__(self, command_type: type[c.Command], fields: tuple, started_ns: int) -> None:
+    def __init__(self, command_type: type[c.Command], items: tuple, started_ns: int) -> None:
         self.command_type = command_type
-        self.fields = fields
+        self.items = items  # the command as its handler got it: ``(name, *fields)``
         self.started_ns = started_ns
         self.reply_to: object = None
         self.reply_tag: object = None
@@ -71,8 +71,10 @@ class Pending:
     @property
     def command(self) -> c.Command:
         """The command waiting, as a ``Command`` object."""
-        fields = self.fields
-        return fields if type(fields) is self.command_type else c.make(self.command_type, fields)
+        items = self.items
+        if type(items) is self.command_type:
+            return items
+        return c.make(self.command_type, (self.command_type.name, *items[1:]))
 
     def __repr__(self) -> str:
         state = "done" if self.done else "waiting"
@@ -131,9 +133,9 @@ class NodeCore:
             self._start_membership(address, rng, keyring, now_ms)
 
     def add_command(self, command_type: type[c.Command], handler: Callable) -> None:
-        """Serve ``command_type`` with ``handler(fields, wall_ms)``; its metrics series is
-        ``command_type.name``. ``fields`` is the command's tuple of fields: a ``Command`` (a
-        tuple) or, from the sessions' hot paths, a plain tuple in the same order. The built-in commands are added at construction; tests add
+        """Serve ``command_type`` with ``handler(command, wall_ms)``; its metrics series is
+        ``command_type.name``. ``command`` is a sequence ``(name, *fields)``: a ``Command`` or,
+        from the sessions' hot paths, a plain sequence of that shape. The built-in commands are added at construction; tests add
         their own (a command that stays pending, say)."""
         self._handlers[command_type] = (handler, self.metrics.command(command_type.name))
 
@@ -147,7 +149,7 @@ class NodeCore:
         if entry is None:
             raise TypeError(f"not a command this node serves: {command!r:.80}")
         try:
-            return entry[0](command, wall_ms)  # a Command is its own tuple of fields
+            return entry[0](command, wall_ms)
         except Exception:
             entry[1].errors += 1
             raise
@@ -161,9 +163,9 @@ class NodeCore:
         for sessions that resolve it once per node and count errors themselves."""
         return self._handlers[command_type]
 
-    def defer(self, command_type: type[c.Command], fields: tuple) -> Pending:
-        """A ``Pending`` for the command of ``command_type`` with ``fields``, counted against the
-        node's bound: what a handler returns when its answer must wait. Raises
+    def defer(self, command_type: type[c.Command], command: tuple) -> Pending:
+        """A ``Pending`` for ``command`` (of ``command_type``, as its handler got it), counted
+        against the node's bound: what a handler returns when its answer must wait. Raises
         ``ServiceUnavailable`` at the bound."""
         if self._pending_count >= self.config.pending_per_node_max:
             self.metrics.pending_refused += 1
@@ -171,7 +173,7 @@ class NodeCore:
                 f"{self._pending_count} requests are waiting on this node; retry later"
             )
         self._pending_count += 1
-        return Pending(command_type, fields, self.clock.timer_ns())
+        return Pending(command_type, command, self.clock.timer_ns())
 
     def complete(self, pending: Pending, result: object = None, error: Exception | None = None):
         """Finish ``pending`` with ``result`` (or ``error``); it is handed out by the next
@@ -304,10 +306,10 @@ class NodeCore:
 
     # -- command handlers: (command, wall_ms) -> result ------------------------------------------
 
-    # Handlers take the command's fields as a sequence (a Command, which is a tuple, or a plain
-    # tuple or list from a session's hot path: building an object per request costs more than
-    # serving a GET) and unpack them in one C-level operation. A Put's fields may stop after
-    # the value or the TTL (the short forms of a plain write).
+    # Handlers take a command as a sequence ``(name, *fields)`` (a Command, which is a tuple, or
+    # on a session's hot path the parsed argument list itself: building an object per request
+    # costs more than serving a GET), unpack it in one C-level operation and ignore the name.
+    # A Put may stop after the value or the TTL (the short forms of a plain write).
 
     # GET and plain PUT are the hot path: their handlers are closures over the store's bound
     # methods, which saves the attribute lookups and the bound-method call of the others.
@@ -316,7 +318,7 @@ class NodeCore:
         store_get = self.store.get
 
         def get(command: c.Get, wall_ms: int) -> bytes | None:
-            (key,) = command
+            _, key = command
             return store_get(key, wall_ms)
 
         return get
@@ -326,12 +328,12 @@ class NodeCore:
         put_with_options = self._put
 
         def put(command: c.Put, wall_ms: int) -> object:
-            if len(command) == 2:  # the short form (key, value): SET key value
-                key, value = command
+            if len(command) == 3:  # the short form (name, key, value): SET key value
+                _, key, value = command
                 store_put(key, value, wall_ms)
                 return True
-            if len(command) == 3:  # the short form (key, value, ttl_ms): a native put
-                key, value, ttl_ms = command
+            if len(command) == 4:  # the short form (name, key, value, ttl_ms): a native put
+                _, key, value, ttl_ms = command
                 store_put(key, value, wall_ms, ttl_ms)
                 return True
             return put_with_options(command, wall_ms)
@@ -339,7 +341,7 @@ class NodeCore:
         return put
 
     def _put(self, command: c.Put, wall_ms: int) -> object:
-        key, value, ttl_ms, expires_at_ms, keep_ttl, condition, return_old = command
+        _, key, value, ttl_ms, expires_at_ms, keep_ttl, condition, return_old = command
         store = self.store
         if condition is None and not return_old and expires_at_ms is None:
             # The hot path: SET key value [EX | PX | KEEPTTL].
@@ -362,17 +364,17 @@ class NodeCore:
         return old if return_old else True
 
     def _delete(self, command: c.Delete, wall_ms: int) -> int:
-        (keys,) = command
+        _, keys = command
         delete = self.store.delete
         return sum(delete(key, wall_ms) for key in keys)
 
     def _exists(self, command: c.Exists, wall_ms: int) -> int:
-        (keys,) = command
+        _, keys = command
         contains = self.store.contains
         return sum(contains(key, wall_ms) for key in keys)
 
     def _expire(self, command: c.Expire, wall_ms: int) -> bool:
-        key, ttl_ms, expires_at_ms, conditions = command
+        _, key, ttl_ms, expires_at_ms, conditions = command
         store = self.store
         if not store.contains(key, wall_ms):
             return False
@@ -392,18 +394,18 @@ class NodeCore:
         return store.expire(key, ttl_ms if ttl_ms > 0 else 0, wall_ms)
 
     def _persist(self, command: c.Persist, wall_ms: int) -> bool:
-        (key,) = command
+        _, key = command
         store = self.store
         if store.expires_at_ms(key, wall_ms) is None:
             return False
         return store.expire(key, None, wall_ms)
 
     def _ttl(self, command: c.Ttl, wall_ms: int) -> int:
-        (key,) = command
+        _, key = command
         return self.store.ttl_ms(key, wall_ms)
 
     def _ping(self, command: c.Ping, wall_ms: int) -> object:
-        (message,) = command
+        _, message = command
         return True if message is None else message
 
     def _stats(self, command: c.Stats, wall_ms: int) -> dict:

@@ -69,10 +69,10 @@ _OPS_OF_SEVERAL_TYPES = frozenset((protocol.OP_EXPIRE,))
 #: it feeds).
 NATIVE_OPS: dict[str, tuple[Callable, Callable, type[c.Command]]] = {
     protocol.OP_PING: (lambda m: c.Ping(), _ok, c.Ping),
-    # The wire decoder has checked types and ranges: the hot ops take their fields straight
-    # from the message, sliced in C (a Get's key; a Put's short form key, value, ttl_ms).
-    protocol.OP_GET: (itemgetter(slice(2, 3)), _value, c.Get),
-    protocol.OP_PUT: (itemgetter(slice(2, 5)), _ok, c.Put),
+    # The wire decoder has checked types and ranges: the hot ops slice the command, in C,
+    # out of the message (op, key) and (op, key, value, ttl_ms): a Put's short form.
+    protocol.OP_GET: (itemgetter(slice(1, 3)), _value, c.Get),
+    protocol.OP_PUT: (itemgetter(slice(1, 5)), _ok, c.Put),
     protocol.OP_DEL: (lambda m: c.Delete((m[2],)), _found_if_true, c.Delete),
     protocol.OP_EXPIRE: (_expire, _found_if_true, c.Expire),
     protocol.OP_TTL: (lambda m: c.Ttl(m[2]), _ttl, c.Ttl),

@@ -12,8 +12,9 @@ core, or a finished reply (session-local commands such as HELLO, and argument er
 core's handler for the command's type runs it (``NodeCore.handler_of``: the same code
 ``NodeCore.execute`` runs, looked up once per node instead of once per command), and its encoder
 turns the result into the reply. The hottest commands (GET key, SET key value) skip the
-translator: their arguments are the command's fields (``_DIRECT_ARITY``), which the handler
-takes as a plain sequence; building an object per request would cost more than serving a GET. Replies leave in request order: while a
+translator: their argument list has the shape of the command, ``(name, *fields)``
+(``_DIRECT_ARITY``), and goes to the handler as it is; building an object per request would
+cost more than serving a GET. Replies leave in request order: while a
 command is pending, later replies queue behind it (``_replies``) and the longest completed prefix
 is written.
 """
@@ -163,8 +164,8 @@ class RespSession(Session):
             translate, handler, encode, metrics, histogram, direct_arity = entry
             try:
                 if len(args) == direct_arity:
-                    # Exactly the command's fields (``_DIRECT_ARITY``): no translator.
-                    result = handler(args[1:], wall_ms)
+                    # The argument list is the command (``_DIRECT_ARITY``): no translator.
+                    result = handler(args, wall_ms)
                 else:
                     command = translate(self, args)
                     if type(command) is bytes:  # an argument error, or a session-local reply
@@ -309,12 +310,16 @@ def _set(session, args):
 _SET_EXPIRY_UNITS = (b"EX", b"PX", b"EXAT", b"PXAT")
 
 
-def _encode_put(result):
-    if result is True:
-        return OK
-    if result is False:
-        return NULL_BULK
-    return encode_bulk(result)  # SET ... GET: the old value (or null)
+class _PutReplies(dict):
+    """SET's reply by result: written (True) is OK, not written (False) and no old value
+    (None) are null; anything else is the old value of SET ... GET, encoded on the miss. A
+    dict lookup runs in C: the commonest reply costs no Python call."""
+
+    def __missing__(self, old_value: bytes) -> bytes:
+        return encode_bulk(old_value)
+
+
+_encode_put = _PutReplies({True: OK, False: NULL_BULK, None: NULL_BULK}).__getitem__
 
 
 def _del(session, args):
@@ -554,9 +559,9 @@ def _info_reply(session, args):
 #: Redis command -> (translator, encoder, the command type whose metrics it feeds, or None for
 #: a session-local command with a series of its own).
 #:
-#: ``_DIRECT_ARITY``: commands whose arguments after the name are exactly the command's fields
-#: when they number this many (Redis' command table has an arity the same way). Those skip the
-#: translator: the fields are ``args[1:]``, sliced in C.
+#: ``_DIRECT_ARITY``: commands whose argument list, at this length, is exactly the command's
+#: shape ``(name, *fields)`` (Redis' command table has an arity the same way). Those skip the
+#: translator: the parsed list goes to the core's handler as it is.
 _NAMES: dict[bytes, tuple[Callable, Callable | None, type[c.Command] | None]] = {
     b"GET": (_get, encode_bulk, c.Get),
     b"SET": (_set, _encode_put, c.Put),
@@ -589,8 +594,8 @@ def resp_table(core: NodeCore, extra: dict[bytes, tuple] | None = None) -> dict[
     """The dispatch table of ``core``'s RESP sessions: upper- and lower-case spellings
     (clients send one or the other; mixed case goes through ``upper()``) -> (translator, the
     core's handler for the command type (None for a session-local command), encoder, the
-    command's one metrics series and its latency histogram, the argument count at which
-    ``args[1:]`` are its fields). ``extra`` adds commands
+    command's one metrics series and its latency histogram, the argument count at which the
+    argument list is the command itself). ``extra`` adds commands
     in the form of ``_NAMES`` (tests add one that stays pending; the core must serve its type)."""
     table = {}
     for name, (translate, encode, command_type) in {**_NAMES, **(extra or {})}.items():
