@@ -999,3 +999,33 @@ def test_wtinylfu_protected_overflow_demotes_by_weight_but_keeps_a_lone_entry() 
     assert policy.segment_of(b"a") == "probation" and policy.segment_of(b"b") == "protected"
     policy.update(b"b", 85)  # a lone entry over the budget stays
     assert policy.segment_of(b"b") == "protected"
+
+
+@pytest.mark.parametrize("name", ["s3fifo", "wtinylfu"])
+@pytest.mark.parametrize("capacity", [7, 40, 150])
+def test_segment_weights_stay_exact_through_every_operation(name: str, capacity: int) -> None:
+    """A dense seeded workload (inserts, hits, overwrites with new weights, removals from every
+    segment, evictions as the store does them): after each step the segments hold exactly the
+    tracked entries, with running weights equal to their sums."""
+    rng = random.Random(capacity)
+    policy = make_policy(name, capacity, seed=capacity)
+    model: dict[bytes, int] = {}
+    keys = [b"k%d" % index for index in range(3 * capacity // 2 + 4)]
+    for _ in range(1_500):
+        key = rng.choice(keys)
+        weight = rng.randint(1, max(1, capacity // 4))
+        roll = rng.random()
+        if key not in model:
+            policy.insert(key, weight)
+            model[key] = weight
+            _evict_to_capacity(policy, model, capacity, key)
+        elif roll < 0.4:
+            policy.access(key)
+        elif roll < 0.7:
+            policy.update(key, weight)
+            model[key] = weight
+            _evict_to_capacity(policy, model, capacity, key)
+        else:
+            policy.remove(key)
+            del model[key]
+        _check_segments(policy, model)
