@@ -12,10 +12,10 @@ import random
 import socket
 
 import trio
+from slow_command import Slow
 
 from gossipcache.clock import ManualClock
 from gossipcache.drivers.server import NodeServer
-from gossipcache.node import commands as c
 from gossipcache.node.config import NodeConfig
 from gossipcache.node.core import NodeCore, Pending
 from gossipcache.node.native_session import NativeSession, native_table
@@ -29,21 +29,6 @@ from gossipcache.wire.native import (
     encode_request,
 )
 from gossipcache.wire.resp import RespError, RespReplyParser, encode_command
-
-
-class Slow(c.Command):
-    """A command that completes only when the test says so; its result is its tag."""
-
-    __slots__ = ()
-    name = "slow"
-    fields = ("tag",)
-
-    def __new__(cls, tag: bytes) -> Slow:
-        return c.make(cls, (cls.name, tag))
-
-    @property
-    def tag(self) -> bytes:
-        return self[1]
 
 
 def slow_core(config: NodeConfig | None = None) -> tuple[NodeCore, list[Pending]]:

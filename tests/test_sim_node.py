@@ -12,6 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from slow_command import Slow
 
 from gossipcache.node import commands as c
 from gossipcache.node.core import NodeCore
@@ -121,21 +122,6 @@ def test_invariant_checks_switch_per_simulation():
 
 
 # ---------------------------------------------------------------------------- workload history
-
-
-class Slow(c.Command):
-    """A test-only command answered on the node's next tick (its result is its tag)."""
-
-    __slots__ = ()
-    name = "slow"
-    fields = ("tag",)
-
-    def __new__(cls, tag: bytes) -> Slow:
-        return c.make(cls, (cls.name, tag))
-
-    @property
-    def tag(self) -> bytes:
-        return self[1]
 
 
 class SlowNode(NodeCore):
