@@ -237,3 +237,31 @@ async def test_real_node_keeps_resp_order_while_a_task_completes_slow_commands(n
     decoded = [r.decode() if isinstance(r, bytes) and r.startswith(b"slow") else r for r in replies]
     assert decoded == expected
     assert core.pending_count == 0
+
+
+async def test_quit_after_a_slow_command_answers_it_before_closing(nursery) -> None:
+    config = NodeConfig(port=0, resp_port=0, metrics_port=None, membership_enabled=False)
+    server = NodeServer(config)
+    await nursery.start(server.serve)
+    core = server.core
+    waiting: list[Pending] = []
+
+    def run_slow(command: Slow, wall_ms: int) -> Pending:
+        pending = core.defer(Slow, command)
+        waiting.append(pending)
+        return pending
+
+    core.add_command(Slow, run_slow)
+    server.reactor._resp_table = resp_table(core, EXTRA_RESP)
+    stream = await trio.open_tcp_stream("127.0.0.1", server.ports["resp"])
+    await stream.send_all(encode_command("SLOW", "slow1") + encode_command("QUIT"))
+    with trio.fail_after(10):
+        while not waiting:
+            await trio.sleep(0.001)
+    core.complete(waiting[0], waiting[0].command.tag)
+    server.reactor.wake()
+    received = b""
+    with trio.fail_after(10):
+        while data := await stream.receive_some(65536):
+            received += data
+    assert parse_replies(received) == ["slow1", "OK"]  # then the node closed the connection

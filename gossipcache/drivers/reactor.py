@@ -298,12 +298,12 @@ class ClientReactor:
     def _settle(self, connection: Connection) -> None:
         """Watch the socket for writability while bytes are unsent, for readability while the
         session wants input, for nothing while it waits on pending commands; close it once a
-        closing session has written everything."""
+        closing session has written everything, the replies to its pending commands included."""
         session = connection.session
         if connection.unsent is not None:
             interest = _WRITE
-        elif session.closing:
-            self._close(connection)
+        elif session.closing and not session.pending_count:
+            self._close(connection)  # everything answered before QUIT / bad input is written
             return
         else:
             interest = _READ if session.wants_input else 0
