@@ -533,3 +533,18 @@ def test_datagram_size_cap_is_the_largest_udp_payload() -> None:
     assert ring.open(stream_frame, True) == b"b" * 100_000
     with pytest.raises(CodecError, match="^too_large"):
         ring.open(b"\x01" * (STREAM_FRAME_SIZE_BYTES_MAX + 1), True)
+
+
+def test_envelope_errors_name_what_was_wrong() -> None:
+    ring = Keyring(KEY)
+    sealed = ring.seal(b"\x90", False)
+    cases = [
+        (sealed[:HEADER_SIZE_BYTES], "truncated: 18"),  # a header and no body
+        (b"\x01\x00\x00", "truncated: 3"),
+        (b"\x02" + sealed[1:], "bad_version: 2"),
+        (sealed[:1] + b"\x09" + sealed[2:], "unknown_key: 9"),
+    ]
+    for payload, text in cases:
+        with pytest.raises(CodecError) as info:
+            ring.open(payload, False)
+        assert str(info.value) == text

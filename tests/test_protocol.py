@@ -21,6 +21,7 @@ from gossipcache.wire.native import (
     OP_ARGS,
     OPS,
     REQUEST_ID_MAX,
+    RESPONSE_ARRAY_LEN_MAX,
     STATUS_ERROR,
     STATUS_NOT_FOUND,
     STATUS_OK,
@@ -609,3 +610,46 @@ def test_reusable_encoder_recovers_after_an_unencodable_payload():
     assert encoder.encode(2, STATUS_OK, b"v") == encode_response(Response(2, STATUS_OK, b"v"))
     with pytest.raises(ValueError, match="^cannot encode payload: "):
         encode_response(Response(1, STATUS_OK, object()))
+
+
+def test_frame_cap_is_inclusive_and_must_be_positive():
+    assert (
+        frame(b"x" * 4, frame_size_bytes_max=5)
+        == struct.pack(">IB", 5, PROTOCOL_VERSION) + b"x" * 4
+    )
+    with pytest.raises(ValueTooLarge, match="^frame of 6 bytes exceeds 5$"):
+        frame(b"x" * 5, frame_size_bytes_max=5)
+    assert FrameDecoder(frame_size_bytes_max=1).parse(frame(b"")) == [b""]
+    with pytest.raises(ValueError, match="^frame_size_bytes_max must be >= 1, got 0$"):
+        FrameDecoder(frame_size_bytes_max=0)
+
+
+def test_an_empty_frame_after_a_valid_one_is_refused():
+    decoder = FrameDecoder()
+    decoder.feed(frame(b"a") + b"\x00\x00\x00\x00" + bytes([PROTOCOL_VERSION]))
+    with pytest.raises(ProtocolError, match="^empty frame"):
+        decoder.pop_frames()
+
+
+def test_expire_ttl_bounds_pass_the_fast_checks():
+    for ttl_ms in (-MAX, MAX):
+        request = Request(1, "expire", (b"k", ttl_ms))
+        assert decode_request(body_of(encode_request(request))) == request
+
+
+def test_encode_request_names_the_reason():
+    with pytest.raises(ValueError, match=r"^op 'get' takes 1 arguments, got 0$"):
+        encode_request(Request(1, "get", ()))
+
+
+def test_responses_are_unpacked_within_limits():
+    for message in ([1, STATUS_OK], {"id": 1}):
+        with pytest.raises(ProtocolError, match=r"^response must be an array \[request_id"):
+            decode_response(msgpack.packb(message))
+    too_long = msgpack.packb([1, STATUS_OK, [0] * (RESPONSE_ARRAY_LEN_MAX + 1)])
+    ext = msgpack.packb([1, STATUS_OK, msgpack.ExtType(1, b"x")])
+    for body in (too_long, ext):
+        with pytest.raises(ProtocolError, match="^malformed msgpack"):
+            decode_response(body)
+    fits = msgpack.packb([1, STATUS_OK, [0] * RESPONSE_ARRAY_LEN_MAX])
+    assert len(decode_response(fits).payload) == RESPONSE_ARRAY_LEN_MAX
