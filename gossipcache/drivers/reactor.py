@@ -73,7 +73,7 @@ class Connection:
     not yet written."""
 
     __slots__ = (
-        "sock", "fd", "kind", "session", "peer", "unsent", "interest", "fresh", "deadline_s",
+        "sock", "fd", "kind", "session", "peer", "unsent", "interest", "fresh", "deadline_ms",
     )  # fmt: skip
 
     def __init__(self, sock: socket.socket, kind: str, session) -> None:
@@ -85,7 +85,7 @@ class Connection:
         self.unsent: memoryview | None = None  # reply bytes not yet written
         self.interest = _READ  # what the epoll set watches for: _READ, _WRITE or 0
         self.fresh = True  # no byte read yet (a native connection may turn out to be a peer)
-        self.deadline_s = 0.0  # peer streams: when the handshake or the idle time runs out
+        self.deadline_ms = 0  # peer streams: when the handshake or the idle time runs out
 
 
 class ClientReactor:
@@ -116,7 +116,7 @@ class ClientReactor:
         self._native_table = native_table(core)
         self._idle_scope: trio.CancelScope | None = None
         self._core_fed = False
-        self._next_sweep_s = 0.0
+        self._next_sweep_ms = 0
         #: Counters of peer streams served here (shared with the peer driver's, in /metrics).
         self.peer_stats = core.membership_transport_stats
 
@@ -189,10 +189,10 @@ class ClientReactor:
             if self.core.has_completed:
                 self._deliver_completions()
         if self._peers:
-            now_s = trio.current_time()
-            if now_s >= self._next_sweep_s:
-                self._next_sweep_s = now_s + PEER_SWEEP_INTERVAL_S
-                self._sweep_peers(now_s)
+            now_ms = self.core.clock.monotonic_ms()
+            if now_ms >= self._next_sweep_ms:
+                self._next_sweep_ms = now_ms + int(PEER_SWEEP_INTERVAL_S * 1000)
+                self._sweep_peers(now_ms)
 
     # -- clients ---------------------------------------------------------------------------------
 
@@ -353,7 +353,7 @@ class ClientReactor:
             return True
         self._count("peer_incoming_accepted")
         connection.peer = PeerStreamReader()
-        connection.deadline_s = trio.current_time() + PEER_HANDSHAKE_TIMEOUT_S
+        connection.deadline_ms = self._deadline_ms(PEER_HANDSHAKE_TIMEOUT_S)
         self._peers[connection.fd] = connection
         self._feed_peer(connection, data)
         return True
@@ -375,7 +375,7 @@ class ClientReactor:
             return
         if reader.handshaking:
             return
-        connection.deadline_s = trio.current_time() + PEER_INCOMING_IDLE_TIMEOUT_S
+        connection.deadline_ms = self._deadline_ms(PEER_INCOMING_IDLE_TIMEOUT_S)
         if payloads:
             core = self.core
             now_ms = core.clock.monotonic_ms()
@@ -385,9 +385,12 @@ class ClientReactor:
             self._count("stream_frames_received", len(payloads))
             self._core_fed = True
 
-    def _sweep_peers(self, now_s: float) -> None:
+    def _deadline_ms(self, timeout_s: float) -> int:
+        return self.core.clock.monotonic_ms() + int(timeout_s * 1000)
+
+    def _sweep_peers(self, now_ms: int) -> None:
         for connection in list(self._peers.values()):
-            if connection.deadline_s <= now_s:
+            if connection.deadline_ms <= now_ms:
                 handshaking = connection.peer.handshaking
                 self._count(
                     "peer_dropped_handshake_timeout" if handshaking else "peer_incoming_idle_closed"
