@@ -703,9 +703,16 @@ def test_seeded_policies_default_to_seed_zero(name: str) -> None:
             policy.access(b"k%d" % (index // 3))
         return [policy.evict(protect=b"k39") for _ in range(39)]
 
-    unseeded = drain(_POLICY_CLASSES[name](20))
-    assert unseeded == drain(make_policy(name, 20, 0))
-    assert name != "random" or unseeded != drain(make_policy(name, 20, 1))
+    def fingerprint(policy) -> list:
+        """The eviction order, plus for W-TinyLFU the seed-dependent sketch collisions."""
+        order = drain(policy)
+        if name == "wtinylfu":
+            order.append([policy.frequency_estimate(b"q%d" % index) for index in range(60)])
+        return order
+
+    unseeded = fingerprint(_POLICY_CLASSES[name](20))
+    assert unseeded == fingerprint(make_policy(name, 20, 0))
+    assert unseeded != fingerprint(make_policy(name, 20, 1))
 
 
 def test_sieve_removed_key_forgets_its_visited_bit() -> None:
@@ -975,6 +982,25 @@ def test_wtinylfu_sketch_grows_once_keys_outnumber_its_width() -> None:
     policy.insert(b"k16", 1)  # 17 tracked (the store evicts afterwards): the sketch doubles
     assert policy._sketch.width == 32
     assert policy.frequency_estimate(b"k0") == 0 and policy.frequency_estimate(b"k16") == 1
+
+
+def test_wtinylfu_sketch_growth_counts_keys_in_every_segment() -> None:
+    policy = make_policy("wtinylfu", 16)
+    for index in range(16):
+        policy.insert(b"k%d" % index, 1)
+    for index in range(6):
+        policy.access(b"k%d" % index)  # promoted to protected
+    assert sum(policy.segment_of(b"k%d" % index) == "protected" for index in range(16)) == 6
+    policy.insert(b"k16", 1)
+    assert policy._sketch.width == 32
+
+
+def test_wtinylfu_tiny_capacity_protected_budget_is_one() -> None:
+    policy = _wtinylfu_full(3, [b"a", b"b", b"c"])  # window 1, main 2, protected max(1, 1) = 1
+    assert policy.segment_of(b"a") == policy.segment_of(b"b") == "probation"
+    policy.access(b"a")
+    policy.access(b"b")  # protected would hold 2 > 1: its oldest, a, is demoted
+    assert policy.segment_of(b"a") == "probation" and policy.segment_of(b"b") == "protected"
 
 
 def test_wtinylfu_segment_budgets() -> None:
