@@ -440,3 +440,89 @@ def test_reply_encoders_at_their_edges():
         assert encode_bulk(b"x" * size) == b"$%d\r\n" % size + b"x" * size + b"\r\n"
     with pytest.raises(TypeError, match="^cannot encode object in a RESP reply$"):
         encode_array([1, object()])
+
+
+COMMAND_ERRORS = [
+    # (stream, caps, exact message): what a client is told before the connection closes
+    (b"*x\r\n", {}, "Protocol error: invalid multibulk length"),
+    (b"*3\r\n", {"array_len_max": 2}, "Protocol error: invalid multibulk length"),
+    (b"*1\r\n$x\r\n", {}, "Protocol error: invalid bulk length"),
+    (b"*1\r\n$5\r\n", {"bulk_size_bytes_max": 4}, "Protocol error: invalid bulk length"),
+    (b"*1\r\n$1\r\naXY", {}, "Protocol error: expected CRLF after bulk argument"),
+    (b"*1\r\n$1\r\na\rY", {}, "Protocol error: expected CRLF after bulk argument"),
+    (b"*1\r\n$1\r\naX\n", {}, "Protocol error: expected CRLF after bulk argument"),
+    (b"*1\r\nX", {}, "Protocol error: expected '$', got 'X'"),
+    (b"*" + b"1" * 31, {}, "Protocol error: too big mbulk count string"),
+    (b"*1\r\n$" + b"1" * 31, {}, "Protocol error: too big bulk count string"),
+    (b"x" * 11, {"inline_size_bytes_max": 10}, "Protocol error: too big inline request"),
+    (
+        b"*2\r\n$3\r\nSET\r\n$100\r\n",
+        {"command_size_bytes_max": 100},
+        "Protocol error: command too big",
+    ),
+]
+
+
+@pytest.mark.parametrize(("stream", "caps", "text"), COMMAND_ERRORS)
+def test_malformed_commands_name_the_exact_reason(stream, caps, text):
+    parser = RespParser(**caps)
+    parser.feed(stream)
+    with pytest.raises(ProtocolError) as caught:
+        parser.pop_commands()
+    assert str(caught.value) == text
+
+
+def test_command_caps_are_inclusive():
+    parser = RespParser(array_len_max=2, bulk_size_bytes_max=3, inline_size_bytes_max=10)
+    assert parser.parse(b"*2\r\n$3\r\nabc\r\n$1\r\nb\r\n") == [[b"abc", b"b"]]
+    assert parser.parse(b"x" * 10) == []  # a full-size inline line, its newline not here yet
+    assert parser.parse(b"\n") == [[b"x" * 10]]
+    assert parser.parse(b"abcdefgh\r\n") == [[b"abcdefgh"]]
+    lines = RespParser()
+    assert lines.parse(b"*" + b"0" * 28) == []  # length lines of 30 bytes + CRLF fit in 32
+    assert lines.parse(b"1\r\n$" + b"0" * 28) == []
+    assert lines.parse(b"1\r\nz\r\n") == [[b"z"]]
+    # A cut command counts the bytes it took (not those of the command before it) plus the
+    # bytes it still needs against the cap: 13 taken + 23 needed (5 + 16 + 2) = 36.
+    first, second = b"*1\r\n$4\r\nPING\r\n*2\r\n$3\r\nSET\r\n", b"$16\r\n"
+    exact = RespParser(command_size_bytes_max=36)
+    assert exact.parse(first) == [[b"PING"]] and exact.parse(second) == []
+    assert exact.parse(b"x" * 16 + b"\r\n") == [[b"SET", b"x" * 16]]
+    tight = RespParser(command_size_bytes_max=35)
+    assert tight.parse(first) == [[b"PING"]]
+    with pytest.raises(ProtocolError, match="command too big"):
+        tight.parse(second)
+
+
+def test_commands_split_anywhere_parse_the_same():
+    stream = b"PING\r\n*2\r\n$3\r\nGET\r\n$1\r\nk\r\nECHO hi\n*1\r\n$4\r\nQUIT\r\n"
+    expected = [[b"PING"], [b"GET", b"k"], [b"ECHO", b"hi"], [b"QUIT"]]
+    for cut in range(len(stream) + 1):
+        parser = RespParser()
+        assert parser.parse(stream[:cut]) + parser.parse(stream[cut:]) == expected
+        assert parser.buffered_size_bytes == 0
+
+
+@pytest.mark.parametrize(
+    "stream",
+    [
+        b"*3\r\n$4\r\nSET\r\n$3\r\nkey\r\n$1\r\nv\r\n",
+        b"*3\r\n$3\r\nSET\r\n$4\r\nkey\r\n$1\r\nv\r\n",
+        b"*3\r\n$3\r\nSET\r\n$3\r\nkey\r\n$2\r\nv\r\n",
+        b"*2\r\n$4\r\nGET\r\n$1\r\nk\r\n",
+        b"*2\r\n$3\r\nGET\r\n$2\r\nk\r\n",
+        b"*1\r\n$5\r\n$2\r\n",  # the argument looks like a length line of its own size
+        b"*4\r\n$1\r\na\r\n$1\r\nb\r\n$1\r\nc\r\n$2\r\nd\r\n",
+    ],
+)
+def test_fast_path_accepts_nothing_with_a_wrong_length(stream):
+    assert _parse_simple_multibulk(stream) == (0, [])
+    assert _parse_simple_multibulk(REDIS_BENCHMARK_SET + stream) == (
+        len(REDIS_BENCHMARK_SET),
+        [[b"SET", b"key:000000000042", b"xxx"]],
+    )
+
+
+def test_client_side_encoding_and_error_repr():
+    assert encode_command("EXPIRE", b"k", 10) == b"*3\r\n$6\r\nEXPIRE\r\n$1\r\nk\r\n$2\r\n10\r\n"
+    assert repr(RespError("ERR x")) == "RespError('ERR x')"
