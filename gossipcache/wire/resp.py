@@ -16,12 +16,13 @@ server replies ``encode_error("ERR " + str(error))`` and closes the connection, 
 from __future__ import annotations
 
 from ..errors import ProtocolError
+from ..limits import KEY_SIZE_BYTES_MAX, VALUE_SIZE_BYTES_MAX
 
-#: Defaults of the parser's caps: a bulk argument holds at most a 16 MiB value or a 64 KiB key
-#: (Redis' own cap, ``proto-max-bulk-len``, is 512 MiB); a command has at most ~1M arguments
+#: Defaults of the parser's caps: a bulk argument holds at most a value or a key of the largest
+#: sizes ``gossipcache.limits`` allows (Redis' own cap, ``proto-max-bulk-len``, is 512 MiB); a command has at most ~1M arguments
 #: (Redis' cap for unauthenticated clients); an inline command line is at most 64 KiB (Redis'
 #: ``PROTO_INLINE_MAX_SIZE``).
-BULK_SIZE_BYTES_MAX = 16 * 1024 * 1024 + 64 * 1024
+BULK_SIZE_BYTES_MAX = VALUE_SIZE_BYTES_MAX + KEY_SIZE_BYTES_MAX
 ARRAY_LEN_MAX = 1024 * 1024
 INLINE_SIZE_BYTES_MAX = 64 * 1024
 #: Most bytes one command may occupy on the wire (Redis bounds a client's query buffer at 1 GiB).
