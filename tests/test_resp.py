@@ -474,7 +474,8 @@ def test_malformed_commands_name_the_exact_reason(stream, caps, text):
 
 def test_command_caps_are_inclusive():
     parser = RespParser(array_len_max=2, bulk_size_bytes_max=3, inline_size_bytes_max=10)
-    assert parser.parse(b"*2\r\n$3\r\nabc\r\n$1\r\nb\r\n") == [[b"abc", b"b"]]
+    parser.feed(b"*2\r\n$3\r\nabc\r\n$1\r\nb\r\n")  # feed + pop: the general path
+    assert parser.pop_commands() == [[b"abc", b"b"]]
     assert parser.parse(b"x" * 10) == []  # a full-size inline line, its newline not here yet
     assert parser.parse(b"\n") == [[b"x" * 10]]
     assert parser.parse(b"abcdefgh\r\n") == [[b"abcdefgh"]]
@@ -492,6 +493,11 @@ def test_command_caps_are_inclusive():
     assert tight.parse(first) == [[b"PING"]]
     with pytest.raises(ProtocolError, match="command too big"):
         tight.parse(second)
+    # The same when the command before it was itself finished by the general path.
+    after_cut = RespParser(command_size_bytes_max=36)
+    assert after_cut.parse(b"*1\r\n$4\r\nPI") == []
+    assert after_cut.parse(b"NG\r\n*2\r\n$3\r\nSET\r\n") == [[b"PING"]]
+    assert after_cut.parse(second) == []
 
 
 def test_commands_split_anywhere_parse_the_same():
@@ -526,3 +532,31 @@ def test_fast_path_accepts_nothing_with_a_wrong_length(stream):
 def test_client_side_encoding_and_error_repr():
     assert encode_command("EXPIRE", b"k", 10) == b"*3\r\n$6\r\nEXPIRE\r\n$1\r\nk\r\n$2\r\n10\r\n"
     assert repr(RespError("ERR x")) == "RespError('ERR x')"
+
+
+def test_length_and_inline_lines_are_bounded_even_when_a_crlf_follows():
+    for stream, text in (
+        (b"*" + b"0" * 40 + b"1\r\n$1\r\na\r\n", "too big mbulk count string"),
+        (b"*1\r\n$" + b"0" * 40 + b"1\r\na\r\n", "too big bulk count string"),
+        (b"x" * 20 + b"\r\n", "too big inline request"),
+    ):
+        parser = RespParser(inline_size_bytes_max=10)
+        parser.feed(stream)
+        with pytest.raises(ProtocolError, match=text):
+            parser.pop_commands()
+
+
+def test_inline_edges():
+    assert RespParser().parse(b"\nPING\r\n") == [[b"PING"]]  # an empty first line is skipped
+    parser = RespParser(inline_size_bytes_max=10)
+    assert parser.parse(b"PING\r\nEC") == [[b"PING"]]  # a short tail waits, wherever it is
+    assert parser.parse(b"HO x\n") == [[b"ECHO", b"x"]]
+    assert parser.parse(b"PING") == [] and parser.parse(b"\n") == [[b"PING"]]  # one byte ends it
+
+
+def test_reply_nesting_error_is_exact():
+    parser = RespReplyParser(depth_max=1)
+    parser.feed(b"*1\r\n*1\r\n:1\r\n")
+    with pytest.raises(ProtocolError) as caught:
+        parser.pop_replies()
+    assert str(caught.value) == "Protocol error: replies nested too deep"
