@@ -474,11 +474,12 @@ def test_malformed_commands_name_the_exact_reason(stream, caps, text):
 
 def test_command_caps_are_inclusive():
     parser = RespParser(array_len_max=2, bulk_size_bytes_max=3, inline_size_bytes_max=10)
-    parser.feed(b"*2\r\n$3\r\nabc\r\n$1\r\nb\r\n")  # feed + pop: the general path
-    assert parser.pop_commands() == [[b"abc", b"b"]]
+    # After an inline command the fast path stops at once: the general path checks the caps.
+    parser.feed(b"PING\r\n*2\r\n$3\r\nabc\r\n$1\r\nb\r\n")
+    assert parser.pop_commands() == [[b"PING"], [b"abc", b"b"]]
     assert parser.parse(b"x" * 10) == []  # a full-size inline line, its newline not here yet
     assert parser.parse(b"\n") == [[b"x" * 10]]
-    assert parser.parse(b"abcdefgh\r\n") == [[b"abcdefgh"]]
+    assert parser.parse(b"abcdefghi\r\n") == [[b"abcdefghi"]]
     lines = RespParser()
     assert lines.parse(b"*" + b"0" * 28) == []  # length lines of 30 bytes + CRLF fit in 32
     assert lines.parse(b"1\r\n$" + b"0" * 28) == []
@@ -539,6 +540,7 @@ def test_length_and_inline_lines_are_bounded_even_when_a_crlf_follows():
         (b"*" + b"0" * 40 + b"1\r\n$1\r\na\r\n", "too big mbulk count string"),
         (b"*1\r\n$" + b"0" * 40 + b"1\r\na\r\n", "too big bulk count string"),
         (b"x" * 20 + b"\r\n", "too big inline request"),
+        (b"x" * 10 + b"\r\n", "too big inline request"),  # the CR counts: 11 bytes
     ):
         parser = RespParser(inline_size_bytes_max=10)
         parser.feed(stream)
