@@ -22,6 +22,7 @@ from gossipcache.membership import (
 from gossipcache.membership.awareness import Awareness
 from gossipcache.membership.broadcast import BroadcastQueue, retransmit_limit
 from gossipcache.membership.codec import (
+    HEADER_SIZE_BYTES,
     INCARNATION_LIMIT,
     MEMBERS_MAX,
     STATE_ALIVE,
@@ -39,7 +40,7 @@ from gossipcache.membership.codec import (
     encode_message,
     encode_packet,
 )
-from gossipcache.membership.core import FORWARDS_MAX, push_pull_chance
+from gossipcache.membership.core import EVENTS_MAX, FORWARDS_MAX, push_pull_chance
 from gossipcache.membership.suspicion import (
     CONFIRMATIONS_MAX,
     Suspicion,
@@ -814,3 +815,111 @@ def test_a_probe_may_end_exactly_when_the_next_begins() -> None:
     core, _ = _core_with(3, config)
     _run_until(core, 4 * config.probe_interval_ms, ack=True)
     assert core.stats()["probes"] == 4 and core.stats()["probe_acked"] == 4
+
+
+def test_counters_name_the_traffic() -> None:
+    core = _core(seeds=(PEER,))
+    core.tick(0)  # a join: one push-pull stream out
+    _send(core, 1, Ping(1, "me"), Ping(2, "someone-else"))
+    _stream(core, 2, PushPull(True, False, ()))
+    stats = core.stats()
+    assert stats["push_pull_started"] == 1 and stats["stream_out"] == 1
+    assert stats["stream_bytes_out"] > HEADER_SIZE_BYTES
+    assert stats["datagrams_in"] == 1 and stats["stream_in"] == 1
+    assert stats["datagrams_out"] == 1 and stats["datagram_bytes_out"] > HEADER_SIZE_BYTES
+    assert stats["drop_wrong_target"] == 1
+    core.leave(3)
+    _send(core, 4, Ping(3, "me"))
+    assert core.stats()["drop_stopped"] == 1
+
+
+def test_identity_and_health_are_validated_at_construction() -> None:
+    with pytest.raises(ValueError, match="^invalid identity: malformed: meta is not bytes"):
+        Membership(SELF, "me", MembershipConfig.lan(), random.Random(1), Keyring(KEY), 0,
+                   meta=b"m" * 129)  # fmt: skip
+    with pytest.raises(ValueError, match="^max_multiplier must be >= 1$"):
+        Awareness(0)
+    assert Awareness(1).scale_ms(100) == 100
+    core = Membership(SELF, "me", MembershipConfig.lan(), random.Random(1), Keyring(KEY), 42,
+                      meta=b"zone")  # fmt: skip
+    assert core.members()[0] == MemberInfo("me", SELF, MemberState.ALIVE, 0, 42, b"zone")
+    _send(core, 43, Ping(1, "me"))
+    assert Alive("me", SELF, 0, b"zone") in [m for _, m in _sent(core)]
+
+
+def test_events_beyond_the_bound_drop_the_oldest() -> None:
+    core = _core()
+    core._events = [None] * EVENTS_MAX
+    _send(core, 1, Alive("p", PEER, 1))
+    events = core.take_events()
+    assert len(events) == EVENTS_MAX and events[0] is None and events[-1].node_id == "p"
+    assert core._events == [] and core.stats()["events_dropped"] == 1
+
+
+def test_dead_members_get_a_push_pull_to_heal_partitions() -> None:
+    core, peers = _core_with(1)
+    _send(core, 2, Dead("m0", 1, "x"))
+    streams = []
+    while not streams and core.next_deadline_ms() <= core.config.push_pull_interval_ms:
+        core.tick(core.next_deadline_ms())
+        streams = [o for o in core.take_outbox() if o.channel is Channel.STREAM]
+    assert [o.destination for o in streams] == [peers["m0"]]
+    [message] = decode_packet(Keyring(KEY), streams[0].payload, stream=True)
+    assert (message.reply, message.join) == (False, False)
+
+
+def test_alone_with_seeds_the_core_rejoins_with_join_exchanges() -> None:
+    config = MembershipConfig.lan()
+    core = Membership(SELF, "me", config, random.Random(1), Keyring(KEY), 0, [PEER])
+    core.tick(0)
+    core.take_outbox()
+    _stream(core, 1, PushPull(True, False, (NodeState("p", OTHER, 1, STATE_ALIVE, b""),)))
+    _send(core, 2, Dead("p", 1, "x"))  # everyone we knew is gone
+    assert not core.is_joining
+    joins = []
+    while not joins and core.next_deadline_ms() <= 2 * config.push_pull_interval_ms:
+        core.tick(core.next_deadline_ms())
+        for out in core.take_outbox():
+            if out.channel is Channel.STREAM and out.destination == PEER:
+                [message] = decode_packet(Keyring(KEY), out.payload, stream=True)
+                joins.append(message.join)
+    assert core.is_joining and joins == [True]
+
+
+def test_join_retries_back_off_doubling() -> None:
+    config = MembershipConfig.lan()
+    core = Membership(SELF, "me", config, random.Random(1), Keyring(KEY), 0, [PEER])
+    attempts = []
+    while len(attempts) < 5:
+        now_ms = core.next_deadline_ms()
+        core.tick(now_ms)
+        for out in core.take_outbox():
+            if out.channel is Channel.STREAM:
+                [message] = decode_packet(Keyring(KEY), out.payload, stream=True)
+                assert message.join
+                attempts.append(now_ms)
+                core.stream_failed(PEER, now_ms)  # the seed is not there
+    gaps = [b - a for a, b in zip(attempts, attempts[1:])]
+    assert gaps == [1000, 2000, 4000, 8000]
+
+
+def test_gossip_to_the_dead_stops_after_its_window_and_never_reaches_the_left() -> None:
+    config = MembershipConfig.lan().replace(gossip_to_the_dead_ms=1000)
+    core, peers = _core_with(3, config)
+    _send(core, 2, Dead("m0", 1, "x"), Leave("m1", 1))
+    core.tick(1002)  # exactly the window later: no longer gossiped to
+    core.take_outbox()
+    reached = set()
+    for _ in range(40):
+        core.tick(core.next_deadline_ms())
+        reached |= {o.destination for o in core.take_outbox() if o.channel is Channel.DATAGRAM}
+    assert peers["m0"] not in reached and peers["m1"] not in reached and peers["m2"] in reached
+
+
+def test_push_pull_rows_carry_meta() -> None:
+    core = _core()
+    _send(core, 1, Alive("p", PEER, 1, b"rack-7"))
+    _stream(core, 2, PushPull(False, False, ()))
+    [out] = [o for o in core.take_outbox() if o.channel is Channel.STREAM]
+    [reply] = decode_packet(Keyring(KEY), out.payload, stream=True)
+    assert NodeState("p", PEER, 1, STATE_ALIVE, b"rack-7") in reply.states
