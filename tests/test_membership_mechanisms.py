@@ -923,3 +923,26 @@ def test_push_pull_rows_carry_meta() -> None:
     [out] = [o for o in core.take_outbox() if o.channel is Channel.STREAM]
     [reply] = decode_packet(Keyring(KEY), out.payload, stream=True)
     assert NodeState("p", PEER, 1, STATE_ALIVE, b"rack-7") in reply.states
+
+
+def test_queue_take_fills_the_budget_exactly_and_skips_what_does_not_fit() -> None:
+    queue = BroadcastQueue(length_max=10)
+    queue.put("small", b"s" * 16)  # older
+    queue.put("big", b"b" * 100)  # fresher: tried first
+    assert queue.take(16, transmit_limit=5) == [b"s" * 16]  # big skipped, small fits exactly
+    queue.put("a", b"a" * 50)
+    queue.put("c", b"c" * 16)
+    # 50 + 16 = 66: after "c" (freshest) 50 bytes remain for "a", then 0.
+    assert queue.take(66, transmit_limit=5) == [b"c" * 16, b"a" * 50]
+    queue.put("d", b"d" * 34)
+    queue.put("e", b"e" * 16)
+    # After "e" and "d" exactly 16 bytes remain: still enough for a 16-byte update.
+    assert queue.take(66, transmit_limit=5) == [b"e" * 16, b"d" * 34, b"c" * 16]
+
+
+def test_queue_counts_every_drop() -> None:
+    queue = BroadcastQueue(length_max=1)
+    for key in "abc":
+        queue.put(key, key.encode() * 20)
+    assert len(queue) == 1 and queue.dropped == 2
+    queue.check_invariants()
