@@ -642,6 +642,10 @@ CORRUPTIONS: dict[str, tuple[Callable[[Membership], None], str]] = {
     "probe seq out of range": (lambda c: _probe(c, seq=SEQ_LIMIT), "seq"),
     "probe deadlines reversed": (lambda c: _probe(c, indirect_deadline_ms=10_499), "probe of"),
     "probe overlaps the next": (lambda c: _probe(c, indirect_deadline_ms=11_001), "probe of"),
+    "more nacks expected than helpers": (
+        lambda c: (_probe(c), setattr(c._probe, "expected_nacks", CONFIG.indirect_checks + 1)),
+        "nacks 0/4",
+    ),
     "sequence out of range": (lambda c: setattr(c, "_seq", SEQ_LIMIT), "sequence number"),
     "negative sequence": (lambda c: setattr(c, "_seq", -1), "sequence number"),
     "too many forwards": (_too_many_forwards, "relayed ping-reqs"),

@@ -808,6 +808,7 @@ def test_push_pull_thins_out_only_once_the_view_is_quiet() -> None:
     assert started >= 9 and "push_pull_skipped" not in core.stats()
     _run_until(core, now_ms + 30 * config.push_pull_interval_ms, ack=True)  # quiet from here
     assert core.stats()["push_pull_skipped"] >= 10
+    assert core.stats()["push_pull_started"] > started  # thinned, not stopped
 
 
 def test_a_probe_may_end_exactly_when_the_next_begins() -> None:
@@ -946,3 +947,43 @@ def test_queue_counts_every_drop() -> None:
         queue.put(key, key.encode() * 20)
     assert len(queue) == 1 and queue.dropped == 2
     queue.check_invariants()
+
+
+def test_a_returning_member_evicts_an_older_holder_of_its_address() -> None:
+    core = _core()
+    _send(core, 1, Alive("p", OTHER, 1), Alive("q", PEER, 1))
+    _send(core, 2, Dead("p", 1, "x"))
+    _send(core, 3, Alive("p", PEER, 5))  # p restarted where q was; q's incarnation is older
+    view = {m.node_id: (m.state, m.address, m.since_ms) for m in core.members()}
+    assert view["q"] == (MemberState.DEAD, PEER, 3) and view["p"] == (MemberState.ALIVE, PEER, 3)
+    assert [(e.kind, e.node_id, e.now_ms) for e in core.take_events()][-2:] == [
+        (EventKind.DEAD, "q", 3),
+        (EventKind.JOINED, "p", 3),
+    ]
+
+
+def test_a_refutation_is_gossiped_with_our_meta() -> None:
+    core, _ = _core_with(1, meta=b"zone-b")
+    _send(core, 2, Dead("me", 0, "x"))
+    _send(core, 3, Ping(1, "me"))
+    about_me = [m for _, m in _sent(core) if isinstance(m, Alive) and m.node_id == "me"]
+    assert about_me == [Alive("me", SELF, 1, b"zone-b")]
+
+
+def test_no_join_exchanges_once_joined() -> None:
+    core = _core(seeds=(PEER,))
+    core.tick(0)
+    core.take_outbox()
+    _stream(core, 1, PushPull(True, False, (NodeState("p", PEER, 1, STATE_ALIVE, b""),)))
+    joins = []
+    while (now_ms := core.next_deadline_ms()) <= 3 * core.config.push_pull_interval_ms:
+        core.tick(now_ms)
+        for out in core.take_outbox():
+            [message, *_] = decode_packet(Keyring(KEY), out.payload, out.channel is Channel.STREAM)
+            if out.channel is Channel.STREAM:
+                joins.append(message.join)
+                core.stream_failed(out.destination, now_ms)
+            elif isinstance(message, Ping):  # p answers every probe: it stays alive
+                _send(core, now_ms, Ack(message.seq))
+    assert joins and not any(joins)  # periodic syncs only, never a join
+    assert core.stats()["join_attempts"] == 1
