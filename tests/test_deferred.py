@@ -31,8 +31,8 @@ from gossipcache.wire.native import (
 from gossipcache.wire.resp import RespError, RespReplyParser, encode_command
 
 
-def slow_core(config: NodeConfig | None = None) -> tuple[NodeCore, list[Pending]]:
-    core = NodeCore(config or NodeConfig(membership_enabled=False), ManualClock())
+def serve_slow(core: NodeCore) -> list[Pending]:
+    """Make ``core`` serve ``Slow`` by leaving it pending; returns the list it waits in."""
     waiting: list[Pending] = []
 
     def run_slow(command: Slow, wall_ms: int) -> Pending:
@@ -41,7 +41,22 @@ def slow_core(config: NodeConfig | None = None) -> tuple[NodeCore, list[Pending]
         return pending
 
     core.add_command(Slow, run_slow)
-    return core, waiting
+    return waiting
+
+
+def slow_core(config: NodeConfig | None = None) -> tuple[NodeCore, list[Pending]]:
+    core = NodeCore(config or NodeConfig(membership_enabled=False), ManualClock())
+    return core, serve_slow(core)
+
+
+async def slow_server(nursery) -> tuple[NodeServer, list[Pending]]:
+    """A real node (sockets, reactor) whose RESP port also serves SLOW."""
+    config = NodeConfig(port=0, resp_port=0, metrics_port=None, membership_enabled=False)
+    server = NodeServer(config)
+    await nursery.start(server.serve)
+    waiting = serve_slow(server.core)
+    server.reactor._resp_table = resp_table(server.core, EXTRA_RESP)  # the reactor's copy
+    return server, waiting
 
 
 def _translate_slow(session, args):
@@ -198,19 +213,8 @@ def test_the_node_bound_refuses_with_tryagain_and_a_closed_connection_drops_its_
 async def test_real_node_keeps_resp_order_while_a_task_completes_slow_commands(nursery) -> None:
     """Through the reactor: 1,000 pipelined commands on one socket, slow ones completed by
     another task after later replies were ready; the reactor delivers the completions."""
-    config = NodeConfig(port=0, resp_port=0, metrics_port=None, membership_enabled=False)
-    server = NodeServer(config)
-    await nursery.start(server.serve)
+    server, waiting = await slow_server(nursery)
     core = server.core
-    waiting: list[Pending] = []
-
-    def run_slow(command: Slow, wall_ms: int) -> Pending:
-        pending = core.defer(Slow, command)
-        waiting.append(pending)
-        return pending
-
-    core.add_command(Slow, run_slow)
-    server.reactor._resp_table = resp_table(core, EXTRA_RESP)  # pick up the registered SLOW command
 
     async def complete_later() -> None:
         done = 0
@@ -240,19 +244,8 @@ async def test_real_node_keeps_resp_order_while_a_task_completes_slow_commands(n
 
 
 async def test_quit_after_a_slow_command_answers_it_before_closing(nursery) -> None:
-    config = NodeConfig(port=0, resp_port=0, metrics_port=None, membership_enabled=False)
-    server = NodeServer(config)
-    await nursery.start(server.serve)
+    server, waiting = await slow_server(nursery)
     core = server.core
-    waiting: list[Pending] = []
-
-    def run_slow(command: Slow, wall_ms: int) -> Pending:
-        pending = core.defer(Slow, command)
-        waiting.append(pending)
-        return pending
-
-    core.add_command(Slow, run_slow)
-    server.reactor._resp_table = resp_table(core, EXTRA_RESP)
     stream = await trio.open_tcp_stream("127.0.0.1", server.ports["resp"])
     await stream.send_all(encode_command("SLOW", "slow1") + encode_command("QUIT"))
     with trio.fail_after(10):
