@@ -171,6 +171,8 @@ class RespSession(Session):
                     if type(command) is bytes:  # an argument error, or a session-local reply
                         if command[0] == 45:  # b"-"
                             metrics.errors += 1
+                        elif resp3 and command == NULL_BULK:  # CLIENT GETNAME without a name
+                            command = _RESP3_NULL
                         served.append(histogram)
                         if replies:
                             replies.append(command)
@@ -190,8 +192,7 @@ class RespSession(Session):
                         self._waiting.extend(remaining)
                         break
                     continue
-                else:
-                    reply = encode(result)
+                reply = encode(result)
             except GossipCacheError as error:
                 metrics.errors += 1
                 reply = error_reply(error)
