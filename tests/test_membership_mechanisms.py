@@ -440,14 +440,19 @@ def test_stale_gossip_is_corrected_only_while_stale_and_with_the_meta() -> None:
     core = Membership(SELF, "me", MembershipConfig.lan(), random.Random(1), Keyring(KEY), 0)
     _send(core, 1, Alive("p", PEER, 5, b"meta"))
     core.take_outbox()
-    _send(core, 2, Suspect("p", 4, "x"), source=OTHER)  # already refuted: tell the sender
-    assert (OTHER, Alive("p", PEER, 5, b"meta")) in _sent(core)
-    assert core.stats()["stale_corrected"] == 1
+    for stale in (Suspect("p", 4, "x"), Dead("p", 4, "x")):  # already refuted: tell the sender
+        _send(core, 2, stale, source=OTHER)
+        corrections = [
+            m for d, m in _sent(core) if d == OTHER and isinstance(m, Alive) and m.node_id == "p"
+        ]
+        assert corrections and set(corrections) == {Alive("p", PEER, 5, b"meta")}
+    assert core.stats()["stale_corrected"] == 2
+    assert {m.node_id: m.state for m in core.members()}["p"] is MemberState.ALIVE
     _send(core, 3, Suspect("p", 5, "x"), source=OTHER)  # current: applied, not corrected
-    assert core.stats()["stale_corrected"] == 1
+    assert core.stats()["stale_corrected"] == 2
     assert {m.node_id: m.state for m in core.members()}["p"] is MemberState.SUSPECT
     _send(core, 4, Dead("p", 4, "x"), source=OTHER)  # stale, but p is no longer plainly alive
-    assert core.stats()["stale_corrected"] == 1
+    assert core.stats()["stale_corrected"] == 2
 
 
 def test_suspicion_counts_confirmers_other_than_the_accuser() -> None:
@@ -783,15 +788,19 @@ def test_gossip_rounds_reach_gossip_nodes_peers_and_the_recently_dead() -> None:
 
 def test_periodic_push_pull_goes_to_an_alive_member_and_times_out() -> None:
     config = MembershipConfig.lan()
-    core, peers = _core_with(2, config)
-    _send(core, 2, Suspect("m0", 1, "x"))  # a suspect is no sync partner
-    end_ms = 2 * config.push_pull_interval_ms
+    core, peers = _core_with(6, config)
+    _send(core, 2, *(Suspect(f"m{i}", 1, "x") for i in range(5)))  # suspects are no partners
+    end_ms = 4 * config.push_pull_interval_ms
     streams = []
     while (deadline := core.next_deadline_ms()) <= end_ms:
         core.tick(deadline)
         core.check_invariants()
-        streams += [o.destination for o in core.take_outbox() if o.channel is Channel.STREAM]
-    assert streams and set(streams) == {peers["m1"]}
+        state_at = {m.address: m.state for m in core.members()}
+        for out in core.take_outbox():
+            if out.channel is Channel.STREAM:  # to the alive one, or a dead one (heal): never
+                streams.append(out.destination)  # to a suspect
+                assert state_at[out.destination] is not MemberState.SUSPECT
+    assert peers["m5"] in streams
     assert core.stats()["push_pull_timeout"] >= 1  # nobody answered
 
 
@@ -850,10 +859,10 @@ def test_identity_and_health_are_validated_at_construction() -> None:
 
 def test_events_beyond_the_bound_drop_the_oldest() -> None:
     core = _core()
-    core._events = [None] * EVENTS_MAX
+    core._events = list(range(EVENTS_MAX))
     _send(core, 1, Alive("p", PEER, 1))
     events = core.take_events()
-    assert len(events) == EVENTS_MAX and events[0] is None and events[-1].node_id == "p"
+    assert len(events) == EVENTS_MAX and events[:2] == [1, 2] and events[-1].node_id == "p"
     assert core._events == [] and core.stats()["events_dropped"] == 1
 
 
