@@ -33,6 +33,14 @@ class ServiceUnavailable(GossipCacheError):
     not enough replicas answered. Retrying later may succeed."""
 
 
+class InvariantViolation(RuntimeError):
+    """A state that must always hold does not (the store's bookkeeping, the membership table,
+    the node core's counters): a bug, never bad input. Raised by the ``check_invariants``
+    methods with explicit checks rather than ``assert`` statements, so ``python -O`` keeps them.
+    Not a ``GossipCacheError``: a command that hits one is answered and counted as an internal
+    error."""
+
+
 class ProtocolError(GossipCacheError):
     """The peer sent bytes that do not follow the protocol. The connection is closed."""
 

@@ -251,7 +251,7 @@ def test_members_without_membership_is_unavailable_and_counted() -> None:
     core, _ = node_session()
     with pytest.raises(ServiceUnavailable):
         core.execute(c.Members(), core.clock.wall_ms())
-    assert core.metrics_of(c.Members).errors == 1
+    assert core.handler_of(c.Members)[1].errors == 1
     with pytest.raises(TypeError):
         core.execute(object(), 0)  # type: ignore[arg-type]
 

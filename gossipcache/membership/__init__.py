@@ -2,17 +2,17 @@
 
 Modules, one per mechanism: ``config`` (knobs and profiles), ``codec`` (messages, msgpack,
 HMAC envelope, keyring), ``suspicion`` (Lifeguard dynamic suspicion timeout), ``awareness``
-(Lifeguard local health multiplier), ``broadcast`` (retransmit queue), ``core`` (the
-:class:`Membership` state machine) and ``invariant`` (:class:`InvariantViolation`, raised by
-``Membership.check_invariants``).
+(Lifeguard local health multiplier), ``broadcast`` (retransmit queue) and ``core`` (the
+:class:`Membership` state machine). ``Membership.check_invariants`` raises the package-wide
+:class:`gossipcache.errors.InvariantViolation`, re-exported here.
 """
 
 from __future__ import annotations
 
+from ..errors import InvariantViolation
 from .codec import CodecError, Keyring
 from .config import MembershipConfig
 from .core import EventKind, MemberEvent, MemberInfo, Membership, MemberState
-from .invariant import InvariantViolation
 
 __all__ = [
     "CodecError",

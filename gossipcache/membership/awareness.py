@@ -14,7 +14,7 @@ The score stays in ``[0, max_multiplier - 1]`` and stretches the probe period an
 
 from __future__ import annotations
 
-from .invariant import InvariantViolation
+from ..errors import InvariantViolation
 
 
 class Awareness:

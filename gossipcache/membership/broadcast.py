@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 
-from .invariant import InvariantViolation
+from ..errors import InvariantViolation
 
 
 def retransmit_limit(retransmit_mult: int, member_count: int) -> int:

@@ -33,6 +33,7 @@ import enum
 import random
 from dataclasses import dataclass
 
+from ..errors import InvariantViolation
 from ..sansio import Channel, Outgoing
 from .awareness import Awareness
 from .broadcast import BroadcastQueue, retransmit_limit
@@ -63,7 +64,6 @@ from .codec import (
     encode_packet,
 )
 from .config import MembershipConfig
-from .invariant import InvariantViolation
 from .suspicion import (
     Suspicion,
     expected_confirmations,

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 
-from .invariant import InvariantViolation
+from ..errors import InvariantViolation
 
 #: Most distinct confirmers remembered per suspicion; more than k never changes the timeout.
 CONFIRMATIONS_MAX = 64

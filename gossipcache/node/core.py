@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 
 from ..clock import Clock
-from ..errors import ServiceUnavailable
+from ..errors import InvariantViolation, ServiceUnavailable
 from ..membership import Keyring, MemberEvent, Membership
 from ..metrics.counters import CommandMetrics, ServerMetrics
 from ..sansio import Channel, Outgoing
@@ -43,10 +43,6 @@ log = logging.getLogger("gossipcache.node")
 
 #: Membership events kept for the placement layer and for inspection; older ones are dropped.
 MEMBERSHIP_EVENTS_KEPT = 4096
-
-
-class InvariantViolation(RuntimeError):
-    """The node core's state broke a rule that must always hold: a bug, never bad input."""
 
 
 class Pending:
@@ -154,13 +150,10 @@ class NodeCore:
             entry[1].errors += 1
             raise
 
-    def metrics_of(self, command_type: type[c.Command]) -> CommandMetrics:
-        """The metrics series of ``command_type`` (one per command, whatever the protocol)."""
-        return self._handlers[command_type][1]
-
     def handler_of(self, command_type: type[c.Command]) -> tuple[Callable, CommandMetrics]:
         """``(handler, metrics)`` of ``command_type``: what ``execute`` looks up per command,
-        for sessions that resolve it once per node and count errors themselves."""
+        for sessions that resolve it once per node and count errors themselves. ``metrics`` is
+        the command's one series, whatever protocol carried it."""
         return self._handlers[command_type]
 
     def defer(self, command_type: type[c.Command], command: tuple) -> Pending:
@@ -256,7 +249,7 @@ class NodeCore:
     # -- checks --------------------------------------------------------------------------------
 
     def check_invariants(self) -> None:
-        """Raise ``InvariantViolation`` (or the store's / membership's) if any rule is broken.
+        """Raise ``InvariantViolation`` if any rule of the store, membership or core is broken.
         O(keys): for tests and the simulator, which call it after every step."""
         self.store.check_invariants()
         if self.membership is not None:

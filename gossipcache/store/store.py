@@ -40,7 +40,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import EntryTooLarge, KeyTooLarge, ValueTooLarge
+from ..errors import EntryTooLarge, InvariantViolation, KeyTooLarge, ValueTooLarge
 from ..limits import KEY_SIZE_BYTES_MAX, VALUE_SIZE_BYTES_MAX
 from .eviction import EvictionPolicy, make_policy
 
@@ -73,14 +73,6 @@ EXPIRE_BATCH_KEYS = 20
 EXPIRE_REPEAT_RATIO = 0.25
 #: Most keys one ``expire_tick`` may examine: bounds the pause one tick can cause.
 EXPIRE_TICK_KEYS_MAX = 1000
-
-
-class InvariantViolation(RuntimeError):
-    """The store's bookkeeping contradicts itself: a bug in the store or a policy, never bad input.
-
-    A ``RuntimeError``, not an ``AssertionError``, and raised by explicit checks rather than
-    ``assert`` statements, so ``python -O`` does not strip the checks.
-    """
 
 
 def shard_count_for(size_bytes_max: int) -> int:
