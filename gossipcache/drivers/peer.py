@@ -176,6 +176,8 @@ class PeerDriver:
         self._run_timers_enabled = run_timers
         self._opening = opening(address)
         self._links: dict[str, _Link] = {}
+        #: Outgoing links open at once (lowered at start when descriptors are short).
+        self.links_max = PEER_CONNECTIONS_MAX
         self._incoming = 0
         self._failed_peers: list[str] = []
         self._datagrams_out, self._datagrams_queue = trio.open_memory_channel[tuple[str, bytes]](
@@ -283,7 +285,7 @@ class PeerDriver:
             return
         link = self._links.get(peer)
         if link is None:
-            if len(self._links) >= PEER_CONNECTIONS_MAX or self._nursery is None:
+            if len(self._links) >= self.links_max or self._nursery is None:
                 self._count("stream_dropped_connections_full")
                 self._failed_peers.append(peer)
                 return

@@ -57,6 +57,15 @@ PEER_INCOMING_IDLE_TIMEOUT_S = 120.0
 PEER_SWEEP_INTERVAL_S = 1.0
 #: Bytes read per receive call on an incoming peer stream.
 PEER_RECEIVE_SIZE_BYTES = 256 * 1024
+#: How often client connections holding a partial request are checked against
+#: ``partial_request_timeout_s``.
+CLIENT_SWEEP_INTERVAL_S = 1.0
+#: Out of descriptors at accept (EMFILE/ENFILE): stop accepting for this long, doubling on each
+#: failure up to the max, instead of retrying on every pass (a spin that starves everyone).
+ACCEPT_BACKOFF_S = 0.1
+ACCEPT_BACKOFF_S_MAX = 2.0
+#: Accept failures are logged at most once per interval, with the count since the last line.
+ACCEPT_ERROR_LOG_INTERVAL_S = 10.0
 
 _READ = select.EPOLLIN | select.EPOLLRDHUP
 _WRITE = select.EPOLLOUT
@@ -74,6 +83,7 @@ class Connection:
 
     __slots__ = (
         "sock", "fd", "kind", "session", "peer", "unsent", "interest", "fresh", "deadline_ms",
+        "held_bytes",
     )  # fmt: skip
 
     def __init__(self, sock: socket.socket, kind: str, session) -> None:
@@ -85,7 +95,11 @@ class Connection:
         self.unsent: memoryview | None = None  # reply bytes not yet written
         self.interest = _READ  # what the epoll set watches for: _READ, _WRITE or 0
         self.fresh = True  # no byte read yet (a native connection may turn out to be a peer)
-        self.deadline_ms = 0  # peer streams: when the handshake or the idle time runs out
+        # Peer streams: when the handshake or the idle time runs out. Clients: when a partial
+        # request times out (``partial_request_timeout_s`` after its last byte).
+        self.deadline_ms = 0
+        #: Clients: bytes held for it (partial request + unsent replies), in the reactor's total.
+        self.held_bytes = 0
 
 
 class ClientReactor:
@@ -119,6 +133,17 @@ class ClientReactor:
         self._next_sweep_ms = 0
         #: Counters of peer streams served here (shared with the peer driver's, in /metrics).
         self.peer_stats = core.membership_transport_stats
+        #: Incoming peer streams served at once (lowered at start when descriptors are short).
+        self.peer_incoming_max = PEER_INCOMING_MAX
+        #: Client connections holding bytes (``Connection.held_bytes`` > 0); their total is
+        #: ``metrics.client_buffers_bytes``, bounded by ``client_buffers_bytes_max``.
+        self._holding: dict[int, Connection] = {}
+        self._next_client_sweep_ms = 0
+        # Accepting is paused (listeners out of the epoll set) until this instant; 0: it is not.
+        self._accept_resume_ms = 0
+        self._accept_backoff_s = ACCEPT_BACKOFF_S
+        self._accept_failures_unlogged = 0
+        self._accept_logged_ms = -(10**12)
 
     def add_listener(self, listener: socket.socket, kind: str) -> None:
         listener.setblocking(False)
@@ -153,7 +178,10 @@ class ClientReactor:
                     self._finish_pass()
                     # Nothing to do: sleep in Trio's own epoll until a socket is ready, the
                     # core's next deadline, or a ``wake``.
-                    with trio.move_on_at((core.next_deadline_ms() + 0.5) / 1000) as scope:
+                    wake_ms = core.next_deadline_ms()
+                    if self._accept_resume_ms:
+                        wake_ms = min(wake_ms, self._accept_resume_ms)
+                    with trio.move_on_at((wake_ms + 0.5) / 1000) as scope:
                         self._idle_scope = scope
                         await trio.lowlevel.wait_readable(epoll.fileno())
                     self._idle_scope = None
@@ -193,6 +221,13 @@ class ClientReactor:
             if now_ms >= self._next_sweep_ms:
                 self._next_sweep_ms = now_ms + int(PEER_SWEEP_INTERVAL_S * 1000)
                 self._sweep_peers(now_ms)
+        if self._holding or self._accept_resume_ms:
+            now_ms = self.core.clock.monotonic_ms()
+            if self._accept_resume_ms and now_ms >= self._accept_resume_ms:
+                self._resume_accepting()
+            if self._holding and now_ms >= self._next_client_sweep_ms:
+                self._next_client_sweep_ms = now_ms + int(CLIENT_SWEEP_INTERVAL_S * 1000)
+                self._sweep_partial_requests(now_ms)
 
     # -- clients ---------------------------------------------------------------------------------
 
@@ -204,8 +239,8 @@ class ClientReactor:
             except BlockingIOError:
                 return
             except OSError as error:
-                if error.errno in _ACCEPT_RETRY_ERRNOS:  # out of descriptors: retry next pass
-                    log.warning("accept failed: %s", error)
+                if error.errno in _ACCEPT_RETRY_ERRNOS:  # out of descriptors: back off
+                    self._pause_accepting(error)
                     return
                 raise
             if metrics.connections_open >= self.core.config.connections_max:
@@ -226,11 +261,47 @@ class ClientReactor:
             self._connections[connection.fd] = connection
             self._epoll.register(connection.fd, _READ)
 
+    def _pause_accepting(self, error: OSError) -> None:
+        """Out of descriptors: take the listeners out of the epoll set for a back-off (the
+        kernel's backlog holds new clients meanwhile) and log once per interval."""
+        metrics = self.core.metrics
+        metrics.accept_failures += 1
+        now_ms = self.core.clock.monotonic_ms()
+        if not self._accept_resume_ms:
+            for fd in self._listeners:
+                self._epoll.modify(fd, 0)
+        self._accept_resume_ms = now_ms + int(self._accept_backoff_s * 1000)
+        self._accept_backoff_s = min(self._accept_backoff_s * 2, ACCEPT_BACKOFF_S_MAX)
+        self._accept_failures_unlogged += 1
+        if now_ms - self._accept_logged_ms >= ACCEPT_ERROR_LOG_INTERVAL_S * 1000:
+            log.warning(
+                "accept failed %d time(s) in the last %.0f s: %s; not accepting for %.1f s"
+                " (open client connections: %d)",
+                self._accept_failures_unlogged,
+                ACCEPT_ERROR_LOG_INTERVAL_S,
+                error,
+                (self._accept_resume_ms - now_ms) / 1000,
+                metrics.connections_open,
+            )
+            self._accept_logged_ms = now_ms
+            self._accept_failures_unlogged = 0
+
+    def _resume_accepting(self) -> None:
+        self._accept_resume_ms = 0
+        for fd in self._listeners:
+            self._epoll.modify(fd, select.EPOLLIN)
+
     def _serve(self, connection: Connection, events: int) -> None:
         """Handle one readiness event; never raises (a failing connection is closed)."""
         try:
             if events & _WRITE:
-                self._flush(connection)
+                session = connection.session
+                if connection.unsent is None and session.resumable:
+                    # Replies drained: run the requests the reply bound held back.
+                    self._write(connection, session.resume())
+                else:
+                    self._flush(connection)
+                read = False
             elif events & _INPUT_EVENTS:
                 if connection.kind == PEER:
                     self._serve_peer(connection)
@@ -244,6 +315,14 @@ class ClientReactor:
                     if connection.kind == NATIVE and self._become_peer(connection, data):
                         return
                 self._write(connection, self.process(connection, data))
+                read = True
+            else:
+                return
+            held = connection.session.input_bytes
+            if connection.unsent is not None:
+                held += len(connection.unsent)
+            if held or connection.held_bytes:
+                self._account(connection, held, read)
         except BlockingIOError:
             pass  # a spurious readiness report: wait for the next one
         except OSError:
@@ -261,12 +340,12 @@ class ClientReactor:
         reply = connection.session.receive(data)
         if reply:
             metrics.batches += 1
-            metrics.bytes_sent += len(reply)
         return reply
 
     def _write(self, connection: Connection, reply: bytes) -> None:
         """Send ``reply`` (after anything unsent), then settle what to watch the socket for."""
         if reply:
+            self.core.metrics.bytes_sent += len(reply)
             if connection.unsent is None:
                 # Usually the whole reply fits the socket buffer: one send, nothing kept.
                 try:
@@ -305,6 +384,8 @@ class ClientReactor:
         elif session.closing and not session.pending_count:
             self._close(connection)  # everything answered before QUIT / bad input is written
             return
+        elif session.resumable:
+            interest = _WRITE  # writable at once: ``_serve`` resumes it on the next pass
         else:
             interest = _READ if session.wants_input else 0
         if interest != connection.interest:
@@ -329,12 +410,64 @@ class ClientReactor:
                 self._write(connection, session.take_ready())
             except OSError:
                 self._close(connection)
+                continue
+            held = session.input_bytes
+            if connection.unsent is not None:
+                held += len(connection.unsent)
+            if held or connection.held_bytes:
+                self._account(connection, held, False)
 
     def _connection_of(self, session) -> Connection | None:
         connection = session.connection
         if connection is not None and self._connections.get(connection.fd) is connection:
             return connection
         return None
+
+    def _account(self, connection: Connection, held: int, read: bool) -> None:
+        """Record that ``connection`` holds ``held`` bytes; after a read that left a partial
+        request, restart its timeout. Over ``client_buffers_bytes_max`` in total, close the
+        connections holding the most until under it (Redis' client eviction)."""
+        if self._connections.get(connection.fd) is not connection:
+            return  # closed while being served
+        metrics = self.core.metrics
+        metrics.client_buffers_bytes += held - connection.held_bytes
+        connection.held_bytes = held
+        if held:
+            self._holding[connection.fd] = connection
+            if read and connection.session.input_bytes:
+                connection.deadline_ms = self._deadline_ms(
+                    self.core.config.partial_request_timeout_s
+                )
+        else:
+            self._holding.pop(connection.fd, None)
+        budget = self.core.config.client_buffers_bytes_max
+        while metrics.client_buffers_bytes > budget and self._holding:
+            # Rare (only over budget) and bounded by the connections holding bytes.
+            largest = max(self._holding.values(), key=_held_bytes_of)
+            metrics.clients_closed_over_budget += 1
+            log.warning(
+                "client buffers at %d bytes, over the %d-byte budget: closing a %s client"
+                " holding %d bytes",
+                metrics.client_buffers_bytes,
+                budget,
+                largest.kind,
+                largest.held_bytes,
+            )
+            self._close(largest)
+
+    def _sweep_partial_requests(self, now_ms: int) -> None:
+        """Close clients silent for ``partial_request_timeout_s`` in the middle of a request.
+        A connection the reactor is not reading (back-pressure) is not the client's fault: its
+        clock restarts."""
+        timeout_ms = int(self.core.config.partial_request_timeout_s * 1000)
+        for connection in list(self._holding.values()):
+            if not connection.session.input_bytes:
+                continue
+            if connection.interest != _READ:
+                connection.deadline_ms = now_ms + timeout_ms
+            elif connection.deadline_ms <= now_ms:
+                self.core.metrics.clients_closed_partial_timeout += 1
+                self._close(connection)
 
     # -- peers -----------------------------------------------------------------------------------
 
@@ -347,7 +480,7 @@ class ClientReactor:
         connection.session.close()
         connection.session = None
         connection.kind = PEER
-        if len(self._peers) >= PEER_INCOMING_MAX:
+        if len(self._peers) >= self.peer_incoming_max:
             self._count("peer_incoming_refused")
             self._close(connection)
             return True
@@ -410,6 +543,14 @@ class ClientReactor:
                 self._peers.pop(connection.fd, None)
             else:
                 self.core.metrics.connections_open -= 1
+            if connection.held_bytes:
+                self.core.metrics.client_buffers_bytes -= connection.held_bytes
+                connection.held_bytes = 0
+                self._holding.pop(connection.fd, None)
         if connection.session is not None:
             connection.session.close()
         connection.sock.close()
+
+
+def _held_bytes_of(connection: Connection) -> int:
+    return connection.held_bytes

@@ -133,12 +133,11 @@ class NativeSession(Session):
             self._ready.append(self._error(request_id, pending.error))
         else:
             self._ready.append(self._encode(encode, request_id, pending.result))
-        if self._waiting:
-            waiting = list(self._waiting)
-            self._waiting.clear()
-            ready = self._run(waiting)
-            if ready:
-                self._ready.append(ready)
+
+    @property
+    def input_bytes(self) -> int:
+        """Bytes received and not yet split into frames (a partial request)."""
+        return self.decoder.buffered_size_bytes
 
     def take_ready(self) -> bytes:
         ready = self._ready
@@ -157,9 +156,16 @@ class NativeSession(Session):
         out = []
         append = out.append
         served = []  # the histogram of every command answered, for ``record_batch``
+        # Reply bytes produced: past the bound, the rest waits (``Session.resume``).
+        produced = 0
+        produced_max = core.config.connection_reply_bytes_max
         started_ns = clock.timer_ns()
         remaining = iter(bodies)
         for body in remaining:
+            if produced >= produced_max:
+                self._waiting.append(body)
+                self._waiting.extend(remaining)
+                break
             try:
                 message = decode(body)
             except ProtocolError as error:
@@ -186,14 +192,16 @@ class NativeSession(Session):
                         self._waiting.extend(remaining)
                         break
                     continue
-                append(encode(pack, request_id, result))
+                reply = encode(pack, request_id, result)
             except GossipCacheError as error:
                 metrics.errors += 1
-                append(self._error(request_id, error))
+                reply = self._error(request_id, error)
             except Exception as error:  # a bug: answer, count, keep serving
                 metrics.errors += 1
                 core.metrics.internal_errors += 1
-                append(self._error(request_id, error))
+                reply = self._error(request_id, error)
+            produced += len(reply)
+            append(reply)
             served.append(metrics.latency_ns)
         record_batch(served, clock.timer_ns() - started_ns)
         return b"".join(out)

@@ -75,7 +75,7 @@ def error_reply(error: Exception) -> bytes:
 class RespSession(Session):
     """One RESP connection: parser, HELLO version, client name, and the in-order reply queue."""
 
-    __slots__ = ("parser", "name", "protocol_version", "_replies", "_table")
+    __slots__ = ("parser", "name", "protocol_version", "_replies", "_queued_bytes", "_table")
 
     def __init__(self, core: NodeCore, client_id: int, table: dict[bytes, tuple]) -> None:
         """``table`` is ``resp_table(core)``, built once per node and shared by its sessions."""
@@ -86,6 +86,8 @@ class RespSession(Session):
         #: Replies waiting behind a pending command: ``bytes`` when ready, else
         #: ``[Pending, encoder]``. Empty whenever nothing is pending (the hot path).
         self._replies: deque = deque()
+        #: Bytes of the ready replies in ``_replies`` (they count against the reply bound).
+        self._queued_bytes = 0
         self._table = table
 
     # -- driver interface ------------------------------------------------------------------------
@@ -107,15 +109,15 @@ class RespSession(Session):
             return b""
         return self._run(commands)
 
+    @property
+    def input_bytes(self) -> int:
+        """Bytes received and not yet parsed into commands (a partial request)."""
+        return self.parser.buffered_size_bytes
+
     def completed(self, pending: Pending) -> None:
-        """``pending`` (one of this session's) has its result."""
+        """``pending`` (one of this session's) has its result; requests that waited run on
+        ``resume``."""
         self._note_completed()
-        if self._waiting and not self.closing:
-            waiting = list(self._waiting)
-            self._waiting.clear()
-            ready = self._run(waiting)
-            if ready:
-                self._replies.append(ready)
 
     def take_ready(self) -> bytes:
         """The replies at the head of the queue that are complete, in order."""
@@ -123,7 +125,9 @@ class RespSession(Session):
         out = []
         while replies:
             head = replies[0]
-            if type(head) is not bytes:
+            if type(head) is bytes:
+                self._queued_bytes -= len(head)
+            else:
                 pending, encode = head
                 if not pending.done:
                     break
@@ -131,6 +135,14 @@ class RespSession(Session):
             out.append(head)
             replies.popleft()
         return b"".join(out)
+
+    def _queued_reply_bytes(self) -> int:
+        return self._queued_bytes
+
+    def _queue(self, reply: bytes) -> None:
+        """Hold ``reply`` behind the pending command ahead of it."""
+        self._replies.append(reply)
+        self._queued_bytes += len(reply)
 
     # -- the dispatch loop -----------------------------------------------------------------------
 
@@ -148,16 +160,24 @@ class RespSession(Session):
         resp3 = self.protocol_version == 3
         out = []
         served = []  # the histogram of every command answered, for ``record_batch``
+        # Reply bytes produced (or queued before this call): past the bound, the rest waits.
+        produced = self._queued_bytes
+        produced_max = core.config.connection_reply_bytes_max
         started_ns = clock.timer_ns()
         remaining = iter(commands)
         for args in remaining:
+            if produced >= produced_max:
+                self._waiting.append(args)
+                self._waiting.extend(remaining)
+                break
             entry = table.get(args[0])
             if entry is None:
                 entry = table.get(args[0].upper())
                 if entry is None:
                     reply = _unknown_command(args)
+                    produced += len(reply)
                     if replies:
-                        replies.append(reply)
+                        self._queue(reply)
                     else:
                         out.append(reply)
                     continue
@@ -174,8 +194,9 @@ class RespSession(Session):
                         elif resp3 and command == NULL_BULK:  # CLIENT GETNAME without a name
                             command = _RESP3_NULL
                         served.append(histogram)
+                        produced += len(command)
                         if replies:
-                            replies.append(command)
+                            self._queue(command)
                         else:
                             out.append(command)
                         if handler is None:
@@ -203,8 +224,9 @@ class RespSession(Session):
             served.append(histogram)
             if resp3 and reply == NULL_BULK:
                 reply = _RESP3_NULL
+            produced += len(reply)
             if replies:
-                replies.append(reply)
+                self._queue(reply)
             else:
                 out.append(reply)
         record_batch(served, clock.timer_ns() - started_ns)
