@@ -102,7 +102,8 @@ async def start_fake(nursery, consume: int = 0) -> tuple[FakeCore, net.PeerDrive
     core = FakeCore()
     listener, udp = await net.bind_tcp_and_udp("127.0.0.1", 0, _listen)
     address = f"127.0.0.1:{listener.getsockname()[1]}"
-    driver = net.PeerDriver(core, address, udp)
+    authenticator = wire_peer.PeerAuthenticator(address, [DEVELOPMENT_CLUSTER_KEY])
+    driver = net.PeerDriver(core, address, udp, authenticator=authenticator)
     await nursery.start(driver.run)
     nursery.start_soon(_accept_peers, listener, driver, consume)
     return core, driver
@@ -138,7 +139,7 @@ async def test_datagrams_arrive_with_the_senders_address(nursery) -> None:
     assert driver_b.stats["datagrams_received"] == 1
 
 
-@pytest.mark.parametrize("consume", [0, 3, 8, 12])
+@pytest.mark.parametrize("consume", [0, 3, 8, 12, 30])
 async def test_stream_payloads_arrive_in_order_from_the_advertised_address(
     nursery, consume: int
 ) -> None:
@@ -185,8 +186,12 @@ async def test_bad_peer_input_is_dropped_and_counted(nursery) -> None:
     host, port = wire_peer.split_address(driver.address)
     bad_inputs = {
         "peer_dropped_bad_preamble": b"GCPEER9\nxxxx",
-        "peer_dropped_bad_address": wire_peer.PREAMBLE + frame(b"not an address"),
-        "peer_dropped_bad_frame": wire_peer.PREAMBLE + (2**31).to_bytes(4, "big"),
+        "peer_dropped_bad_handshake": wire_peer.PREAMBLE + frame(b"not a handshake"),
+        "peer_dropped_handshake_too_large": wire_peer.PREAMBLE + (2**31).to_bytes(4, "big"),
+        "peer_dropped_bad_frame": driver.authenticator.opening(
+            driver.address, net.wall_ms(), bytes(16)
+        )
+        + (2**31).to_bytes(4, "big"),
     }
     for counter, data in bad_inputs.items():
         stream = await trio.open_tcp_stream(host, port)

@@ -3,6 +3,8 @@ streams are served in its own pass (handshake, bad input, bounds) next to client
 
 from __future__ import annotations
 
+import os
+
 import trio
 
 from gossipcache.client.client import Client
@@ -10,7 +12,8 @@ from gossipcache.drivers import reactor as reactor_module
 from gossipcache.drivers.server import NodeServer
 from gossipcache.node.config import NodeConfig
 from gossipcache.wire.framing import frame
-from gossipcache.wire.peer import PREAMBLE, opening
+from gossipcache.drivers.cluster_keys import DEVELOPMENT_CLUSTER_KEY
+from gossipcache.wire.peer import PREAMBLE, PeerAuthenticator
 
 WAIT_S_MAX = 10.0
 POLL_S = 0.01
@@ -46,6 +49,13 @@ async def connect(server: NodeServer) -> trio.SocketStream:
     return await trio.open_tcp_stream("127.0.0.1", server.ports["native"])
 
 
+def opening(server: NodeServer, sender: str) -> bytes:
+    """A genuine handshake from ``sender`` to ``server`` (test nodes use the development key)."""
+    authenticator = PeerAuthenticator(sender, [DEVELOPMENT_CLUSTER_KEY])
+    receiver = f"127.0.0.1:{server.ports['native']}"
+    return authenticator.opening(receiver, server.clock.wall_ms(), os.urandom(16))
+
+
 async def closed_by_node(stream: trio.SocketStream) -> bool:
     with trio.fail_after(WAIT_S_MAX):
         return await stream.receive_some(1) == b""
@@ -57,8 +67,9 @@ async def test_bad_peer_input_is_counted_and_closed_in_the_reactor(nursery) -> N
     for accepted, (counter, data) in enumerate(
         {
             "peer_dropped_bad_preamble": b"GCPEER9\nxxxx",
-            "peer_dropped_bad_address": PREAMBLE + frame(b"not an address"),
-            "peer_dropped_bad_frame": PREAMBLE + (2**31).to_bytes(4, "big"),
+            "peer_dropped_bad_handshake": PREAMBLE + frame(b"not a handshake"),
+            "peer_dropped_handshake_too_large": PREAMBLE + (2**31).to_bytes(4, "big"),
+            "peer_dropped_bad_frame": opening(server, "127.0.0.1:1") + (2**31).to_bytes(4, "big"),
         }.items(),
         start=1,
     ):
@@ -84,7 +95,7 @@ async def test_peer_payloads_reach_the_core_and_the_handshake_is_timed(
     stream = await connect(server)
     # A valid opening and one payload the membership core cannot decode: delivered, dropped.
     drops_before = sum(v for k, v in membership.stats().items() if k.startswith("drop_"))
-    await stream.send_all(opening("127.0.0.1:1") + frame(b"\x00garbage"))
+    await stream.send_all(opening(server, "127.0.0.1:1") + frame(b"\x00garbage"))
     await wait_until(lambda: stats.get("stream_frames_received") == 1)
     drops = sum(v for k, v in membership.stats().items() if k.startswith("drop_"))
     assert drops == drops_before + 1
@@ -105,7 +116,7 @@ async def test_peer_streams_over_the_bound_are_refused(nursery, monkeypatch) -> 
     streams = []
     for index in range(3):
         stream = await connect(server)
-        await stream.send_all(opening(f"127.0.0.1:{index + 1}"))
+        await stream.send_all(opening(server, f"127.0.0.1:{index + 1}"))
         streams.append(stream)
     assert await closed_by_node(streams[2])
     stats = server.core.membership_transport_stats
