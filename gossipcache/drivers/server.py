@@ -20,9 +20,9 @@ import trio
 
 from ..node.config import NodeConfig
 from ..node.core import NodeCore
+from ..wire.peer import PeerAuthenticator
 from . import peer as net
 from .clock import TrioClock
-from ..wire.peer import PeerAuthenticator
 from .cluster_keys import cluster_keyring, load_cluster_keys
 from .http_metrics import serve_metrics
 from .reactor import NATIVE, RESP, ClientReactor
