@@ -13,8 +13,9 @@ both its datagram and its stream endpoint.
   the handshake, signed with the cluster key by ``authenticator`` (the sender's advertised
   address, the receiver's, the wall-clock time and a fresh random nonce); every later frame is
   one payload (``gossipcache.wire.peer``). In a node, the client reactor serves incoming peer
-  connections in its own pass; :meth:`PeerDriver.handle_peer_stream` serves them for a core
-  driven on its own (tests).
+  connections in its own pass, with the handshaking budgets per source IP;
+  :meth:`PeerDriver.handle_peer_stream` serves them for a core driven on its own (tests), with
+  the same handshake check and timeout but only the overall ``PEER_INCOMING_MAX`` bound.
 - Outgoing streams: one connection per peer, opened on demand (``CONNECT_TIMEOUT_S``), closed
   after ``PEER_IDLE_TIMEOUT_S`` without traffic, at most ``PEER_CONNECTIONS_MAX`` at once, each
   with a queue bounded in frames and bytes. A connection that cannot be opened, breaks, stalls
