@@ -17,8 +17,11 @@ links) run whenever the reactor yields, after every pass over at most
 ``READY_SOCKETS_PER_PASS_MAX`` ready sockets.
 
 Bounds: ``connections_max`` client connections (more are closed at accept, counted);
-``PEER_INCOMING_MAX`` incoming peer streams, whose handshake must finish within
-``PEER_HANDSHAKE_TIMEOUT_S`` and which close after ``PEER_INCOMING_IDLE_TIMEOUT_S`` of silence;
+``PEER_INCOMING_MAX`` authenticated incoming peer streams, which close after
+``PEER_INCOMING_IDLE_TIMEOUT_S`` of silence; a peer stream whose first read does not hold its
+whole handshake waits in a small budget of its own (``PEER_HANDSHAKING_MAX``, at most
+``PEER_HANDSHAKING_PER_SOURCE_MAX`` per source IP) and must finish within
+``PEER_HANDSHAKE_TIMEOUT_S``, so keyless connections never take an authenticated peer's slot;
 one read batch in flight per connection: when a reply cannot be written whole, the rest waits in
 the connection's ``unsent`` buffer and the reactor stops reading that socket until it drains
 (back-pressure through TCP); a session with too many commands pending stops being read too; the
@@ -39,7 +42,12 @@ from ..node.core import NodeCore
 from ..node.native_session import NativeSession, native_table
 from ..node.resp_session import RespSession, resp_table
 from ..sansio import Channel
-from ..wire.peer import PeerStreamError, PeerStreamReader, starts_like_preamble
+from ..wire.peer import (
+    PeerAuthenticator,
+    PeerStreamError,
+    PeerStreamReader,
+    starts_like_preamble,
+)
 
 log = logging.getLogger("gossipcache.reactor")
 
@@ -47,14 +55,23 @@ log = logging.getLogger("gossipcache.reactor")
 READY_SOCKETS_PER_PASS_MAX = 256
 #: Connections accepted per listener per pass (the kernel's backlog holds the rest).
 ACCEPTS_PER_PASS_MAX = 64
-#: Incoming peer streams served at once; more are closed on arrival.
+#: Authenticated incoming peer streams served at once; more are closed once authenticated. One
+#: source IP may hold all of them: test clusters run every node on 127.0.0.1.
 PEER_INCOMING_MAX = 1024
-#: The preamble and the address frame must arrive within this long of the first byte.
-PEER_HANDSHAKE_TIMEOUT_S = 5.0
-#: An incoming peer stream silent this long is closed (its sender closes idle links after 60 s).
+#: Incoming peer streams still in their handshake, held at once; more are closed on arrival. An
+#: honest peer sends its whole handshake in one segment, which the first read authenticates
+#: without taking one of these, so only split (slow or hostile) handshakes wait here.
+PEER_HANDSHAKING_MAX = 64
+#: Of those, the most one source IP may hold: a single attacker cannot take the whole budget.
+PEER_HANDSHAKING_PER_SOURCE_MAX = 8
+#: The preamble and the handshake must arrive within this long of the first byte, however
+#: slowly they trickle in; the deadline is not extended by progress.
+PEER_HANDSHAKE_TIMEOUT_S = 2.0
+#: An authenticated peer stream silent this long is closed (its sender closes idle links after
+#: 60 s).
 PEER_INCOMING_IDLE_TIMEOUT_S = 120.0
 #: How often incoming peer streams are checked against those two timeouts.
-PEER_SWEEP_INTERVAL_S = 1.0
+PEER_SWEEP_INTERVAL_S = 0.5
 #: Bytes read per receive call on an incoming peer stream.
 PEER_RECEIVE_SIZE_BYTES = 256 * 1024
 #: How often client connections holding a partial request are checked against
@@ -106,7 +123,8 @@ class ClientReactor:
     """Accepts and serves the native and RESP clients and incoming peer streams of one node
     from a single task, and runs the node core's timers.
 
-    ``after_core_input()`` runs after every pass that fed the core peer payloads or ticked it:
+    ``peer_authenticator`` checks incoming peer streams' handshakes (required with
+    ``serve_peers``). ``after_core_input()`` runs after every pass that fed the core peer payloads or ticked it:
     the node's peer driver sends the core's outbox there. ``wake()`` cuts an idle sleep short
     (another task fed the core, which may have moved its deadline or completed commands).
     """
@@ -117,14 +135,20 @@ class ClientReactor:
         *,
         serve_peers: bool = False,
         after_core_input: Callable[[], None] | None = None,
+        peer_authenticator: PeerAuthenticator | None = None,
     ) -> None:
+        if serve_peers and peer_authenticator is None:
+            raise ValueError("serving peer streams needs a peer authenticator")
         self.core = core
         self.serve_peers = serve_peers
+        self.peer_authenticator = peer_authenticator
         self.after_core_input = after_core_input
         self._epoll = select.epoll()
         self._listeners: dict[int, tuple[socket.socket, str]] = {}
         self._connections: dict[int, Connection] = {}
         self._peers: dict[int, Connection] = {}
+        #: Peer streams still in their handshake: fd -> source IP (a subset of ``_peers``).
+        self._handshaking: dict[int, str] = {}
         self._client_ids = 0
         self._resp_table = resp_table(core)
         self._native_table = native_table(core)
@@ -424,7 +448,8 @@ class ClientReactor:
         return None
 
     def _account(self, connection: Connection, held: int, read: bool) -> None:
-        """Record that ``connection`` holds ``held`` bytes; after a read that left a partial
+        """Record that ``connection`` (a client, or an incoming peer stream with a partial
+        frame) holds ``held`` bytes; after a client read that left a partial
         request, restart its timeout. Over ``client_buffers_bytes_max`` in total, close the
         connections holding the most until under it (Redis' client eviction)."""
         if self._connections.get(connection.fd) is not connection:
@@ -461,8 +486,8 @@ class ClientReactor:
         clock restarts."""
         timeout_ms = int(self.core.config.partial_request_timeout_s * 1000)
         for connection in list(self._holding.values()):
-            if not connection.session.input_bytes:
-                continue
+            if connection.session is None or not connection.session.input_bytes:
+                continue  # a peer stream (its own timeouts apply), or only replies held
             if connection.interest != _READ:
                 connection.deadline_ms = now_ms + timeout_ms
             elif connection.deadline_ms <= now_ms:
@@ -473,22 +498,39 @@ class ClientReactor:
 
     def _become_peer(self, connection: Connection, data: bytes) -> bool:
         """Turn a native connection whose first bytes are the peer preamble into a peer
-        stream; True if it was one."""
+        stream; True if it was one. A stream whose first read completes its handshake is
+        authenticated at once; one still handshaking after it takes a handshaking slot (if
+        the global and per-source budgets allow) and must finish in time."""
         if not self.serve_peers or not starts_like_preamble(data):
             return False
         self.core.metrics.connections_open -= 1  # a peer is not a client
         connection.session.close()
         connection.session = None
         connection.kind = PEER
-        if len(self._peers) >= self.peer_incoming_max:
-            self._count("peer_incoming_refused")
-            self._close(connection)
-            return True
-        self._count("peer_incoming_accepted")
-        connection.peer = PeerStreamReader()
+        connection.peer = PeerStreamReader(self.peer_authenticator)
         connection.deadline_ms = self._deadline_ms(PEER_HANDSHAKE_TIMEOUT_S)
         self._peers[connection.fd] = connection
         self._feed_peer(connection, data)
+        if self._peers.get(connection.fd) is not connection or not connection.peer.handshaking:
+            return True  # dropped, or authenticated by its first read
+        try:
+            source_ip = connection.sock.getpeername()[0]
+        except OSError:
+            self._close(connection)  # already gone
+            return True
+        if len(self._handshaking) >= PEER_HANDSHAKING_MAX:
+            reason = "handshakes_full"
+        elif (
+            sum(1 for ip in self._handshaking.values() if ip == source_ip)
+            >= PEER_HANDSHAKING_PER_SOURCE_MAX
+        ):
+            reason = "source_handshakes_full"
+        else:
+            self._handshaking[connection.fd] = source_ip
+            self._count("peer_incoming_accepted")
+            return True
+        self._count(f"peer_dropped_{reason}")
+        self._close(connection)
         return True
 
     def _serve_peer(self, connection: Connection) -> None:
@@ -497,16 +539,23 @@ class ClientReactor:
             self._close(connection)
             return
         self._feed_peer(connection, data)
+        # A partial peer frame counts in the same budget as clients' buffers.
+        held = connection.peer.buffered_bytes
+        if held or connection.held_bytes:
+            self._account(connection, held, False)
 
     def _feed_peer(self, connection: Connection, data: bytes) -> None:
         reader = connection.peer
+        was_handshaking = reader.handshaking
         try:
-            payloads = reader.feed(data)
+            payloads = reader.feed(data, self.core.clock.wall_ms())
         except PeerStreamError as error:
             self._count(f"peer_dropped_{error.reason}")
             self._close(connection)
             return
         if reader.handshaking:
+            return
+        if was_handshaking and not self._admit_peer(connection):
             return
         connection.deadline_ms = self._deadline_ms(PEER_INCOMING_IDLE_TIMEOUT_S)
         if payloads:
@@ -517,6 +566,19 @@ class ClientReactor:
                 core.handle(source, Channel.STREAM, payload, now_ms)
             self._count("stream_frames_received", len(payloads))
             self._core_fed = True
+
+    def _admit_peer(self, connection: Connection) -> bool:
+        """A stream that just passed its handshake leaves the handshaking budget and takes one
+        of the ``PEER_INCOMING_MAX`` slots, or is closed when they are all taken."""
+        held = self._handshaking.pop(connection.fd, None) is not None
+        if len(self._peers) - len(self._handshaking) > self.peer_incoming_max:
+            self._count("peer_incoming_refused")
+            self._close(connection)
+            return False
+        if not held:  # authenticated by its first read: never counted as accepted before
+            self._count("peer_incoming_accepted")
+        self._count("peer_incoming_authenticated")
+        return True
 
     def _deadline_ms(self, timeout_s: float) -> int:
         return self.core.clock.monotonic_ms() + int(timeout_s * 1000)
@@ -541,6 +603,7 @@ class ClientReactor:
             self._epoll.unregister(connection.fd)
             if connection.kind == PEER:
                 self._peers.pop(connection.fd, None)
+                self._handshaking.pop(connection.fd, None)
             else:
                 self.core.metrics.connections_open -= 1
             if connection.held_bytes:

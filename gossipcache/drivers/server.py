@@ -21,9 +21,10 @@ import trio
 
 from ..node.config import NodeConfig
 from ..node.core import NodeCore
+from ..wire.peer import PeerAuthenticator
 from . import peer as net
 from .clock import TrioClock
-from .cluster_keys import load_cluster_keyring
+from .cluster_keys import cluster_keyring, load_cluster_keys
 from .descriptors import plan_for_process
 from .http_metrics import serve_metrics
 from .reactor import NATIVE, PEER_INCOMING_MAX, RESP, ClientReactor
@@ -86,16 +87,19 @@ class NodeServer:
             )
         config = self.config
         udp_sock = None
+        peer_authenticator = None
         if config.membership_enabled:
             native_sock, udp_sock = await net.bind_tcp_and_udp(config.host, config.port, _listen)
             address = f"{config.host}:{native_sock.getsockname()[1]}"
             try:
+                cluster_keys = load_cluster_keys(config.cluster_key_file)
+                peer_authenticator = PeerAuthenticator(address, cluster_keys)
                 core = NodeCore(
                     config,
                     self.clock,
                     address=address,
                     rng=random.Random(),
-                    keyring=load_cluster_keyring(config.cluster_key_file),
+                    keyring=cluster_keyring(cluster_keys),
                     process_id=os.getpid(),
                 )
             except BaseException:
@@ -108,7 +112,9 @@ class NodeServer:
         self.core = core
         tune_gc()
         async with trio.open_nursery() as nursery:
-            reactor = ClientReactor(core, serve_peers=udp_sock is not None)
+            reactor = ClientReactor(
+                core, serve_peers=udp_sock is not None, peer_authenticator=peer_authenticator
+            )
             reactor.peer_incoming_max = min(
                 reactor.peer_incoming_max, descriptors.peer_incoming_max
             )
@@ -118,6 +124,7 @@ class NodeServer:
                     core,
                     address,
                     udp_sock,
+                    authenticator=peer_authenticator,
                     after_step=reactor.wake,
                     run_timers=False,
                     stats=core.membership_transport_stats,
