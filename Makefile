@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench-eviction bench-store bench-server bench-membership clean
+.PHONY: run test lint bench-eviction bench-store bench-server bench-membership bench-memory-attacks clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,10 @@ bench-server: $(STAMP)
 
 bench-membership: $(STAMP)
 	$(BIN)/python -m sim bench membership
+
+# Issue 8's memory attacks against real node processes: peak RSS against the budgets (~2 min).
+bench-memory-attacks: $(STAMP)
+	$(BIN)/python -m benchmarks.memory_attacks
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
