@@ -98,6 +98,10 @@ class Session:
         """The connection is gone; pending commands still complete in the core."""
         self.closed = True
         self._waiting.clear()
+        # The driver's connection refers back to this session: break the cycle, so a closed
+        # connection's buffers are freed now, not at a full collection that may never come
+        # (the node collects rarely, docs/design.md "Pauses").
+        self.connection = None
 
     def _at_bound(self) -> bool:
         return self._pending >= self.core.config.pending_per_connection_max or (

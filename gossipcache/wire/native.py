@@ -318,6 +318,12 @@ def decode_request(body: bytes) -> Request:
     raise _explain_invalid(message, peek_request_id(body))
 
 
+#: Largest request body after which a ``RequestDecoder`` keeps its unpacker, whose buffer grows
+#: to hold the largest body fed to it and never shrinks; after a larger one it starts afresh
+#: (one allocation, next to the cost of receiving such a request).
+UNPACKER_BUFFER_KEPT_BYTES_MAX = 256 * 1024
+
+
 class RequestDecoder:
     """``decode_request`` for a server's hot path: the same checks and errors, with one reusable
     ``msgpack.Unpacker`` instead of a new one (and its options parsed) per request, and the
@@ -343,6 +349,10 @@ class RequestDecoder:
             self._unpacker = msgpack.Unpacker(**_REQUEST_UNPACK_OPTIONS)
             request = decode_request(body)
             return (request.request_id, request.op, *request.args)
+        if len(body) > UNPACKER_BUFFER_KEPT_BYTES_MAX:
+            # The unpacker's buffer has grown to this body's size and would stay so: without a
+            # fresh one, every connection that once sent a 16 MiB value holds 16 MiB while idle.
+            self._unpacker = msgpack.Unpacker(**_REQUEST_UNPACK_OPTIONS)
         if type(message) is tuple and len(message) >= 2:
             request_id = message[0]
             if type(request_id) is int and 0 <= request_id <= REQUEST_ID_MAX:
@@ -402,6 +412,12 @@ def encode_response(response: Response) -> bytes:
     return frame(body)
 
 
+#: Largest response after which a ``ResponseEncoder`` keeps its packer: msgpack's initial buffer
+#: size, which packing no larger a message never grows. After a larger one (its buffer grown to
+#: twice that message) a fresh packer replaces it, at the cost of one allocation.
+PACKER_BUFFER_KEPT_BYTES_MAX = 256 * 1024
+
+
 class ResponseEncoder:
     """``encode_response`` for a server's hot path: one reusable ``msgpack.Packer``, and no
     validation of what the server itself built (``status`` one of ``STATUSES``; an ERROR payload
@@ -417,6 +433,10 @@ class ResponseEncoder:
         except (TypeError, OverflowError, ValueError) as error:
             self._pack = msgpack.Packer().pack  # a failed pack may leave state behind
             raise ValueError(f"cannot encode payload: {error}") from None
+        if len(body) > PACKER_BUFFER_KEPT_BYTES_MAX:
+            # A packer keeps its buffer at the largest message it ever packed: without this,
+            # every connection that once read a 16 MiB value would hold 16 MiB while idle.
+            self._pack = msgpack.Packer().pack
         return frame(body)
 
 

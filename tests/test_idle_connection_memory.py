@@ -1,0 +1,107 @@
+"""Memory an idle connection keeps after one large request or reply (issue: hardening, found by
+``benchmarks.memory_attacks``, attack ``idle-after-big``).
+
+On a real node, 10 RESP and 10 native connections that each wrote and read one 16 MiB value and
+then sat idle held 721 MiB resident (the node's baseline and data: 48 MiB), none of it in
+``gossipcache_client_buffers_bytes``, and kept it after they closed: each native connection's
+msgpack packer and unpacker kept buffers grown to the largest message they had handled, and a
+closed connection's session was only freed by a full garbage collection (the session and the
+driver's connection refer to each other), which an idle node does not run.
+"""
+
+from __future__ import annotations
+
+import gc
+import tracemalloc
+import weakref
+
+import pytest
+
+from gossipcache.clock import ManualClock
+from gossipcache.node.config import NodeConfig
+from gossipcache.node.core import NodeCore
+from gossipcache.node.native_session import NativeSession, native_table
+from gossipcache.node.resp_session import RespSession, resp_table
+from gossipcache.wire.native import (
+    OP_GET,
+    OP_PUT,
+    STATUS_OK,
+    Request,
+    decode_response,
+    encode_request,
+)
+from gossipcache.wire.resp import encode_command
+
+MIB = 1024 * 1024
+VALUE_SIZE_BYTES = 4 * MIB
+#: What a session may keep between requests beyond the data it stored: its parser and codec
+#: state at their initial sizes (a fresh msgpack unpacker allocates 1 MiB), counters.
+KEPT_BYTES_MAX = 3 * MIB // 2
+
+
+def native_session() -> NativeSession:
+    core = NodeCore(NodeConfig(membership_enabled=False, size_bytes_max=64 * MIB), ManualClock())
+    core.store.put(b"big", b"v" * VALUE_SIZE_BYTES, core.clock.wall_ms())
+    session = NativeSession(core, 1, native_table(core))
+    session.receive(encode_request(Request(1, OP_GET, (b"small",))))  # first-use allocations
+    return session
+
+
+def bytes_kept_by(action) -> int:
+    """Bytes still allocated (Python's allocators, msgpack's buffers included) after
+    ``action()`` returned and its result was dropped."""
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        action()
+        return tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+
+
+def test_a_native_connection_keeps_no_buffer_of_a_large_reply() -> None:
+    session = native_session()
+
+    def get_big() -> None:
+        reply = session.receive(encode_request(Request(2, OP_GET, (b"big",))))
+        assert len(reply) > VALUE_SIZE_BYTES  # the whole reply, under the reply bound
+
+    assert bytes_kept_by(get_big) < KEPT_BYTES_MAX
+
+
+def test_a_native_connection_keeps_no_buffer_of_a_large_request() -> None:
+    session = native_session()
+    request = encode_request(Request(2, OP_PUT, (b"other", b"w" * VALUE_SIZE_BYTES, None)))
+
+    def put_big() -> None:
+        reply = session.receive(request)
+        assert decode_response(reply[5:]).status == STATUS_OK
+
+    # The stored value is kept, of course; nothing else of that size.
+    assert bytes_kept_by(put_big) < VALUE_SIZE_BYTES + KEPT_BYTES_MAX
+
+
+@pytest.mark.parametrize("protocol", ["resp", "native"])
+def test_a_closed_session_is_freed_without_the_cycle_collector(protocol) -> None:
+    core = NodeCore(NodeConfig(membership_enabled=False), ManualClock())
+
+    class DriverConnection:  # the reactor's handle on a connection: it refers to its session
+        session = None
+
+    if protocol == "resp":
+        session = RespSession(core, 1, resp_table(core))
+        session.receive(encode_command("GET", "k"))
+    else:
+        session = NativeSession(core, 1, native_table(core))
+        session.receive(encode_request(Request(1, OP_GET, (b"k",))))
+    connection = DriverConnection()
+    connection.session = session
+    session.connection = connection
+    freed = weakref.ref(connection)
+    gc.disable()  # the node runs full collections rarely; a closed connection must not wait
+    try:
+        session.close()
+        del session, connection
+        assert freed() is None
+    finally:
+        gc.enable()
