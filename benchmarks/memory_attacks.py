@@ -1032,10 +1032,12 @@ ATTACKS: dict[str, Attack] = {
 }
 
 
-def run_attack(name: str, workdir: str) -> AttackResult:
+def run_attack(name: str, workdir: str, env: dict[str, str] | None = None) -> AttackResult:
     attack = ATTACKS[name]
     open_files = attack.open_files() if attack.open_files is not None else None
-    with running_node(workdir, name, membership=attack.membership, open_files=open_files) as node:
+    with running_node(
+        workdir, name, membership=attack.membership, open_files=open_files, env=env
+    ) as node:
         return attack.run(node)
 
 

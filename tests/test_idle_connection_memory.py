@@ -15,6 +15,7 @@ import gc
 import tracemalloc
 import weakref
 
+import msgpack
 import pytest
 
 from gossipcache.clock import ManualClock
@@ -23,12 +24,20 @@ from gossipcache.node.core import NodeCore
 from gossipcache.node.native_session import NativeSession, native_table
 from gossipcache.node.resp_session import RespSession, resp_table
 from gossipcache.wire.native import (
+    ERROR_UNKNOWN_OP,
+    LARGE_MESSAGE_SIZE_BYTES,
     OP_GET,
     OP_PUT,
+    REQUEST_ID_MAX,
     STATUS_OK,
+    BadRequest,
     Request,
+    RequestDecoder,
+    Response,
+    ResponseEncoder,
     decode_response,
     encode_request,
+    encode_response,
 )
 from gossipcache.wire.resp import encode_command
 
@@ -105,3 +114,36 @@ def test_a_closed_session_is_freed_without_the_cycle_collector(protocol) -> None
         assert freed() is None
     finally:
         gc.enable()
+
+
+@pytest.mark.parametrize(
+    "size_bytes",
+    [LARGE_MESSAGE_SIZE_BYTES - 1, LARGE_MESSAGE_SIZE_BYTES, LARGE_MESSAGE_SIZE_BYTES + 1, 5 * MIB],
+)
+@pytest.mark.parametrize("request_id", [0, 127, 128, 65_536, REQUEST_ID_MAX])
+def test_a_large_value_is_encoded_as_msgpack_would(size_bytes, request_id) -> None:
+    """The large-value path assembles the frame around the value: byte for byte what packing
+    the whole response gives."""
+    value = bytes(range(256)) * (size_bytes // 256) + b"x" * (size_bytes % 256)
+    encoder = ResponseEncoder()
+    expected = encode_response(Response(request_id, STATUS_OK, value))
+    assert encoder.encode(request_id, STATUS_OK, value) == expected
+    assert encoder.encode(1, STATUS_OK, b"small") == encode_response(
+        Response(1, STATUS_OK, b"small")
+    )
+
+
+def test_a_large_request_is_decoded_and_refused_as_before() -> None:
+    decoder = RequestDecoder()
+    value = b"v" * (LARGE_MESSAGE_SIZE_BYTES + 1)
+    body = encode_request(Request(7, OP_PUT, (b"k", value, None)))[5:]
+    assert decoder.decode_message(body) == (7, OP_PUT, b"k", value, None)
+    unknown = msgpack.packb((8, "frobnicate", value))
+    with pytest.raises(BadRequest) as refused:
+        decoder.decode_message(unknown)
+    assert refused.value.code == ERROR_UNKNOWN_OP and refused.value.request_id == 8
+    assert decoder.decode_message(encode_request(Request(9, OP_GET, (b"k",)))[5:]) == (
+        9,
+        OP_GET,
+        b"k",
+    )
