@@ -17,6 +17,9 @@ import weakref
 
 import msgpack
 import pytest
+import trio
+from test_client_bounds import start
+from test_reactor import wait_until
 
 from gossipcache.clock import ManualClock
 from gossipcache.node.config import NodeConfig
@@ -147,3 +150,23 @@ def test_a_large_request_is_decoded_and_refused_as_before() -> None:
         OP_GET,
         b"k",
     )
+
+
+async def test_a_closed_connections_buffers_are_freed_at_once(nursery) -> None:
+    """On a real reactor: a client that leaves in the middle of a 4 MiB value leaves nothing
+    behind, even when no other client comes along to move the reactor on."""
+    server = await start(nursery)
+    metrics = server.core.metrics
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        stream = await trio.open_tcp_stream("127.0.0.1", server.ports["resp"])
+        await stream.send_all(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$%d\r\n" % (2 * VALUE_SIZE_BYTES))
+        await stream.send_all(b"v" * VALUE_SIZE_BYTES)
+        await wait_until(lambda: metrics.client_buffers_bytes >= VALUE_SIZE_BYTES)
+        await stream.aclose()
+        await wait_until(lambda: metrics.connections_open == 0)
+        kept = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert kept < KEPT_BYTES_MAX
