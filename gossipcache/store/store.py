@@ -38,6 +38,7 @@ never the serving path) and raises ``InvariantViolation`` on the first inconsist
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 
 from ..errors import EntryTooLarge, InvariantViolation, KeyTooLarge, ValueTooLarge
@@ -73,6 +74,11 @@ EXPIRE_BATCH_KEYS = 20
 EXPIRE_REPEAT_RATIO = 0.25
 #: Most keys one ``expire_tick`` may examine: bounds the pause one tick can cause.
 EXPIRE_TICK_KEYS_MAX = 1000
+
+#: Entries one ``reclaim_tick`` frees, at least (it frees whole shards: one at the least). A
+#: flush swaps in empty shards at once and leaves the old ones to be freed over later ticks:
+#: freeing a million entries in one go costs 35-160 ms of the loop, a full shard 2-20 ms.
+RECLAIM_TICK_ENTRIES_MAX = 32768
 
 
 def shard_count_for(size_bytes_max: int) -> int:
@@ -147,9 +153,16 @@ class Store:
         if not 1 <= shard_count <= SHARD_COUNT_MAX or shard_count & (shard_count - 1):
             raise ValueError(f"shard_count must be a power of two <= {SHARD_COUNT_MAX}")
         share_bytes = -(-size_bytes_max // shard_count)
-        self._shards = [
-            _Shard(make_policy(eviction, share_bytes, seed + index)) for index in range(shard_count)
-        ]
+        # What a fresh set of shards is made of: construction and ``flush`` build them alike.
+        self._shard_share_bytes = share_bytes
+        self._seed = seed
+        self._shards = self._new_shards(shard_count)
+        #: Shards a flush replaced, freed a few per ``reclaim_tick`` (bounded work per call).
+        self._flushed_shards: deque[_Shard] = deque()
+        #: Keys with an expiry and the sum of their expiry instants: INFO's ``expires`` and
+        #: ``avg_ttl`` in O(1) (``expiry_summary``), kept up to date where an expiry changes.
+        self._keys_with_ttl = 0
+        self._expires_at_ms_sum = 0
         self._shard_mask = shard_count - 1
         # Entries up to this weight fit even with a TTL: put() checks the exact sum only above.
         self._entry_bytes_max_without_ttl = size_bytes_max - TTL_OVERHEAD_BYTES
@@ -169,6 +182,12 @@ class Store:
         self._deletes = 0
         self._expires = 0
         self._ttls = 0
+
+    def _new_shards(self, shard_count: int) -> list[_Shard]:
+        eviction, share_bytes, seed = self.eviction_policy, self._shard_share_bytes, self._seed
+        return [
+            _Shard(make_policy(eviction, share_bytes, seed + index)) for index in range(shard_count)
+        ]
 
     @property
     def shard_count(self) -> int:
@@ -318,18 +337,33 @@ class Store:
         return True
 
     def flush(self) -> None:
-        """Remove every entry. Counters are kept."""
-        for shard in self._shards:
-            for key in list(shard.values):
-                shard.policy.remove(key)
-            shard.values.clear()
-            shard.versions.clear()
-            shard.expires_at_ms.clear()
-            shard.ttl_keys.clear()
-            shard.ttl_index.clear()
+        """Remove every entry. Counters are kept.
+
+        O(shards), whatever the entries: empty shards replace the full ones, which wait in
+        ``_flushed_shards`` and are freed by later ``reclaim_tick`` calls. Freeing them here
+        would cost the loop time proportional to the keyspace."""
+        self._flushed_shards.extend(shard for shard in self._shards if shard.values)
+        self._shards = self._new_shards(len(self._shards))
         self._keys = 0
         self._used_bytes = 0
         self._expire_cursor = 0
+        self._keys_with_ttl = 0
+        self._expires_at_ms_sum = 0
+
+    def reclaim_tick(self, entries_max: int = RECLAIM_TICK_ENTRIES_MAX) -> int:
+        """Free shards left by ``flush``, whole ones, until ``entries_max`` entries were freed
+        (one shard at the least). Returns how many entries were freed. A shard holds a bounded
+        number of entries (``SHARD_SIZE_BYTES_TARGET``), so the work per call is bounded."""
+        freed = 0
+        flushed = self._flushed_shards
+        while flushed and (freed == 0 or freed + len(flushed[0].values) <= entries_max):
+            freed += len(flushed.popleft().values)  # the last reference: freed here
+        return freed
+
+    @property
+    def flushed_entries_pending(self) -> int:
+        """Entries a flush removed that ``reclaim_tick`` has not freed yet. O(shards)."""
+        return sum(len(shard.values) for shard in self._flushed_shards)
 
     # -- active expiry -----------------------------------------------------------------------
 
@@ -388,6 +422,15 @@ class Store:
             ttls=self._ttls,
             eviction_policy=self.eviction_policy,
         )
+
+    def expiry_summary(self, now_ms: int) -> tuple[int, int]:
+        """``(keys with an expiry, their average remaining ms)``, as INFO's ``expires`` and
+        ``avg_ttl`` report them (0 without such keys). O(1): kept as the expiries change.
+        Entries expired but not yet collected count, as in Redis, with no time remaining."""
+        count = self._keys_with_ttl
+        if not count:
+            return 0, 0
+        return count, max(0, self._expires_at_ms_sum // count - now_ms)
 
     @property
     def used_bytes(self) -> int:
@@ -460,6 +503,14 @@ class Store:
                     )
         if keys != self._keys:
             raise InvariantViolation(f"key count is {self._keys}, the shards hold {keys}")
+        keys_with_ttl = sum(len(shard.expires_at_ms) for shard in self._shards)
+        expires_at_ms_sum = sum(sum(shard.expires_at_ms.values()) for shard in self._shards)
+        if (keys_with_ttl, expires_at_ms_sum) != (self._keys_with_ttl, self._expires_at_ms_sum):
+            raise InvariantViolation(
+                f"expiry summary is {self._keys_with_ttl} keys summing to "
+                f"{self._expires_at_ms_sum} ms, the shards hold {keys_with_ttl} summing to "
+                f"{expires_at_ms_sum}"
+            )
         if used_bytes != self._used_bytes:
             raise InvariantViolation(
                 f"used_bytes is {self._used_bytes}, the entries' charges sum to {used_bytes}"
@@ -517,15 +568,23 @@ class Store:
         self._clear_expiry(shard, key)
 
     def _set_expiry(self, shard: _Shard, key: bytes, expires_at_ms: int) -> None:
-        if key not in shard.expires_at_ms:
+        previous_ms = shard.expires_at_ms.get(key)
+        if previous_ms is None:
             shard.ttl_index[key] = len(shard.ttl_keys)
             shard.ttl_keys.append(key)
             self._used_bytes += TTL_OVERHEAD_BYTES
+            self._keys_with_ttl += 1
+        else:
+            self._expires_at_ms_sum -= previous_ms
+        self._expires_at_ms_sum += expires_at_ms
         shard.expires_at_ms[key] = expires_at_ms
 
     def _clear_expiry(self, shard: _Shard, key: bytes) -> None:
-        if shard.expires_at_ms.pop(key, None) is None:
+        previous_ms = shard.expires_at_ms.pop(key, None)
+        if previous_ms is None:
             return
+        self._keys_with_ttl -= 1
+        self._expires_at_ms_sum -= previous_ms
         self._used_bytes -= TTL_OVERHEAD_BYTES
         slot = shard.ttl_index.pop(key)
         last = shard.ttl_keys.pop()

@@ -52,6 +52,29 @@ _CR = ord("\r")
 _LF = ord("\n")
 
 
+#: Redis integers are signed 64-bit: at most 20 bytes in decimal ("-9223372036854775808").
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+_INTEGER_SIZE_BYTES_MAX = 20
+
+
+def parse_integer(text: bytes) -> int | None:
+    """``text`` as Redis reads an integer (``string2ll``: protocol lengths and integer
+    arguments alike), or None when it is not one. Stricter than ``int()``: only the canonical
+    decimal form of a signed 64-bit value, so no sign ``+``, no leading zero, no ``-0``, no
+    space and no ``_`` (``int()`` accepts all of these, Redis none)."""
+    if len(text) > _INTEGER_SIZE_BYTES_MAX:
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        return None
+    # The canonical spelling of the value is the only one Redis accepts.
+    if b"%d" % value != text or not INT64_MIN <= value <= INT64_MAX:
+        return None
+    return value
+
+
 class RespError(str):
     """An error reply (``-ERR ...``) as the reply parser returns it: the message, type prefix
     included. Distinct from ``str`` (a simple-string reply) by its type."""
@@ -214,11 +237,8 @@ class RespParser(_ByteStream):
                         raise ProtocolError("Protocol error: too big mbulk count string")
                     self._size_bytes_needed = end - position + 1
                     return commands, position
-                try:
-                    remaining = int(data[position + 1 : line_end])
-                except ValueError:
-                    raise ProtocolError("Protocol error: invalid multibulk length") from None
-                if remaining > self.array_len_max:
+                remaining = parse_integer(data[position + 1 : line_end])
+                if remaining is None or remaining > self.array_len_max:
                     raise ProtocolError("Protocol error: invalid multibulk length")
                 command_start = position
                 position = line_end + 2
@@ -240,11 +260,8 @@ class RespParser(_ByteStream):
                     return self._suspend(
                         commands, args, remaining, command_start, position, end - position + 1
                     )
-                try:
-                    size = int(data[position + 1 : line_end])
-                except ValueError:
-                    raise ProtocolError("Protocol error: invalid bulk length") from None
-                if not 0 <= size <= bulk_size_bytes_max:
+                size = parse_integer(data[position + 1 : line_end])
+                if size is None or not 0 <= size <= bulk_size_bytes_max:
                     raise ProtocolError("Protocol error: invalid bulk length")
                 start = line_end + 2
                 stop = start + size
