@@ -15,9 +15,10 @@ from ..errors import GossipCacheError, ProtocolError
 from ..metrics.counters import record_batch
 from ..store import TTL_MISSING
 from ..wire import native as protocol
-from ..wire.framing import FrameDecoder
+from ..wire.framing import FrameDecoder, FrameTooLarge
 from ..wire.native import (
     ERROR_BAD_REQUEST,
+    ERROR_TOO_LARGE,
     ERROR_UNKNOWN_OP,
     STATUS_ERROR,
     STATUS_NOT_FOUND,
@@ -113,12 +114,13 @@ class NativeSession(Session):
         try:
             bodies = self.decoder.parse(data)
         except ProtocolError as error:
-            # Framing is lost: say why (request id 0), then close.
+            # Framing is lost: say why (request id 0), then close. A length prefix over the cap
+            # is ``too_large``, as docs/protocol.md says; any other framing error is
+            # ``bad_request``.
             self.core.metrics.protocol_errors += 1
             self.closing = True
-            return self.take_ready() + self._encoder.encode(
-                0, STATUS_ERROR, (ERROR_BAD_REQUEST, str(error))
-            )
+            code = ERROR_TOO_LARGE if isinstance(error, FrameTooLarge) else ERROR_BAD_REQUEST
+            return self.take_ready() + self._encoder.encode(0, STATUS_ERROR, (code, str(error)))
         if not bodies:
             return b""
         if self._waiting:

@@ -25,8 +25,12 @@ from ..limits import KEY_SIZE_BYTES_MAX, VALUE_SIZE_BYTES_MAX
 BULK_SIZE_BYTES_MAX = VALUE_SIZE_BYTES_MAX + KEY_SIZE_BYTES_MAX
 ARRAY_LEN_MAX = 1024 * 1024
 INLINE_SIZE_BYTES_MAX = 64 * 1024
-#: Most bytes one command may occupy on the wire (Redis bounds a client's query buffer at 1 GiB).
-COMMAND_SIZE_BYTES_MAX = 256 * 1024 * 1024
+#: Most bytes one command may occupy on the wire: twice the largest argument, room for the
+#: largest legal command (SET of the largest key and value, with options). A command's work can
+#: grow with its bytes (DEL hashes every key), so this bounds it too: 256 MiB of keys took a DEL
+#: 126 ms, 32 MiB takes ~16 ms (docs/design.md, "Bounded work per command"). Redis bounds a
+#: client's query buffer at 1 GiB.
+COMMAND_SIZE_BYTES_MAX = 2 * BULK_SIZE_BYTES_MAX
 #: Longest ``*N`` / ``$N`` line, CRLF included. A longer one cannot hold a valid count, so the
 #: parser stops looking for its end instead of scanning a large buffer.
 LENGTH_LINE_SIZE_BYTES_MAX = 32
