@@ -250,9 +250,10 @@ def _word(raw: bytes) -> bytes:
     return raw.upper() if len(raw) <= _WORD_SIZE_BYTES_MAX else b""
 
 
-def _shown(raw: bytes) -> str:
-    """An argument quoted in an error message, cut at 128 bytes as Redis does (``%.128s``)."""
-    return raw[:128].decode(errors="replace")
+def _shown(raw: bytes, size_bytes_max: int = 128) -> str:
+    """An argument quoted in an error message as Redis prints it (``%.128s``): cut at 128
+    bytes, or at a NUL byte (the end of a C string)."""
+    return raw[:size_bytes_max].split(b"\0", 1)[0].decode(errors="replace")
 
 
 def _wrong_arity(name: str) -> bytes:
@@ -494,8 +495,8 @@ def _valid_client_name(name: bytes) -> bool:
 
 
 def _hello(session, args):
-    """Redis 7.0's HELLO: the version (an integer, 2 or 3), then options (SETNAME name); the
-    name is checked before anything changes. redis-py 5+ opens with HELLO 3; such a session gets
+    """Redis 7.0's HELLO: the version (an integer, 2 or 3), then options (SETNAME name), and
+    the version switched only once all are read. redis-py 5+ opens with HELLO 3; such a session gets
     RESP3's null and map types, where RESP2 and RESP3 differ for our replies."""
     version = None
     if len(args) > 1:
@@ -504,22 +505,20 @@ def _hello(session, args):
             return encode_error("ERR Protocol version is not an integer or out of range")
         if version not in (2, 3):
             return encode_error("NOPROTO unsupported protocol version")
-    name = None
     index = 2
     while index < len(args):
         option = _word(args[index])
         arguments_after = len(args) - 1 - index
         if option == b"SETNAME" and arguments_after >= 1:
-            name = args[index + 1]
+            # Redis 7.0 names the client as it reads the option: a later error keeps the name.
+            if not _valid_client_name(args[index + 1]):
+                return _BAD_CLIENT_NAME
+            session.name = args[index + 1]
             index += 2
         elif option == b"AUTH" and arguments_after >= 2:
             return encode_error("ERR HELLO options other than SETNAME are not supported")
         else:
             return encode_error(f"ERR Syntax error in HELLO option '{_shown(args[index])}'")
-    if name is not None:
-        if not _valid_client_name(name):
-            return _BAD_CLIENT_NAME
-        session.name = name
     if version is not None:
         session.protocol_version = version
     pairs = [
@@ -543,8 +542,12 @@ def _select(session, args):
     if len(args) != 2:
         return _wrong_arity("select")
     index = parse_integer(args[1])
-    if index is None or not _C_INT_MIN <= index <= _C_INT_MAX:
+    if index is None:
         return _NOT_INTEGER
+    if not _C_INT_MIN <= index <= _C_INT_MAX:
+        return encode_error(
+            f"ERR value is out of range, value must between {_C_INT_MIN} and {_C_INT_MAX}"
+        )
     # One database per node: Redis' 1..15 are out of range here (docs/protocol.md).
     return OK if index == 0 else encode_error("ERR DB index is out of range")
 
@@ -821,10 +824,12 @@ def _info_reply(session, args):
             else []
         ),
     }
-    wanted = {_word(a).decode(errors="replace").lower() for a in args[1:]} - {"all", "everything"}
+    wanted = {_word(a).decode(errors="replace").lower() for a in args[1:]}
+    # No section, "all", "everything" or "default" (all of ours are default ones) ask for all.
+    every_section = not wanted or bool(wanted & {"all", "everything", "default"})
     lines = []
     for section, fields in sections.items():
-        if wanted and section not in wanted and "default" not in wanted:
+        if not every_section and section not in wanted:
             continue
         lines.append(f"# {section.capitalize()}")
         lines.extend(f"{name}:{value}" for name, value in fields)
@@ -894,12 +899,13 @@ def resp_table(core: NodeCore, extra: dict[bytes, tuple] | None = None) -> dict[
 
 def _unknown_command(args: list[bytes]) -> bytes:
     """Redis' words: the name cut at 128 bytes, then the arguments quoted, each followed by a
-    space, while the list is shorter than 128 characters (each cut to what is left of them)."""
-    shown = ""
+    space, while the list is shorter than 128 bytes (each cut to what is left of them)."""
+    shown = b""
     for raw in args[1:]:
         if len(shown) >= 128:
             break
-        shown += f"'{raw[: 128 - len(shown)].decode(errors='replace')}' "
+        shown += b"'" + raw[: 128 - len(shown)].split(b"\0", 1)[0] + b"' "
     return encode_error(
-        f"ERR unknown command '{_shown(args[0])}', with args beginning with: {shown}"
+        f"ERR unknown command '{_shown(args[0])}', with args beginning with: "
+        + shown.decode(errors="replace")
     )
