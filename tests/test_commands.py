@@ -1,10 +1,22 @@
 """The protocol-neutral commands, checked against Redis itself.
 
-A hypothesis test sends the same random command sequences (SET with every option, GET, DEL,
-EXISTS, EXPIRE / PEXPIRE / EXPIREAT / PEXPIREAT with NX / XX / GT / LT, PERSIST, TTL, PTTL) to
-a real ``redis-server`` and to a node's RESP session, and requires the same replies. Skipped
-when ``redis-server`` is not installed (``.ci/run`` installs it). Plus direct tests of the core's
-command objects and their validation.
+Differential tests send the same commands to a real ``redis-server`` (7.0) and to a node's RESP
+session, and require the same replies (``comparable``: TTL readings to 10 s, introspection
+commands by shape), then probe the state each left. Skipped when ``redis-server`` is not
+installed (``.ci/run`` installs it). Three sources of commands:
+
+- ``test_every_command_in_every_shape_matches_redis``: every command served, in the argument
+  shapes where implementations differ (``ARGUMENT_SHAPES``: integers with leading zeros, ``+``,
+  ``_``, spaces, beyond int64; wrong arities; repeated and conflicting options; CR, LF, NUL and
+  non-ASCII bytes).
+- ``test_recorded_sequences_match_redis``: the recorded corpus ``tests/redis_corpus.txt``
+  (issue 8's cases, protocol-level bytes included), which must name every command served.
+- ``test_replies_match_redis``: random sequences of SET (every option), GET, DEL, EXISTS, the
+  EXPIRE family (every option), PERSIST, TTL and PTTL, mixed with the shapes above.
+
+What differs on purpose (docs/protocol.md, "Differences from Redis") is not sent to either side
+(``documented_difference``). Plus direct tests of the core's command objects and their
+validation.
 """
 
 from __future__ import annotations

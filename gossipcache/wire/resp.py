@@ -7,7 +7,8 @@ and ``RespReplyParser``. The supported commands are listed in docs/protocol.md.
 
 Parsing is the hot path of the benchmark against Redis, so the parser works on one ``bytes``
 snapshot of its buffer per call and only uses C-level operations per command (``bytes.find``,
-``int()`` on a slice, slicing): there is no loop over bytes in Python.
+``int()`` on a slice, slicing): there is no loop over bytes in Python. Counts and lengths are read
+as Redis reads integers (``parse_integer``), stricter than ``int()``.
 
 A ``ProtocolError`` message reads like Redis' own ("Protocol error: invalid bulk length"); the
 server replies ``encode_error("ERR " + str(error))`` and closes the connection, as Redis does.
