@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..membership import MembershipConfig
 
@@ -56,8 +56,14 @@ class NodeConfig:
     cluster_key_file: str | None = None
     #: A name in ``MEMBERSHIP_PROFILES``: ``lan`` (data centre) or ``local`` (one host, faster).
     membership_profile: str = "lan"
+    #: Clients must send this password (RESP ``AUTH`` / ``HELLO ... AUTH``, native ``auth``)
+    #: before any other command; None: no client authentication. Not the cluster key, which
+    #: authenticates nodes to each other. Kept out of ``repr`` so it never reaches a log.
+    client_password: bytes | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
+        if self.client_password is not None and not self.client_password:
+            raise ValueError("client_password must not be empty (None disables it)")
         if self.membership_profile not in MEMBERSHIP_PROFILES:
             raise ValueError(f"unknown membership profile {self.membership_profile!r}")
         for name in (

@@ -25,7 +25,7 @@ import fnmatch
 from collections import deque
 from collections.abc import Callable
 
-from ..errors import GossipCacheError, ProtocolError
+from ..errors import AuthenticationFailed, GossipCacheError, ProtocolError
 from ..limits import TTL_MS_MAX
 from ..metrics.counters import record_batch
 from ..store import TTL_MISSING, TTL_PERSISTENT
@@ -43,10 +43,15 @@ from ..wire.resp import (
 from . import commands as c
 from .core import NodeCore, Pending
 from .session import (
+    DEFAULT_USER,
     ERROR_BAD_REQUEST,
     ERROR_INTERNAL,
+    ERROR_NOAUTH,
     ERROR_TOO_LARGE,
     ERROR_UNAVAILABLE,
+    ERROR_WRONG_PASSWORD,
+    NOAUTH_MESSAGE,
+    DispatchTable,
     Session,
     describe_error,
 )
@@ -64,6 +69,8 @@ _ERROR_PREFIX = {
     ERROR_TOO_LARGE: "ERR",
     ERROR_UNAVAILABLE: "TRYAGAIN",
     ERROR_INTERNAL: "ERR",
+    ERROR_NOAUTH: "NOAUTH",
+    ERROR_WRONG_PASSWORD: "WRONGPASS",
 }
 
 
@@ -88,7 +95,7 @@ class RespSession(Session):
         self._replies: deque = deque()
         #: Bytes of the ready replies in ``_replies`` (they count against the reply bound).
         self._queued_bytes = 0
-        self._table = table
+        self._table = self._initial_table(table)
 
     # -- driver interface ------------------------------------------------------------------------
 
@@ -108,6 +115,17 @@ class RespSession(Session):
             self._waiting.extend(commands)
             return b""
         return self._run(commands)
+
+    @property
+    def authenticated(self) -> bool:
+        """Whether commands run (no client password, or it was given)."""
+        return self._table is self._table.unlocked
+
+    def authenticate(self, password: bytes, user: bytes = DEFAULT_USER) -> None:
+        """Unlock the session's commands, or raise ``AuthenticationFailed`` (a session that
+        was authenticated stays so, as in Redis)."""
+        self._check_password(password, user)
+        self._table = self._table.unlocked
 
     @property
     def input_bytes(self) -> int:
@@ -454,19 +472,38 @@ def _quit(session, args):
 def _hello(session, args):
     # redis-py 5+ opens with HELLO 3. We speak RESP3 to such a session where the two differ for
     # our replies: the null and map types.
+    version = session.protocol_version
     if len(args) > 1:
         version = _int_arg(args[1])
         if version not in (2, 3):
             return encode_error("NOPROTO unsupported protocol version")
-        session.protocol_version = version
     index = 2
+    name = credentials = None
     while index < len(args):
         option = args[index].upper()
         if option == b"SETNAME" and index + 1 < len(args):
-            session.name = args[index + 1]
+            name = args[index + 1]
             index += 2
-        else:  # AUTH and anything else: this node has no users to authenticate
-            return encode_error("ERR HELLO options other than SETNAME are not supported")
+        elif option == b"AUTH" and index + 2 < len(args):
+            credentials = args[index + 1], args[index + 2]
+            index += 3
+        else:
+            return encode_error(f"ERR Syntax error in HELLO option '{_shown(args[index])}'")
+    # Authenticate first: a refused HELLO changes nothing.
+    if credentials is not None:
+        try:
+            session.authenticate(credentials[1], credentials[0])
+        except AuthenticationFailed as error:
+            return error_reply(error)
+    elif not session.authenticated:
+        return encode_error(
+            "NOAUTH HELLO must be called with the client already authenticated, otherwise the"
+            " HELLO AUTH <user> <pass> option can be used to authenticate the client and"
+            " select the RESP protocol version at the same time"
+        )
+    session.protocol_version = version
+    if name is not None:
+        session.name = name
     pairs = [
         ("server", "gossipcache"),
         ("version", "7.0.0"),
@@ -477,6 +514,31 @@ def _hello(session, args):
         ("modules", []),
     ]
     return session.encode_map(pairs)
+
+
+def _auth(session, args):
+    """``AUTH password`` or ``AUTH user password`` (Redis 6+); only the ``default`` user."""
+    if len(args) < 2:
+        return _wrong_arity("auth")
+    if len(args) > 3:
+        return _SYNTAX
+    if len(args) == 2 and session.core.config.client_password is None:
+        return encode_error(
+            "ERR AUTH <password> called without any password configured for the default user."
+            " Are you sure your configuration is correct?"
+        )
+    try:
+        if len(args) == 2:
+            session.authenticate(args[1])
+        else:
+            session.authenticate(args[2], args[1])
+    except AuthenticationFailed as error:
+        return error_reply(error)
+    return OK
+
+
+def _shown(raw: bytes) -> str:
+    return raw.decode(errors="replace")[:128]
 
 
 def _select(session, args):
@@ -609,11 +671,37 @@ _NAMES: dict[bytes, tuple[Callable, Callable | None, type[c.Command] | None]] = 
     b"CLIENT": (_client, None, None),
     b"COMMAND": (_command, None, None),
     b"CONFIG": (_config, None, None),
+    b"AUTH": (_auth, None, None),
 }
+
+#: Redis' arity of each command (n: exactly n arguments, name included; -n: at least n).
+#: Before authentication Redis checks arity, then refuses with NOAUTH; so do we.
+_REDIS_ARITY = {
+    b"GET": 2, b"SET": -3, b"DEL": -2, b"EXISTS": -2, b"EXPIRE": -3, b"PEXPIRE": -3,
+    b"EXPIREAT": -3, b"PEXPIREAT": -3, b"PERSIST": 2, b"TTL": 2, b"PTTL": 2, b"DBSIZE": 1,
+    b"FLUSHALL": -1, b"FLUSHDB": -1, b"PING": -1, b"INFO": -1, b"ECHO": 2, b"QUIT": -1,
+    b"SELECT": 2, b"HELLO": -1, b"CLIENT": -2, b"COMMAND": -1, b"CONFIG": -2, b"AUTH": -2,
+}  # fmt: skip
+#: Commands a connection may send before it authenticates (Redis' ``no-auth`` flag).
+_BEFORE_AUTH = frozenset((b"AUTH", b"HELLO", b"QUIT"))
+_NOAUTH = encode_error(f"NOAUTH {NOAUTH_MESSAGE}")
+
+
+def _refused_before_auth(name: bytes) -> Callable:
+    arity = _REDIS_ARITY.get(name, -1)
+
+    def refuse(session, args):
+        if len(args) != arity if arity > 0 else len(args) < -arity:
+            return _wrong_arity(name.decode().lower())
+        return _NOAUTH
+
+    return refuse
+
+
 _DIRECT_ARITY = {b"GET": 2, b"SET": 3, b"PERSIST": 2, b"TTL": 2, b"PTTL": 2}
 
 
-def resp_table(core: NodeCore, extra: dict[bytes, tuple] | None = None) -> dict[bytes, tuple]:
+def resp_table(core: NodeCore, extra: dict[bytes, tuple] | None = None) -> DispatchTable:
     """The dispatch table of ``core``'s RESP sessions: upper- and lower-case spellings
     (clients send one or the other; mixed case goes through ``upper()``) -> (translator, the
     core's handler for the command type (None for a session-local command), encoder, the
@@ -621,6 +709,7 @@ def resp_table(core: NodeCore, extra: dict[bytes, tuple] | None = None) -> dict[
     argument list is the command itself). ``extra`` adds commands
     in the form of ``_NAMES`` (tests add one that stays pending; the core must serve its type)."""
     table = {}
+    locked = {}
     for name, (translate, encode, command_type) in {**_NAMES, **(extra or {})}.items():
         if command_type is None:
             handler, metrics = None, core.metrics.command(name.decode().lower())
@@ -636,7 +725,12 @@ def resp_table(core: NodeCore, extra: dict[bytes, tuple] | None = None) -> dict[
         )
         table[name] = entry
         table[name.lower()] = entry
-    return table
+        if name not in _BEFORE_AUTH:
+            # Arity checked, then NOAUTH: no handler, so nothing runs; errors counted.
+            entry = (_refused_before_auth(name), None, encode, metrics, metrics.latency_ns, -1)
+        locked[name] = entry
+        locked[name.lower()] = entry
+    return DispatchTable(table).with_locked(locked)
 
 
 def _unknown_command(args: list[bytes]) -> bytes:
