@@ -25,7 +25,7 @@ import re
 from collections import deque
 from collections.abc import Callable
 
-from ..errors import GossipCacheError, ProtocolError
+from ..errors import AuthenticationFailed, GossipCacheError, ProtocolError
 from ..limits import ARGS_PER_COMMAND_MAX, CONFIG_PATTERNS_SIZE_BYTES_MAX, EXPIRES_AT_MS_MAX
 from ..metrics.counters import record_batch
 from ..store import TTL_MISSING, TTL_PERSISTENT
@@ -47,10 +47,15 @@ from ..wire.resp import (
 from . import commands as c
 from .core import NodeCore, Pending
 from .session import (
+    DEFAULT_USER,
     ERROR_BAD_REQUEST,
     ERROR_INTERNAL,
+    ERROR_NOAUTH,
     ERROR_TOO_LARGE,
     ERROR_UNAVAILABLE,
+    ERROR_WRONG_PASSWORD,
+    NOAUTH_MESSAGE,
+    DispatchTable,
     Session,
     describe_error,
 )
@@ -68,6 +73,8 @@ _ERROR_PREFIX = {
     ERROR_TOO_LARGE: "ERR",
     ERROR_UNAVAILABLE: "TRYAGAIN",
     ERROR_INTERNAL: "ERR",
+    ERROR_NOAUTH: "NOAUTH",
+    ERROR_WRONG_PASSWORD: "WRONGPASS",
 }
 
 
@@ -79,7 +86,7 @@ def error_reply(error: Exception) -> bytes:
 class RespSession(Session):
     """One RESP connection: parser, HELLO version, client name, and the in-order reply queue."""
 
-    __slots__ = ("parser", "name", "protocol_version", "_replies", "_table")
+    __slots__ = ("parser", "name", "protocol_version", "_replies", "_queued_bytes", "_table")
 
     def __init__(self, core: NodeCore, client_id: int, table: dict[bytes, tuple]) -> None:
         """``table`` is ``resp_table(core)``, built once per node and shared by its sessions."""
@@ -90,7 +97,9 @@ class RespSession(Session):
         #: Replies waiting behind a pending command: ``bytes`` when ready, else
         #: ``[Pending, encoder]``. Empty whenever nothing is pending (the hot path).
         self._replies: deque = deque()
-        self._table = table
+        #: Bytes of the ready replies in ``_replies`` (they count against the reply bound).
+        self._queued_bytes = 0
+        self._table = self._initial_table(table)
 
     # -- driver interface ------------------------------------------------------------------------
 
@@ -111,15 +120,26 @@ class RespSession(Session):
             return b""
         return self._run(commands)
 
+    @property
+    def authenticated(self) -> bool:
+        """Whether commands run (no client password, or it was given)."""
+        return self._table is self._table.unlocked
+
+    def authenticate(self, password: bytes, user: bytes = DEFAULT_USER) -> None:
+        """Unlock the session's commands, or raise ``AuthenticationFailed`` (a session that
+        was authenticated stays so, as in Redis)."""
+        self._check_password(password, user)
+        self._table = self._table.unlocked
+
+    @property
+    def input_bytes(self) -> int:
+        """Bytes received and not yet parsed into commands (a partial request)."""
+        return self.parser.buffered_size_bytes
+
     def completed(self, pending: Pending) -> None:
-        """``pending`` (one of this session's) has its result."""
+        """``pending`` (one of this session's) has its result; requests that waited run on
+        ``resume``."""
         self._note_completed()
-        if self._waiting and not self.closing:
-            waiting = list(self._waiting)
-            self._waiting.clear()
-            ready = self._run(waiting)
-            if ready:
-                self._replies.append(ready)
 
     def take_ready(self) -> bytes:
         """The replies at the head of the queue that are complete, in order."""
@@ -127,7 +147,9 @@ class RespSession(Session):
         out = []
         while replies:
             head = replies[0]
-            if type(head) is not bytes:
+            if type(head) is bytes:
+                self._queued_bytes -= len(head)
+            else:
                 pending, encode = head
                 if not pending.done:
                     break
@@ -135,6 +157,14 @@ class RespSession(Session):
             out.append(head)
             replies.popleft()
         return b"".join(out)
+
+    def _queued_reply_bytes(self) -> int:
+        return self._queued_bytes
+
+    def _queue(self, reply: bytes) -> None:
+        """Hold ``reply`` behind the pending command ahead of it."""
+        self._replies.append(reply)
+        self._queued_bytes += len(reply)
 
     # -- the dispatch loop -----------------------------------------------------------------------
 
@@ -152,16 +182,24 @@ class RespSession(Session):
         resp3 = self.protocol_version == 3
         out = []
         served = []  # the histogram of every command answered, for ``record_batch``
+        # Reply bytes produced (or queued before this call): past the bound, the rest waits.
+        produced = self._queued_bytes
+        produced_max = core.config.connection_reply_bytes_max
         started_ns = clock.timer_ns()
         remaining = iter(commands)
         for args in remaining:
+            if produced >= produced_max:
+                self._waiting.append(args)
+                self._waiting.extend(remaining)
+                break
             entry = table.get(args[0])
             if entry is None:
                 entry = table.get(_word(args[0]))
                 if entry is None:
                     reply = _unknown_command(args)
+                    produced += len(reply)
                     if replies:
-                        replies.append(reply)
+                        self._queue(reply)
                     else:
                         out.append(reply)
                     continue
@@ -181,8 +219,9 @@ class RespSession(Session):
                         elif resp3 and command == NULL_BULK:  # CLIENT GETNAME without a name
                             command = _RESP3_NULL
                         served.append(histogram)
+                        produced += len(command)
                         if replies:
-                            replies.append(command)
+                            self._queue(command)
                         else:
                             out.append(command)
                         if handler is None:
@@ -210,8 +249,9 @@ class RespSession(Session):
             served.append(histogram)
             if resp3 and reply == NULL_BULK:
                 reply = _RESP3_NULL
+            produced += len(reply)
             if replies:
-                replies.append(reply)
+                self._queue(reply)
             else:
                 out.append(reply)
         record_batch(served, clock.timer_ns() - started_ns)
@@ -495,10 +535,11 @@ def _valid_client_name(name: bytes) -> bool:
 
 
 def _hello(session, args):
-    """Redis 7.0's HELLO: the version (an integer, 2 or 3), then options (SETNAME name), and
-    the version switched only once all are read. redis-py 5+ opens with HELLO 3; such a session gets
-    RESP3's null and map types, where RESP2 and RESP3 differ for our replies."""
-    version = None
+    """Redis 7.0's HELLO: the version (an integer, 2 or 3), then options (SETNAME name, AUTH
+    user password), and the version switched only once all are read and the client is
+    authenticated. redis-py 5+ opens with HELLO 3; such a session gets RESP3's null and map
+    types, where RESP2 and RESP3 differ for our replies."""
+    version = session.protocol_version
     if len(args) > 1:
         version = parse_integer(args[1])
         if version is None:
@@ -506,21 +547,39 @@ def _hello(session, args):
         if version not in (2, 3):
             return encode_error("NOPROTO unsupported protocol version")
     index = 2
+    name = credentials = None
     while index < len(args):
         option = _word(args[index])
         arguments_after = len(args) - 1 - index
         if option == b"SETNAME" and arguments_after >= 1:
-            # Redis 7.0 names the client as it reads the option: a later error keeps the name.
-            if not _valid_client_name(args[index + 1]):
+            name = args[index + 1]
+            if not _valid_client_name(name):
                 return _BAD_CLIENT_NAME
-            session.name = args[index + 1]
+            if session.authenticated:
+                # Redis 7.0 names the client as it reads the option: a later error keeps the
+                # name. An unauthenticated session changes nothing before AUTH succeeds.
+                session.name = name
             index += 2
         elif option == b"AUTH" and arguments_after >= 2:
-            return encode_error("ERR HELLO options other than SETNAME are not supported")
+            credentials = args[index + 1], args[index + 2]
+            index += 3
         else:
             return encode_error(f"ERR Syntax error in HELLO option '{_shown(args[index])}'")
-    if version is not None:
-        session.protocol_version = version
+    # Authenticate first: a refused HELLO changes nothing.
+    if credentials is not None:
+        try:
+            session.authenticate(credentials[1], credentials[0])
+        except AuthenticationFailed as error:
+            return error_reply(error)
+    elif not session.authenticated:
+        return encode_error(
+            "NOAUTH HELLO must be called with the client already authenticated, otherwise the"
+            " HELLO AUTH <user> <pass> option can be used to authenticate the client and"
+            " select the RESP protocol version at the same time"
+        )
+    session.protocol_version = version
+    if name is not None:
+        session.name = name
     pairs = [
         ("server", "gossipcache"),
         ("version", "7.0.0"),
@@ -531,6 +590,27 @@ def _hello(session, args):
         ("modules", []),
     ]
     return session.encode_map(pairs)
+
+
+def _auth(session, args):
+    """``AUTH password`` or ``AUTH user password`` (Redis 6+); only the ``default`` user."""
+    if len(args) < 2:
+        return _wrong_arity("auth")
+    if len(args) > 3:
+        return _SYNTAX
+    if len(args) == 2 and session.core.config.client_password is None:
+        return encode_error(
+            "ERR AUTH <password> called without any password configured for the default user."
+            " Are you sure your configuration is correct?"
+        )
+    try:
+        if len(args) == 2:
+            session.authenticate(args[1])
+        else:
+            session.authenticate(args[2], args[1])
+    except AuthenticationFailed as error:
+        return error_reply(error)
+    return OK
 
 
 #: SELECT's index is a C int in Redis: outside this range it is "not an integer".
@@ -867,11 +947,37 @@ _NAMES: dict[bytes, tuple[Callable, Callable | None, type[c.Command] | None]] = 
     b"CLIENT": (_client, None, None),
     b"COMMAND": (_command, None, None),
     b"CONFIG": (_config, None, None),
+    b"AUTH": (_auth, None, None),
 }
+
+#: Redis' arity of each command (n: exactly n arguments, name included; -n: at least n).
+#: Before authentication Redis checks arity, then refuses with NOAUTH; so do we.
+_REDIS_ARITY = {
+    b"GET": 2, b"SET": -3, b"DEL": -2, b"EXISTS": -2, b"EXPIRE": -3, b"PEXPIRE": -3,
+    b"EXPIREAT": -3, b"PEXPIREAT": -3, b"PERSIST": 2, b"TTL": 2, b"PTTL": 2, b"DBSIZE": 1,
+    b"FLUSHALL": -1, b"FLUSHDB": -1, b"PING": -1, b"INFO": -1, b"ECHO": 2, b"QUIT": -1,
+    b"SELECT": 2, b"HELLO": -1, b"CLIENT": -2, b"COMMAND": -1, b"CONFIG": -2, b"AUTH": -2,
+}  # fmt: skip
+#: Commands a connection may send before it authenticates (Redis' ``no-auth`` flag).
+_BEFORE_AUTH = frozenset((b"AUTH", b"HELLO", b"QUIT"))
+_NOAUTH = encode_error(f"NOAUTH {NOAUTH_MESSAGE}")
+
+
+def _refused_before_auth(name: bytes) -> Callable:
+    arity = _REDIS_ARITY.get(name, -1)
+
+    def refuse(session, args):
+        if not _arity_ok(args, arity):
+            return _wrong_arity(name.decode().lower())
+        return _NOAUTH
+
+    return refuse
+
+
 _DIRECT_ARITY = {b"GET": 2, b"SET": 3, b"PERSIST": 2, b"TTL": 2, b"PTTL": 2}
 
 
-def resp_table(core: NodeCore, extra: dict[bytes, tuple] | None = None) -> dict[bytes, tuple]:
+def resp_table(core: NodeCore, extra: dict[bytes, tuple] | None = None) -> DispatchTable:
     """The dispatch table of ``core``'s RESP sessions: upper- and lower-case spellings
     (clients send one or the other; mixed case goes through ``upper()``) -> (translator, the
     core's handler for the command type (None for a session-local command), encoder, the
@@ -879,6 +985,7 @@ def resp_table(core: NodeCore, extra: dict[bytes, tuple] | None = None) -> dict[
     argument list is the command itself). ``extra`` adds commands
     in the form of ``_NAMES`` (tests add one that stays pending; the core must serve its type)."""
     table = {}
+    locked = {}
     for name, (translate, encode, command_type) in {**_NAMES, **(extra or {})}.items():
         if command_type is None:
             handler, metrics = None, core.metrics.command(name.decode().lower())
@@ -894,7 +1001,12 @@ def resp_table(core: NodeCore, extra: dict[bytes, tuple] | None = None) -> dict[
         )
         table[name] = entry
         table[name.lower()] = entry
-    return table
+        if name not in _BEFORE_AUTH:
+            # Arity checked, then NOAUTH: no handler, so nothing runs; errors counted.
+            entry = (_refused_before_auth(name), None, encode, metrics, metrics.latency_ns, -1)
+        locked[name] = entry
+        locked[name.lower()] = entry
+    return DispatchTable(table).with_locked(locked)
 
 
 def _unknown_command(args: list[bytes]) -> bytes:

@@ -17,7 +17,7 @@ server replies ``encode_error("ERR " + str(error))`` and closes the connection, 
 from __future__ import annotations
 
 from ..errors import ProtocolError
-from ..limits import KEY_SIZE_BYTES_MAX, VALUE_SIZE_BYTES_MAX
+from ..limits import FRAME_SIZE_BYTES_MAX, KEY_SIZE_BYTES_MAX, VALUE_SIZE_BYTES_MAX
 
 #: Defaults of the parser's caps: a bulk argument holds at most a value or a key of the largest
 #: sizes ``gossipcache.limits`` allows (Redis' own cap, ``proto-max-bulk-len``, is 512 MiB); a command has at most ~1M arguments
@@ -26,12 +26,14 @@ from ..limits import KEY_SIZE_BYTES_MAX, VALUE_SIZE_BYTES_MAX
 BULK_SIZE_BYTES_MAX = VALUE_SIZE_BYTES_MAX + KEY_SIZE_BYTES_MAX
 ARRAY_LEN_MAX = 1024 * 1024
 INLINE_SIZE_BYTES_MAX = 64 * 1024
-#: Most bytes one command may occupy on the wire: twice the largest argument, room for the
-#: largest legal command (SET of the largest key and value, with options). A command's work can
-#: grow with its bytes (DEL hashes every key), so this bounds it too: 256 MiB of keys took a DEL
-#: 126 ms, 32 MiB takes ~16 ms (docs/design.md, "Bounded work per command"). Redis bounds a
-#: client's query buffer at 1 GiB.
-COMMAND_SIZE_BYTES_MAX = 2 * BULK_SIZE_BYTES_MAX
+#: Most bytes one command may occupy on the wire: what the largest legal request (one key, one
+#: value and their options) needs, the same cap as a native frame. Redis allows 1 GiB per client
+#: query buffer; a partial command is memory a client makes the node hold, so ours is smaller.
+COMMAND_SIZE_BYTES_MAX = FRAME_SIZE_BYTES_MAX
+#: What one parsed argument of a partial command costs beyond its bytes: the ``bytes`` object's
+#: header and its list slot (counted so a command of a million 1-byte arguments is charged
+#: for the ~40 MB it really holds, not its 7 MB on the wire).
+PARSED_ARG_OVERHEAD_BYTES = 48
 #: Longest ``*N`` / ``$N`` line, CRLF included. A longer one cannot hold a valid count, so the
 #: parser stops looking for its end instead of scanning a large buffer.
 LENGTH_LINE_SIZE_BYTES_MAX = 32
@@ -156,6 +158,17 @@ class RespParser(_ByteStream):
         self._partial_args: list[bytes] = []
         self._partial_remaining = 0
         self._partial_size_bytes = 0
+
+    @property
+    def buffered_size_bytes(self) -> int:
+        """Bytes held for commands not yet returned: the buffer, and the arguments already
+        parsed of a command cut by the end of a read."""
+        partial = self._partial_args
+        if not partial:
+            return len(self._buffer)
+        return (
+            len(self._buffer) + self._partial_size_bytes + len(partial) * PARSED_ARG_OVERHEAD_BYTES
+        )
 
     def parse(self, data: bytes) -> list[list[bytes]]:
         """``feed(data)`` then ``pop_commands()``, faster in the common case.
