@@ -4,7 +4,7 @@ A node runs every command to completion on one loop: a slow command delays every
 and the membership protocol's acks (peers would declare the node dead). Each command whose cost
 grows with its arguments or with the keyspace has a bound (docs/design.md, "Bounded work per
 command"); these tests run each under its worst legal arguments on the real core and require the
-longest single command to stay under ``COMMAND_BOUND_S`` (generous: the worst measures ~16 ms on
+longest single command to stay under ``COMMAND_BOUND_S`` (generous: the worst measures ~13 ms on
 the 2-core CI machine), and one real node must answer a PING on another connection promptly
 while the worst CONFIG GET runs (a 1 MB pattern froze the whole node for 12.9 s).
 """
@@ -38,7 +38,7 @@ from gossipcache.wire.resp import (
 )
 
 #: The longest any single command may take on the real core (the best of three runs, so a busy
-#: machine does not fail the test; the worst case measures ~16 ms).
+#: machine does not fail the test; the worst case measures ~13 ms).
 COMMAND_BOUND_S = 0.05
 WALL_MS = 1_700_000_000_000
 

@@ -333,6 +333,11 @@ _SECONDS_MIN = -(-INT64_MIN // 1000)
 _SECONDS_MAX = INT64_MAX // 1000
 
 
+#: A relative TTL up to this fits the expiry cap from any wall clock before the year 6429, so the
+#: translators read the clock only above it (the core checks every TTL exactly anyway).
+_TTL_MS_FITS_ANY_DAY = EXPIRES_AT_MS_MAX // 2
+
+
 # -- translators: (session, args) -> Command | reply bytes ------------------------------
 
 
@@ -377,7 +382,10 @@ def _set(session, args):
         # Redis refuses <= 0 and an instant that overflows int64; we refuse an instant past
         # EXPIRES_AT_MS_MAX (a stricter bound: docs/protocol.md).
         if unit in (b"EX", b"PX"):
-            if not 0 < number <= EXPIRES_AT_MS_MAX - session.core.clock.wall_ms():
+            if number <= 0 or (
+                number > _TTL_MS_FITS_ANY_DAY
+                and number > EXPIRES_AT_MS_MAX - session.core.clock.wall_ms()
+            ):
                 return _invalid_expire_time("set")
             ttl_ms = number
         else:
@@ -447,8 +455,13 @@ def _expire_translator(name: str, unit_ms: int, absolute: bool):
         if unit_ms == 1000 and not _SECONDS_MIN <= number <= _SECONDS_MAX:
             return _invalid_expire_time(name)
         milliseconds = number * unit_ms
-        instant_ms = milliseconds if absolute else milliseconds + session.core.clock.wall_ms()
-        if instant_ms > EXPIRES_AT_MS_MAX:
+        if absolute:
+            if milliseconds > EXPIRES_AT_MS_MAX:
+                return _invalid_expire_time(name)
+        elif (
+            milliseconds > _TTL_MS_FITS_ANY_DAY
+            and milliseconds > EXPIRES_AT_MS_MAX - session.core.clock.wall_ms()
+        ):
             return _invalid_expire_time(name)
         if absolute:
             return c.Expire(args[1], expires_at_ms=milliseconds, conditions=frozenset(conditions))
