@@ -8,13 +8,20 @@ that every such loss was legitimate:
 - outside a write (get, delete, ttl, expire without a positive TTL, expire_tick) only expired
   entries may go, and ``stats().evictions`` does not move;
 - a write (put, or expire giving a TTL, which costs ``TTL_OVERHEAD_BYTES``) may evict, but only
-  while ``used_bytes > size_bytes_max``: so after it, ``used_bytes`` is within the limit and adding
-  back the *last* victim's charge would exceed it (no more evictions than needed, and none when
-  the write fit). The key just written is never a victim; every victim is counted in
-  ``stats().evictions``; the written shard gives its entries before any other shard does.
+  while ``used_bytes > size_bytes_max``: so after it, ``used_bytes`` is within the limit and
+  undoing the *last* eviction (its victim's charge back, the ghost it left gone) would exceed it
+  (no more evictions than needed, and none when the write fit). The key just written is never a
+  victim; every victim is counted in ``stats().evictions``; the written shard gives its entries
+  before any other shard does;
+- ``used_bytes`` is the entries' charges plus the policies' ghosts (S3-FIFO), each ghost
+  ``GHOST_ENTRY_BYTES``; ghosts are forgotten to make room only once no entry but the one written
+  is left, and no more of them than needed;
+- a write that cannot fit even alone (an entry, or an entry plus the TTL being given to it, over
+  the limit) raises ``EntryTooLarge`` and changes nothing.
 
 The victims and their order come from a thin wrapper around each shard's policy that records what
-``evict`` returns; the set is cross-checked against the keys the store stopped holding.
+``evict`` returns and how the policy's ghost bytes moved; the set is cross-checked against the
+keys the store stopped holding.
 """
 
 from __future__ import annotations
@@ -45,10 +52,12 @@ from gossipcache.store import (
     InvariantViolation,
     Store,
 )
-from gossipcache.store.eviction import POLICY_NAMES
+from gossipcache.store.eviction import POLICY_NAMES, make_policy
+from gossipcache.store.eviction.s3fifo import GHOST_ENTRY_BYTES
 
 KEYS = st.sampled_from([b"a", b"b", b"c", b"d", b"e", b"f", b"g", b"h"])
-VALUES = st.binary(max_size=300)
+#: Up to 300 bytes, and often exactly 300: the largest entry, which the tightest limits refuse.
+VALUES = st.binary(max_size=300) | st.just(b"v" * 300)
 TTLS_MS = st.none() | st.integers(min_value=1, max_value=5_000)
 #: EXPIRE's TTL: clear, delete at once (<= 0), the boundary 1 ms, or a later expiry.
 EXPIRE_TTLS_MS = (
@@ -56,25 +65,47 @@ EXPIRE_TTLS_MS = (
 )
 
 
-def entry_bytes(key: bytes, value: bytes, expires_at_ms: int | None) -> int:
+def entry_overhead(policy: str) -> int:
+    """An entry's charge beyond key and value under ``policy``, from the published constants."""
+    return ENTRY_OVERHEAD_BYTES + make_policy(policy, 1).entry_metadata_bytes
+
+
+def entry_bytes(policy: str, key: bytes, value: bytes, expires_at_ms: int | None) -> int:
     ttl_bytes = 0 if expires_at_ms is None else TTL_OVERHEAD_BYTES
-    return len(key) + len(value) + ENTRY_OVERHEAD_BYTES + ttl_bytes
+    return len(key) + len(value) + entry_overhead(policy) + ttl_bytes
+
+
+def ghost_bytes(policy) -> int:
+    """What ``policy``'s ghosts should be charged, counted from its ghost queue."""
+    return len(getattr(policy, "_ghost", ())) * GHOST_ENTRY_BYTES
 
 
 class RecordingPolicy:
-    """Forwards everything to a shard's policy and appends each victim ``evict`` returns."""
+    """Forwards everything to a shard's policy; appends each victim ``evict`` returns with the
+    change it made to the policy's ghost bytes, and each ghost ``shed_extra`` forgot."""
 
-    def __init__(self, inner, victims: list[bytes]) -> None:
+    def __init__(self, inner, victims: list[bytes], ghost_deltas: list[int], sheds: list) -> None:
         self._inner = inner
         self._victims = victims
+        self._ghost_deltas = ghost_deltas
+        self._sheds = sheds
 
     def __getattr__(self, name: str):
         return getattr(self._inner, name)
 
     def evict(self, protect: bytes | None = None) -> bytes:
+        before = self._inner.extra_bytes
         victim = self._inner.evict(protect)
         self._victims.append(victim)
+        self._ghost_deltas.append(self._inner.extra_bytes - before)
         return victim
+
+    def shed_extra(self) -> bool:
+        before = self._inner.extra_bytes
+        shed = self._inner.shed_extra()
+        if shed:
+            self._sheds.append((self, before - self._inner.extra_bytes))
+        return shed
 
     def __len__(self) -> int:
         return len(self._inner)
@@ -86,17 +117,30 @@ class RecordingPolicy:
 class StoreModel(RuleBasedStateMachine):
     @initialize(
         policy=st.sampled_from(POLICY_NAMES),
-        # "Holds about three entries", "about six" (spills across shards), "never evicts".
-        limit=st.sampled_from(
-            [3 * (ENTRY_OVERHEAD_BYTES + 150), 6 * (ENTRY_OVERHEAD_BYTES + 150), 10**9]
-        ),
+        # "Holds about three entries", "about six" (spills across shards), "never evicts", and
+        # "one large entry with a TTL just fits, or does not" (some writes are refused; S3-FIFO's
+        # ghosts must be forgotten to make room).
+        limit_kind=st.sampled_from(["three", "six", "huge", "one", "one_short"]),
         shard_count=st.sampled_from([1, 4]),
     )
-    def setup(self, policy: str, limit: int, shard_count: int) -> None:
+    def setup(self, policy: str, limit_kind: str, shard_count: int) -> None:
+        overhead = entry_overhead(policy)
+        limit = {
+            "three": 3 * (overhead + 150),
+            "six": 6 * (overhead + 150),
+            "huge": 10**9,
+            "one": overhead + 1 + 300 + TTL_OVERHEAD_BYTES,
+            "one_short": overhead + 1 + 300 + TTL_OVERHEAD_BYTES - 1,
+        }[limit_kind]
+        self.policy = policy
         self.store = Store(limit, policy, seed=1, shard_count=shard_count)
         self.victims: list[bytes] = []
+        self.ghost_deltas: list[int] = []
+        self.sheds: list[tuple[RecordingPolicy, int]] = []
         for shard in self.store._shards:
-            shard.policy = RecordingPolicy(shard.policy, self.victims)
+            shard.policy = RecordingPolicy(
+                shard.policy, self.victims, self.ghost_deltas, self.sheds
+            )
         self.model: dict[bytes, tuple[bytes, int | None]] = {}
         self.now_ms = 1_000_000
         self.hits = 0
@@ -114,7 +158,18 @@ class StoreModel(RuleBasedStateMachine):
 
     def charges(self) -> dict[bytes, int]:
         """Each held entry's accounted bytes, as the model sees it now."""
-        return {k: entry_bytes(k, v, e) for k, (v, e) in self.model.items()}
+        return {k: entry_bytes(self.policy, k, v, e) for k, (v, e) in self.model.items()}
+
+    def fits_alone(self, key: bytes, value: bytes, with_ttl: bool) -> bool:
+        """Whether the entry (with a TTL) fits in the limit with nothing else held."""
+        charge = entry_bytes(self.policy, key, value, 0 if with_ttl else None)
+        return charge <= self.store.size_bytes_max
+
+    def check_unchanged(self, used_bytes_before: int, model_before: dict) -> None:
+        """After a refused write: nothing moved."""
+        assert self.store.used_bytes == used_bytes_before
+        assert self.victims == [] and self.sheds == []
+        assert self.forget_lost_keys() == [] and self.model == model_before
 
     def forget_lost_keys(self) -> list[bytes]:
         """Drop from the model what the store dropped; return the keys dropped."""
@@ -130,6 +185,7 @@ class StoreModel(RuleBasedStateMachine):
         for key in lost:
             assert self.live(key) is None, f"live key {key!r} vanished outside a write"
         assert self.victims == [], f"evicted {self.victims!r} outside a write"
+        assert self.sheds == [], "forgot ghosts outside a write"
         assert self.store.stats().evictions == self.evictions_seen
         return lost
 
@@ -140,7 +196,11 @@ class StoreModel(RuleBasedStateMachine):
         unchanged by the write: only ``written`` changed, and it is never a victim).
         """
         victims = list(self.victims)
+        ghost_deltas = list(self.ghost_deltas)
+        sheds = list(self.sheds)
         self.victims.clear()
+        self.ghost_deltas.clear()
+        self.sheds.clear()
         store = self.store
         limit = store.size_bytes_max
         assert written not in victims, "the entry just written was evicted"
@@ -153,16 +213,22 @@ class StoreModel(RuleBasedStateMachine):
         evictions = store.stats().evictions
         assert evictions - self.evictions_seen == len(victims)
         self.evictions_seen = evictions
+        assert store.used_bytes <= limit
+        written_shard = store._shard(written)
+        if sheds:
+            # Ghosts go only once no other entry is left, and no more of them than needed.
+            assert list(self.model) == [written], "forgot ghosts while entries could go"
+            assert store.used_bytes + sheds[-1][1] > limit, "forgot more ghosts than needed"
+            return
         if not victims:
             return
-        assert store.used_bytes <= limit
         last = victims[-1]
-        assert store.used_bytes + charges_before[last] > limit, (
+        undone = store.used_bytes + charges_before[last] - ghost_deltas[-1]
+        assert undone > limit, (
             f"evicted more than needed: {store.used_bytes} bytes used of {limit} after evicting "
             f"{victims!r}; {last!r} ({charges_before[last]} bytes) would still have fit"
         )
         # The written shard gives first; another shard only once it holds just the written key.
-        written_shard = store._shard(written)
         from_others = [store._shard(v) is not written_shard for v in victims]
         if any(from_others):
             first_other = from_others.index(True)
@@ -172,7 +238,18 @@ class StoreModel(RuleBasedStateMachine):
     @rule(key=KEYS, value=VALUES, ttl_ms=TTLS_MS, keep_ttl=st.booleans())
     def put(self, key: bytes, value: bytes, ttl_ms: int | None, keep_ttl: bool) -> None:
         old_live = self.live(key) is not None
+        if not old_live:
+            self.model.pop(key, None)  # the write removes it lazily, whatever else happens
         charges_before = self.charges()
+        keeps_ttl = keep_ttl and old_live and self.model[key][1] is not None
+        if not self.fits_alone(key, value, ttl_ms is not None or keeps_ttl):
+            used_bytes_before, model_before = self.store.used_bytes, dict(self.model)
+            with pytest.raises(EntryTooLarge):
+                self.store.put(key, value, self.now_ms, ttl_ms, keep_ttl=keep_ttl)
+            if not self.store.holds(key):  # an expired old entry may have gone lazily
+                used_bytes_before = self.store.used_bytes
+            self.check_unchanged(used_bytes_before, model_before)
+            return
         self.store.put(key, value, self.now_ms, ttl_ms, keep_ttl=keep_ttl)
         if ttl_ms is not None:
             expires_at_ms = self.now_ms + ttl_ms
@@ -214,7 +291,17 @@ class StoreModel(RuleBasedStateMachine):
 
     def check_expire(self, key: bytes, ttl_ms: int | None) -> None:
         value = self.live(key)
+        if value is None:
+            self.model.pop(key, None)  # gone lazily, whatever else happens
         charges_before = self.charges()
+        gives_ttl = value is not None and ttl_ms is not None and ttl_ms > 0
+        if gives_ttl and not self.fits_alone(key, value, True):
+            # The entry with a TTL would not fit even alone: refused, nothing changed.
+            used_bytes_before, model_before = self.store.used_bytes, dict(self.model)
+            with pytest.raises(EntryTooLarge, match="with a TTL"):
+                self.store.expire(key, ttl_ms, self.now_ms)
+            self.check_unchanged(used_bytes_before, model_before)
+            return
         assert self.store.expire(key, ttl_ms, self.now_ms) is (value is not None)
         if value is not None:
             if ttl_ms is not None and ttl_ms <= 0:
@@ -264,7 +351,8 @@ class StoreModel(RuleBasedStateMachine):
         store = self.store
         store.check_invariants()
         assert len(store) == len(self.model)
-        assert store.used_bytes == sum(entry_bytes(k, v, e) for k, (v, e) in self.model.items())
+        ghosts = sum(ghost_bytes(shard.policy._inner) for shard in store._shards)
+        assert store.used_bytes == sum(self.charges().values()) + ghosts
         assert store.used_bytes <= store.size_bytes_max
         for key, (value, expires_at_ms) in self.model.items():
             shard = store._shard(key)
@@ -288,7 +376,7 @@ def test_refuses_oversized_inputs_and_leaves_store_unchanged() -> None:
         store.put(b"k" * 9, b"v", now_ms=0)
     with pytest.raises(ValueTooLarge, match="maximum is 100"):
         store.put(b"k", b"v" * 101, now_ms=0)
-    small = Store(ENTRY_OVERHEAD_BYTES + 10)
+    small = Store(entry_overhead("lru") + 10)
     small.put(b"k", b"v" * 9, now_ms=0)
     with pytest.raises(EntryTooLarge, match="with a TTL"):
         small.put(b"k", b"v", now_ms=0, ttl_ms=5)
@@ -376,7 +464,7 @@ def _held_key(store: Store, with_ttl: bool) -> tuple[object, bytes]:
 
 @pytest.mark.parametrize("policy", POLICY_NAMES)
 def test_check_invariants_passes_through_every_operation(policy: str) -> None:
-    store = Store(20 * (ENTRY_OVERHEAD_BYTES + 20), policy, shard_count=4)
+    store = Store(20 * (entry_overhead(policy) + 20), policy, shard_count=4)
     store.check_invariants()
     for index in range(200):
         now_ms = index * 10  # a 50 ms TTL runs out five steps later
@@ -481,17 +569,17 @@ def test_check_invariants_catches_policy_not_tracking_a_key(policy: str) -> None
 
 
 def test_check_invariants_catches_used_bytes_over_the_limit() -> None:
-    store = Store(ENTRY_OVERHEAD_BYTES + 10)
+    store = Store(entry_overhead("lru") + 10)
     store.put(b"k", b"v", now_ms=0)
-    store.size_bytes_max = ENTRY_OVERHEAD_BYTES  # as if the limit had been ignored
+    store.size_bytes_max = entry_overhead("lru")  # as if the limit had been ignored
     with pytest.raises(InvariantViolation, match="exceeds size_bytes_max"):
         store.check_invariants()
 
 
 def test_eviction_with_nothing_left_raises_instead_of_looping() -> None:
-    store = Store(10 * ENTRY_OVERHEAD_BYTES, shard_count=4)
+    store = Store(10 * entry_overhead("lru"), shard_count=4)
     store.put(b"a", b"", now_ms=0)
-    store._used_bytes += 100 * ENTRY_OVERHEAD_BYTES  # drift the accounting: nothing can fix it
+    store._used_bytes += 100 * entry_overhead("lru")  # drift the accounting: nothing can fix it
     with pytest.raises(InvariantViolation, match="over the limit with nothing to evict"):
         store.put(b"b", b"", now_ms=0)
 
@@ -609,14 +697,14 @@ def test_store_defaults() -> None:
 
 def test_store_seeds_each_shard_policy_from_its_seed() -> None:
     def victims(seed: int) -> list[bytes]:
-        store = Store(20 * (ENTRY_OVERHEAD_BYTES + 8), "random", seed=seed, shard_count=1)
+        store = Store(20 * (entry_overhead("random") + 8), "random", seed=seed, shard_count=1)
         for index in range(60):
             store.put(b"k%07d" % index, b"", now_ms=0)
         return sorted(k for k in (b"k%07d" % i for i in range(60)) if store.holds(k))
 
     assert victims(0) == victims(0)
     assert victims(0) != victims(1)
-    default = Store(20 * (ENTRY_OVERHEAD_BYTES + 8), "random", shard_count=1)
+    default = Store(20 * (entry_overhead("random") + 8), "random", shard_count=1)
     for index in range(60):
         default.put(b"k%07d" % index, b"", now_ms=0)
     assert sorted(k for k in (b"k%07d" % i for i in range(60)) if default.holds(k)) == victims(0)
@@ -676,7 +764,7 @@ def test_expire_with_zero_deletes_at_once_and_one_keeps_for_a_millisecond() -> N
 
 
 def test_expire_filling_the_store_exactly_evicts_nothing() -> None:
-    charge = ENTRY_OVERHEAD_BYTES + 2
+    charge = entry_overhead("lru") + 2
     store = Store(2 * charge + TTL_OVERHEAD_BYTES, shard_count=1)
     store.put(b"a", b"1", now_ms=0)
     store.put(b"b", b"2", now_ms=0)
@@ -687,7 +775,7 @@ def test_expire_filling_the_store_exactly_evicts_nothing() -> None:
 
 
 def test_expire_that_overflows_never_evicts_the_key_it_gave_a_ttl() -> None:
-    charge = ENTRY_OVERHEAD_BYTES + 2
+    charge = entry_overhead("lru") + 2
     store = Store(2 * charge + TTL_OVERHEAD_BYTES - 1, shard_count=1)  # lru
     store.put(b"a", b"1", now_ms=0)  # the least recently used
     store.put(b"b", b"2", now_ms=0)
@@ -713,7 +801,7 @@ def test_flush_restarts_the_active_expiry_cursor() -> None:
 
 @pytest.mark.parametrize("shard_count", [1, 4])
 def test_a_write_evicts_down_to_the_limit_exactly_and_no_further(shard_count: int) -> None:
-    charge = ENTRY_OVERHEAD_BYTES + 2 + 8  # two-byte keys, eight-byte values
+    charge = entry_overhead("fifo") + 2 + 8  # two-byte keys, eight-byte values
     store = Store(3 * charge, "fifo", shard_count=shard_count)
     for index in range(3):
         store.put(b"k%d" % index, b"v" * 8, now_ms=0)
@@ -737,7 +825,7 @@ def _keys_by_shard(store: Store, per_shard: int) -> list[list[bytes]]:
 
 
 def test_spill_to_other_shards_goes_round_robin_from_shard_zero() -> None:
-    charge = ENTRY_OVERHEAD_BYTES + 2 + 1
+    charge = entry_overhead("fifo") + 2 + 1
     store = Store(4 * charge, "fifo", shard_count=4)
     keys = _keys_by_shard(store, 2)
     for shard in range(3):
@@ -755,7 +843,7 @@ def test_spill_to_other_shards_goes_round_robin_from_shard_zero() -> None:
 
 
 def test_spill_skips_the_written_and_empty_shards_without_giving_up() -> None:
-    charge = ENTRY_OVERHEAD_BYTES + 2 + 1
+    charge = entry_overhead("fifo") + 2 + 1
     store = Store(3 * charge, "fifo", shard_count=4)
     keys = _keys_by_shard(store, 2)
     store.put(keys[3][0], b"v", now_ms=0)
