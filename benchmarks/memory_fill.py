@@ -29,6 +29,7 @@ import json
 import math
 import os
 import random
+import signal
 import socket
 import subprocess
 import sys
@@ -298,6 +299,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--json", action="store_true", help="print raw results as JSON too")
     args = parser.parse_args(argv)
+    # SIGTERM ends the run through ``finally``, so no node outlives it.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(1))
     limits = [parse_size(text) for text in args.limits.split(",")]
     policies = POLICY_NAMES if args.policies == "all" else tuple(args.policies.split(","))
     mixes = MIXES if args.mixes == "all" else tuple(args.mixes.split(","))

@@ -137,7 +137,7 @@ class WTinyLfuPolicy(NoExtraState):
     """W-TinyLFU eviction with weights."""
 
     name = "wtinylfu"
-    entry_metadata_bytes = 160  # measured: docs/benchmarks.md, "Memory against the limit"
+    entry_metadata_bytes = 150  # measured: docs/benchmarks.md, "Memory against the limit"
 
     def __init__(self, capacity: int, seed: int = 0) -> None:
         self._capacity = capacity
