@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import random
 import signal
 import socket
@@ -106,11 +105,13 @@ class RespConnection:
         return parts
 
     def send(self, parts: list) -> None:
-        self.sock.sendmsg(parts) if sum(len(p) for p in parts) < 65536 else self._send_all(parts)
-
-    def _send_all(self, parts: list) -> None:
-        for part in parts:
-            self.sock.sendall(part)
+        """Send the parts of a batch: joined when small, one by one when they hold large values
+        (joining would copy them)."""
+        if sum(len(part) for part in parts) <= PIPELINE_BYTES_MAX:
+            self.sock.sendall(b"".join(parts))
+        else:
+            for part in parts:
+                self.sock.sendall(part)
 
     def read_line(self) -> bytes:
         while b"\r\n" not in self._buffer:
@@ -135,7 +136,7 @@ class RespConnection:
         return body
 
     def info(self, section: bytes) -> dict[str, str]:
-        self._send_all(self.encode(b"INFO", section))
+        self.send(self.encode(b"INFO", section))
         fields = {}
         for line in self.read_bulk().decode().splitlines():
             name, sep, value = line.partition(":")
@@ -222,9 +223,7 @@ def fill(connection: RespConnection, mix: str, target_bytes: int, seed: int) -> 
             written_bytes += len(key) + size + ENTRY_OVERHEAD_BYTES
             keys += 1
             commands += 1
-        connection._send_all(batch) if batch_bytes > 65536 else connection.sock.sendall(
-            b"".join(batch)
-        )
+        connection.send(batch)
         for _ in range(commands):
             reply = connection.read_line()
             if reply != b"+OK":
@@ -313,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(
                     f"{policy:9} {limit // MIB:5} MiB {mix:6} steady {mib(result.steady_rss_kib)}"
                     f" MiB peak {mib(result.peak_rss_kib)} MiB rule {mib(result.rule_kib)} MiB "
-                    f"({result.fill_s:.1f} s, pid {os.getpid()})",
+                    f"({result.fill_s:.1f} s)",
                     file=sys.stderr,
                     flush=True,
                 )
