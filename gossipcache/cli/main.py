@@ -69,7 +69,13 @@ def _run_node(args: argparse.Namespace) -> int:
         except (OSError, ValueError) as error:
             print(f"error: cluster key file {args.cluster_key_file}: {error}", file=sys.stderr)
             return EXIT_ERROR
+    try:
+        client_password = read_password_file(args.client_password_file)
+    except (OSError, ValueError) as error:
+        print(f"error: client password file {args.client_password_file}: {error}", file=sys.stderr)
+        return EXIT_ERROR
     config = NodeConfig(
+        client_password=client_password,
         host=args.host,
         port=args.port,
         resp_port=args.resp_port,
@@ -105,7 +111,22 @@ def _register_node(sub) -> None:
                         help="membership timers: lan (default) or local (one host, faster)")  # fmt: skip
     parser.add_argument("--no-membership", action="store_true",
                         help="serve alone: no membership sockets or timers")  # fmt: skip
+    parser.add_argument("--client-password-file", default=None,
+                        help="file whose first line is the password clients must send (AUTH)"
+                             " before any command (default: none required)")  # fmt: skip
     parser.set_defaults(run=_run_node)
+
+
+def read_password_file(path: str | None) -> bytes | None:
+    """The password in the first line of ``path`` (its line ending stripped); None for no
+    file. ValueError when the line is empty."""
+    if path is None:
+        return None
+    with open(path, "rb") as file:
+        password = file.readline().rstrip(b"\r\n")
+    if not password:
+        raise ValueError("the first line is empty")
+    return password
 
 
 def _address(text: str) -> str:
@@ -122,7 +143,12 @@ def _client_call(args: argparse.Namespace) -> int:
     from ..client.client import SyncClient
 
     try:
-        with SyncClient(args.node, timeout_s=args.timeout_s) as client:
+        password = read_password_file(args.password_file)
+    except (OSError, ValueError) as error:
+        print(f"error: password file {args.password_file}: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    try:
+        with SyncClient(args.node, timeout_s=args.timeout_s, password=password) as client:
             return _client_command(client, args)
     except GossipCacheError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -191,6 +217,8 @@ def _register_client_commands(sub) -> None:
         parser = sub.add_parser(name, help=help_text)
         parser.add_argument("--node", default="127.0.0.1:7000", help="HOST:PORT of a node")
         parser.add_argument("--timeout-s", type=float, default=5.0)
+        parser.add_argument("--password-file", default=None,
+                            help="file whose first line is the node's client password")  # fmt: skip
         parser.set_defaults(run=_client_call)
         return parser
 

@@ -43,6 +43,7 @@ never the serving path) and raises ``InvariantViolation`` on the first inconsist
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 
 from ..errors import EntryTooLarge, InvariantViolation, KeyTooLarge, ValueTooLarge
@@ -86,6 +87,11 @@ EXPIRE_BATCH_KEYS = 20
 EXPIRE_REPEAT_RATIO = 0.25
 #: Most keys one ``expire_tick`` may examine: bounds the pause one tick can cause.
 EXPIRE_TICK_KEYS_MAX = 1000
+
+#: Entries one ``reclaim_tick`` frees, at least (it frees whole shards: one at the least). A
+#: flush swaps in empty shards at once and leaves the old ones to be freed over later ticks:
+#: freeing a million entries in one go costs 35-160 ms of the loop, a full shard 2-20 ms.
+RECLAIM_TICK_ENTRIES_MAX = 32768
 
 
 def shard_count_for(size_bytes_max: int) -> int:
@@ -159,9 +165,17 @@ class Store:
             shard_count = shard_count_for(size_bytes_max)
         if not 1 <= shard_count <= SHARD_COUNT_MAX or shard_count & (shard_count - 1):
             raise ValueError(f"shard_count must be a power of two <= {SHARD_COUNT_MAX}")
-        self._share_bytes = -(-size_bytes_max // shard_count)
+        share_bytes = -(-size_bytes_max // shard_count)
+        # What a fresh set of shards is made of: construction and ``flush`` build them alike.
+        self._shard_share_bytes = share_bytes
         self._seed = seed
-        self._shards = [_Shard(self._new_policy(index)) for index in range(shard_count)]
+        self._shards = self._new_shards(shard_count)
+        #: Shards a flush replaced, freed a few per ``reclaim_tick`` (bounded work per call).
+        self._flushed_shards: deque[_Shard] = deque()
+        #: Keys with an expiry and the sum of their expiry instants: INFO's ``expires`` and
+        #: ``avg_ttl`` in O(1) (``expiry_summary``), kept up to date where an expiry changes.
+        self._keys_with_ttl = 0
+        self._expires_at_ms_sum = 0
         self._shard_mask = shard_count - 1
         #: What an entry costs beyond its key and value bytes (without a TTL).
         self.entry_overhead_bytes = (
@@ -186,12 +200,15 @@ class Store:
         self._expires = 0
         self._ttls = 0
 
+    def _new_shards(self, shard_count: int) -> list[_Shard]:
+        eviction, share_bytes, seed = self.eviction_policy, self._shard_share_bytes, self._seed
+        return [
+            _Shard(make_policy(eviction, share_bytes, seed + index)) for index in range(shard_count)
+        ]
+
     @property
     def shard_count(self) -> int:
         return self._shard_mask + 1
-
-    def _new_policy(self, index: int) -> EvictionPolicy:
-        return make_policy(self.eviction_policy, self._share_bytes, self._seed + index)
 
     def entry_bytes(self, key: bytes, value: bytes, with_ttl: bool) -> int:
         """What an entry of ``key`` and ``value`` is charged."""
@@ -342,17 +359,33 @@ class Store:
         return True
 
     def flush(self) -> None:
-        """Remove every entry, and what the policies remember of past ones. Counters are kept."""
-        for index, shard in enumerate(self._shards):
-            shard.policy = self._new_policy(index)
-            shard.values.clear()
-            shard.versions.clear()
-            shard.expires_at_ms.clear()
-            shard.ttl_keys.clear()
-            shard.ttl_index.clear()
+        """Remove every entry. Counters are kept.
+
+        O(shards), whatever the entries: empty shards replace the full ones, which wait in
+        ``_flushed_shards`` and are freed by later ``reclaim_tick`` calls. Freeing them here
+        would cost the loop time proportional to the keyspace."""
+        self._flushed_shards.extend(shard for shard in self._shards if shard.values)
+        self._shards = self._new_shards(len(self._shards))
         self._keys = 0
         self._used_bytes = 0
         self._expire_cursor = 0
+        self._keys_with_ttl = 0
+        self._expires_at_ms_sum = 0
+
+    def reclaim_tick(self, entries_max: int = RECLAIM_TICK_ENTRIES_MAX) -> int:
+        """Free shards left by ``flush``, whole ones, until ``entries_max`` entries were freed
+        (one shard at the least). Returns how many entries were freed. A shard holds a bounded
+        number of entries (``SHARD_SIZE_BYTES_TARGET``), so the work per call is bounded."""
+        freed = 0
+        flushed = self._flushed_shards
+        while flushed and (freed == 0 or freed + len(flushed[0].values) <= entries_max):
+            freed += len(flushed.popleft().values)  # the last reference: freed here
+        return freed
+
+    @property
+    def flushed_entries_pending(self) -> int:
+        """Entries a flush removed that ``reclaim_tick`` has not freed yet. O(shards)."""
+        return sum(len(shard.values) for shard in self._flushed_shards)
 
     # -- active expiry -----------------------------------------------------------------------
 
@@ -411,6 +444,15 @@ class Store:
             ttls=self._ttls,
             eviction_policy=self.eviction_policy,
         )
+
+    def expiry_summary(self, now_ms: int) -> tuple[int, int]:
+        """``(keys with an expiry, their average remaining ms)``, as INFO's ``expires`` and
+        ``avg_ttl`` report them (0 without such keys). O(1): kept as the expiries change.
+        Entries expired but not yet collected count, as in Redis, with no time remaining."""
+        count = self._keys_with_ttl
+        if not count:
+            return 0, 0
+        return count, max(0, self._expires_at_ms_sum // count - now_ms)
 
     @property
     def used_bytes(self) -> int:
@@ -484,6 +526,14 @@ class Store:
                     )
         if keys != self._keys:
             raise InvariantViolation(f"key count is {self._keys}, the shards hold {keys}")
+        keys_with_ttl = sum(len(shard.expires_at_ms) for shard in self._shards)
+        expires_at_ms_sum = sum(sum(shard.expires_at_ms.values()) for shard in self._shards)
+        if (keys_with_ttl, expires_at_ms_sum) != (self._keys_with_ttl, self._expires_at_ms_sum):
+            raise InvariantViolation(
+                f"expiry summary is {self._keys_with_ttl} keys summing to "
+                f"{self._expires_at_ms_sum} ms, the shards hold {keys_with_ttl} summing to "
+                f"{expires_at_ms_sum}"
+            )
         if used_bytes != self._used_bytes:
             raise InvariantViolation(
                 f"used_bytes is {self._used_bytes}, the entries' charges sum to {used_bytes}"
@@ -563,15 +613,23 @@ class Store:
         self._clear_expiry(shard, key)
 
     def _set_expiry(self, shard: _Shard, key: bytes, expires_at_ms: int) -> None:
-        if key not in shard.expires_at_ms:
+        previous_ms = shard.expires_at_ms.get(key)
+        if previous_ms is None:
             shard.ttl_index[key] = len(shard.ttl_keys)
             shard.ttl_keys.append(key)
             self._used_bytes += TTL_OVERHEAD_BYTES
+            self._keys_with_ttl += 1
+        else:
+            self._expires_at_ms_sum -= previous_ms
+        self._expires_at_ms_sum += expires_at_ms
         shard.expires_at_ms[key] = expires_at_ms
 
     def _clear_expiry(self, shard: _Shard, key: bytes) -> None:
-        if shard.expires_at_ms.pop(key, None) is None:
+        previous_ms = shard.expires_at_ms.pop(key, None)
+        if previous_ms is None:
             return
+        self._keys_with_ttl -= 1
+        self._expires_at_ms_sum -= previous_ms
         self._used_bytes -= TTL_OVERHEAD_BYTES
         slot = shard.ttl_index.pop(key)
         last = shard.ttl_keys.pop()
