@@ -56,11 +56,13 @@ def _port(text: str) -> int:
 def _run_node(args: argparse.Namespace) -> int:
     import trio
 
+    from ..drivers.allocator import tune_allocator
     from ..drivers.cluster_keys import load_cluster_keyring
     from ..drivers.server import run_node
     from ..node.config import NodeConfig
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    tune_allocator()  # before any value is stored: large values must leave memory when freed
     if args.cluster_key_file is not None:
         try:  # fail before binding anything, with a clear message
             load_cluster_keyring(args.cluster_key_file)
