@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import tracemalloc
 
 import pytest
 from hypothesis import given, settings
@@ -11,6 +12,7 @@ from mutations import mutated
 
 from gossipcache.errors import ProtocolError
 from gossipcache.wire.resp import (
+    LARGE_BULK_SIZE_BYTES_MIN,
     NULL_ARRAY,
     NULL_BULK,
     OK,
@@ -571,3 +573,44 @@ def test_reply_nesting_error_is_exact():
     with pytest.raises(ProtocolError) as caught:
         parser.pop_replies()
     assert str(caught.value) == "Protocol error: replies nested too deep"
+
+
+# -- large arguments: copied once out of the receive buffer -----------------------------------
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    size=st.integers(LARGE_BULK_SIZE_BYTES_MIN - 2, 3 * LARGE_BULK_SIZE_BYTES_MIN),
+    chunk=st.integers(1000, 100_000),
+    values_before=st.integers(0, 2),
+)
+def test_large_arguments_parse_the_same_in_any_chunks(size, chunk, values_before) -> None:
+    big = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+    commands = [[b"SET", b"k%d" % i, big] for i in range(values_before)]
+    commands += [[b"SET", b"key", big, b"EX", b"10"], [b"GET", b"key"], [b"PING"]]
+    wire = b"".join(encode_command(*command) for command in commands)
+    parser = RespParser()
+    got: list[list[bytes]] = []
+    for start in range(0, len(wire), chunk):
+        got += parser.parse(wire[start : start + chunk])
+    assert got == commands and parser.buffered_size_bytes == 0
+
+
+def test_a_large_value_is_held_twice_not_three_times_while_it_arrives() -> None:
+    value_size = 4 * 1024 * 1024
+    wire = encode_command(b"SET", b"k", b"v" * value_size)
+    chunks = [wire[i : i + 65536] for i in range(0, len(wire), 65536)]
+    del wire
+    parser = RespParser()
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        base, _ = tracemalloc.get_traced_memory()
+        for chunk in chunks:
+            commands = parser.parse(chunk)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert commands == [[b"SET", b"k", b"v" * value_size]]
+    # The receive buffer and the argument copied out of it; no snapshot of the buffer.
+    assert peak - base < 2.2 * value_size
