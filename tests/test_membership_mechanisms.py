@@ -950,10 +950,15 @@ def test_join_retries_back_off_doubling() -> None:
     assert gaps == [1000, 2000, 4000, 8000]
 
 
-def test_gossip_to_the_dead_stops_after_its_window_and_never_reaches_the_left() -> None:
+def test_gossip_to_the_dead_and_left_stops_after_its_window() -> None:
     config = MembershipConfig.lan().replace(gossip_to_the_dead_ms=1000)
     core, peers = _core_with(3, config)
     _send(core, 2, Dead("m0", 1, "x"), Leave("m1", 1))
+    reached = set()
+    for _ in range(10):  # within the window: a forged leave is heard (and refuted) too
+        core.tick(min(core.next_deadline_ms(), 1001))
+        reached |= {o.destination for o in core.take_outbox() if o.channel is Channel.DATAGRAM}
+    assert {peers["m0"], peers["m1"]} <= reached
     core.tick(1002)  # exactly the window later: no longer gossiped to
     core.take_outbox()
     reached = set()

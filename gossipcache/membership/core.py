@@ -1228,8 +1228,9 @@ class Membership:
         choosing. (Gossip still goes to unconfirmed members, a few datagrams per period; in a
         cold start everyone is unconfirmed until first contact, and dissemination needs them.)
 
-        Default: live members, plus dead ones for ``gossip_to_the_dead_ms`` when ``now_ms`` is
-        given (so a member wrongly declared dead hears about it and refutes).
+        Default: live members, plus dead and left ones for ``gossip_to_the_dead_ms`` when
+        ``now_ms`` is given (so a member wrongly declared dead, or left by a forged leave,
+        hears about it and refutes; a member that really left ignores a few datagrams).
         """
         ids = self._ids
         if not ids or count <= 0:
@@ -1254,7 +1255,7 @@ class Membership:
                 ok = state is MemberState.ALIVE
             else:
                 ok = state in _LIVE or (
-                    state is MemberState.DEAD
+                    state is not MemberState.ALIVE  # dead or left: it may have been forged
                     and dead_horizon_ms is not None
                     and member.since_ms > dead_horizon_ms
                 )
