@@ -468,9 +468,7 @@ FORGED_CLAIMS_CHECKERS = (
     Checker("self-never-dead", check_self_never_dead, CheckMode.ALWAYS, interval_ms=1_000),
     Checker("members-genuine", check_members_genuine, CheckMode.ALWAYS, interval_ms=1_000),
     Checker("claims-refuted", check_claims_refuted, CheckMode.ALWAYS, interval_ms=500),
-    Checker(
-        "incarnations-bounded", check_incarnations_bounded, CheckMode.ALWAYS, interval_ms=500
-    ),
+    Checker("incarnations-bounded", check_incarnations_bounded, CheckMode.ALWAYS, interval_ms=500),
     LIVE_SET_AGREED,
 )
 

@@ -7,9 +7,11 @@ dissemination; the ordering follows memberlist's TransmitLimitedQueue).
 - A newer update about a member replaces any queued one about the same member (only the latest
   state matters, and the older one would waste bytes).
 - The queue is bounded; beyond the bound the most-transmitted (best spread) updates are dropped.
-  Finding that update is O(log n) amortised: a heap of (transmits, order) snapshots, stale ones
-  skipped when popped, rebuilt when it holds ``HEAP_SLACK_FACTOR`` times more entries than the
-  queue. (A scan of the whole queue per put made merging a 9,999-row push-pull take 10.8 s.)
+  Finding that update is O(log n) amortised: while the queue is at least half full, a heap of
+  (transmits, order) snapshots is kept (stale ones skipped when popped, the heap rebuilt when it
+  holds ``HEAP_SLACK_FACTOR`` times more entries than the queue); below half it is dropped, so a
+  quiet queue pays nothing. (A scan of the whole queue per put made merging a 9,999-row
+  push-pull take 10.8 s.)
 """
 
 from __future__ import annotations
@@ -54,7 +56,8 @@ class BroadcastQueue:
         self.dropped = 0
         # Min-heap of (-transmits, order, key): its top is the update to drop first (most sent,
         # oldest among equals). An entry is stale once its item is gone or was sent again.
-        self._evict_heap: list[tuple[int, int, str]] = []
+        # None while the queue is less than half full (built when it fills up).
+        self._evict_heap: list[tuple[int, int, str]] | None = None
 
     def __len__(self) -> int:
         return len(self._items)
@@ -71,15 +74,24 @@ class BroadcastQueue:
 
     def _push_heap(self, item: _Queued) -> None:
         heap = self._evict_heap
+        if heap is None:
+            return
         if len(heap) >= HEAP_SLACK_FACTOR * (len(self._items) + 16):
-            heap[:] = [(-i.transmits, i.order, i.key) for i in self._items.values()]
-            heapq.heapify(heap)
-            return  # the rebuild already holds ``item``
+            self._rebuild_heap()  # it holds ``item`` too
+            return
         heapq.heappush(heap, (-item.transmits, item.order, item.key))
+
+    def _rebuild_heap(self) -> list[tuple[int, int, str]]:
+        heap = [(-i.transmits, i.order, i.key) for i in self._items.values()]
+        heapq.heapify(heap)
+        self._evict_heap = heap
+        return heap
 
     def _pop_worst(self) -> str:
         """Key of the most-transmitted update (the oldest among equals), skipping stale entries."""
         heap = self._evict_heap
+        if heap is None:  # the queue just filled up: O(n) once per fill from half to full
+            heap = self._rebuild_heap()
         while True:
             negative_transmits, order, key = heapq.heappop(heap)
             item = self._items.get(key)
@@ -104,6 +116,8 @@ class BroadcastQueue:
                 self._push_heap(item)
             if budget_bytes < 16:  # no update is smaller than this: stop scanning
                 break
+        if self._evict_heap is not None and len(self._items) < self.length_max // 2:
+            self._evict_heap = None
         return chosen
 
     def check_invariants(self) -> None:

@@ -915,7 +915,9 @@ class Membership:
         claim at 2^63 - 1 moves us by 2, not to the end of the space. The cap at the limit is
         unreachable (2^62 claims from a start <= INCARNATION_START_MAX) but keeps the wire valid."""
         me = self._self
-        accused = min(max(me.incarnation, accused_incarnation), me.incarnation + INCARNATION_STEP_MAX)
+        accused = min(
+            max(me.incarnation, accused_incarnation), me.incarnation + INCARNATION_STEP_MAX
+        )
         if accused != accused_incarnation:
             self._count("claims_capped")
         me.incarnation = min(accused + 1, INCARNATION_LIMIT - 1)
@@ -943,9 +945,7 @@ class Membership:
             # requester held against us (after a partition: "dead"); it heals in one exchange.
             self._send_push_pull(source, reply=True, join=False)
 
-    def _merge_states(
-        self, states: tuple[NodeState, ...], now_ms: int, payload: _Payload
-    ) -> None:
+    def _merge_states(self, states: tuple[NodeState, ...], now_ms: int, payload: _Payload) -> None:
         for row in states:
             if row.state == STATE_ALIVE:
                 alive = Alive(row.node_id, row.address, row.incarnation, row.meta)
