@@ -19,6 +19,7 @@ from gossipcache.membership import (
     MembershipConfig,
     MemberState,
 )
+from gossipcache.membership import core as core_module
 from gossipcache.membership.awareness import Awareness
 from gossipcache.membership.broadcast import BroadcastQueue, retransmit_limit
 from gossipcache.membership.codec import (
@@ -40,7 +41,6 @@ from gossipcache.membership.codec import (
     encode_message,
     encode_packet,
 )
-from gossipcache.membership import core as core_module
 from gossipcache.membership.core import EVENTS_MAX, FORWARDS_MAX, push_pull_chance
 from gossipcache.membership.suspicion import (
     CONFIRMATIONS_MAX,
