@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench-eviction bench-store bench-server bench-membership clean
+.PHONY: run test lint bench-eviction bench-store bench-server bench-membership bench-memory-fill clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,11 @@ bench-server: $(STAMP)
 
 bench-membership: $(STAMP)
 	$(BIN)/python -m sim bench membership
+
+# Resident memory of real nodes filled past --max-memory, against the sizing rule (~6-10 min;
+# pick a subset with ARGS, e.g. ARGS="--limits 64MiB --policies lru,s3fifo --mixes small").
+bench-memory-fill: $(STAMP)
+	$(BIN)/python -m benchmarks.memory_fill $(ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

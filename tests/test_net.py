@@ -98,11 +98,14 @@ async def _accept_peers(listener, driver: net.PeerDriver, consume: int) -> None:
             nursery.start_soon(serve)
 
 
-async def start_fake(nursery, consume: int = 0) -> tuple[FakeCore, net.PeerDriver]:
+async def start_fake(
+    nursery, consume: int = 0, cluster_key: bytes = DEVELOPMENT_CLUSTER_KEY
+) -> tuple[FakeCore, net.PeerDriver]:
     core = FakeCore()
     listener, udp = await net.bind_tcp_and_udp("127.0.0.1", 0, _listen)
     address = f"127.0.0.1:{listener.getsockname()[1]}"
-    driver = net.PeerDriver(core, address, udp)
+    authenticator = wire_peer.PeerAuthenticator(address, [cluster_key])
+    driver = net.PeerDriver(core, address, udp, authenticator=authenticator)
     await nursery.start(driver.run)
     nursery.start_soon(_accept_peers, listener, driver, consume)
     return core, driver
@@ -138,7 +141,7 @@ async def test_datagrams_arrive_with_the_senders_address(nursery) -> None:
     assert driver_b.stats["datagrams_received"] == 1
 
 
-@pytest.mark.parametrize("consume", [0, 3, 8, 12])
+@pytest.mark.parametrize("consume", [0, 3, 8, 12, 30])
 async def test_stream_payloads_arrive_in_order_from_the_advertised_address(
     nursery, consume: int
 ) -> None:
@@ -185,8 +188,12 @@ async def test_bad_peer_input_is_dropped_and_counted(nursery) -> None:
     host, port = wire_peer.split_address(driver.address)
     bad_inputs = {
         "peer_dropped_bad_preamble": b"GCPEER9\nxxxx",
-        "peer_dropped_bad_address": wire_peer.PREAMBLE + frame(b"not an address"),
-        "peer_dropped_bad_frame": wire_peer.PREAMBLE + (2**31).to_bytes(4, "big"),
+        "peer_dropped_bad_handshake": wire_peer.PREAMBLE + frame(b"not a handshake"),
+        "peer_dropped_handshake_too_large": wire_peer.PREAMBLE + (2**31).to_bytes(4, "big"),
+        "peer_dropped_bad_frame": driver.authenticator.opening(
+            driver.address, net.wall_ms(), bytes(16)
+        )
+        + (2**31).to_bytes(4, "big"),
     }
     for counter, data in bad_inputs.items():
         stream = await trio.open_tcp_stream(host, port)
@@ -200,6 +207,17 @@ async def test_bad_peer_input_is_dropped_and_counted(nursery) -> None:
     core_a, driver_a = await start_fake(nursery)
     send(driver_a, core_a, driver.address, Channel.STREAM, b"ok")
     await core.wait_until(lambda: core.received)
+
+
+async def test_a_peer_with_another_cluster_key_cannot_open_a_stream(nursery) -> None:
+    core_a, driver_a = await start_fake(nursery, cluster_key=b"a" * 32)
+    core_b, driver_b = await start_fake(nursery, cluster_key=b"b" * 32)
+    send(driver_a, core_a, driver_b.address, Channel.STREAM, b"push-pull")
+    # b hangs up on the handshake; a sees its link break and reports it to its core.
+    await core_a.wait_until(lambda: core_a.failed)
+    assert core_a.failed == [driver_b.address]
+    assert driver_b.stats["peer_dropped_bad_mac"] == 1
+    assert core_b.received == []
 
 
 async def test_output_over_the_bounds_is_dropped_and_counted(nursery) -> None:

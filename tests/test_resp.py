@@ -14,6 +14,7 @@ from gossipcache.wire.resp import (
     NULL_ARRAY,
     NULL_BULK,
     OK,
+    PARSED_ARG_OVERHEAD_BYTES,
     PONG,
     RespError,
     RespParser,
@@ -379,7 +380,9 @@ def test_parse_fast_path_never_skips_buffered_bytes():
     assert inline.parse(b"EC") == []  # half an inline command
     assert inline.parse(b"*1\r\n$4\r\nPING\r\n") == [[b"EC*1"], [b"$4"], [b"PING"]]
     cut = RespParser()
-    assert cut.parse(b"*2\r\n$3\r\nGET\r\n") == [] and cut.buffered_size_bytes == 0
+    assert cut.parse(b"*2\r\n$3\r\nGET\r\n") == []
+    # Nothing is left in the buffer, but the parsed argument is held: it counts.
+    assert cut.buffered_size_bytes == len(b"*2\r\n$3\r\nGET\r\n") + PARSED_ARG_OVERHEAD_BYTES
     # One argument still owed: a new command in its place breaks the stream.
     with pytest.raises(ProtocolError, match="expected '\\$', got '\\*'"):
         cut.parse(b"*1\r\n$4\r\nPING\r\n")
@@ -480,10 +483,16 @@ def test_command_caps_are_inclusive():
     assert parser.parse(b"x" * 10) == []  # a full-size inline line, its newline not here yet
     assert parser.parse(b"\n") == [[b"x" * 10]]
     assert parser.parse(b"abcdefghi\r\n") == [[b"abcdefghi"]]
-    lines = RespParser()
-    assert lines.parse(b"*" + b"0" * 28) == []  # length lines of 30 bytes + CRLF fit in 32
-    assert lines.parse(b"1\r\n$" + b"0" * 28) == []
-    assert lines.parse(b"1\r\nz\r\n") == [[b"z"]]
+    # Length lines of 30 bytes + CRLF fit in 32 (the parser waits for their end), but leading
+    # zeros are not an integer to Redis, nor to the parser.
+    count_line = RespParser()
+    assert count_line.parse(b"*" + b"0" * 28) == []
+    with pytest.raises(ProtocolError, match="invalid multibulk length"):
+        count_line.parse(b"1\r\n")
+    size_line = RespParser()
+    assert size_line.parse(b"*1\r\n$" + b"0" * 28) == []
+    with pytest.raises(ProtocolError, match="invalid bulk length"):
+        size_line.parse(b"1\r\nz\r\n")
     # A cut command counts the bytes it took (not those of the command before it) plus the
     # bytes it still needs against the cap: 13 taken + 23 needed (5 + 16 + 2) = 36.
     first, second = b"*1\r\n$4\r\nPING\r\n*2\r\n$3\r\nSET\r\n", b"$16\r\n"

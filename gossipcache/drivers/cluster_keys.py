@@ -1,4 +1,5 @@
-"""Cluster keys: the shared secrets that authenticate every membership packet.
+"""Cluster keys: the shared secrets that authenticate every membership packet and every peer
+stream's handshake.
 
 A key file holds one hex key per line; the first is the primary (it signs), all of them verify,
 so a key rotates in three steps across the cluster: add the new key second everywhere, make it
@@ -52,14 +53,22 @@ def cluster_keyring(keys: list[bytes]) -> Keyring:
     return keyring
 
 
+def load_cluster_keys(path: str | None) -> list[bytes]:
+    """The keys of the key file at ``path`` (first = primary), or the development key when
+    ``path`` is None. Raises OSError / ValueError for an unreadable or malformed file. The
+    membership keyring and the peer stream handshake (``wire.peer.PeerAuthenticator``) are both
+    built from this one list."""
+    if path is None:
+        log.warning(
+            "no --cluster-key-file: membership and peer streams use the public development key; "
+            "anyone who can reach this node's port can join or disrupt the cluster"
+        )
+        return [DEVELOPMENT_CLUSTER_KEY]
+    with open(path, encoding="ascii") as file:
+        return parse_cluster_keys(file.read())
+
+
 def load_cluster_keyring(path: str | None) -> Keyring:
     """The keyring from the key file at ``path``, or the development key when ``path`` is None.
     Raises OSError / ValueError for an unreadable or malformed file."""
-    if path is None:
-        log.warning(
-            "no --cluster-key-file: membership uses the public development key; "
-            "anyone who can reach this node's port can join or disrupt the cluster"
-        )
-        return cluster_keyring([DEVELOPMENT_CLUSTER_KEY])
-    with open(path, encoding="ascii") as file:
-        return cluster_keyring(parse_cluster_keys(file.read()))
+    return cluster_keyring(load_cluster_keys(path))

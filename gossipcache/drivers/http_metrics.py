@@ -14,6 +14,7 @@ import trio
 
 from ..metrics.counters import iter_prometheus
 from ..node.core import NodeCore
+from .descriptors import METRICS_CONNECTIONS_MAX
 
 log = logging.getLogger("gossipcache.metrics")
 
@@ -22,26 +23,51 @@ HTTP_REQUEST_SIZE_BYTES_MAX = 8 * 1024
 #: A metrics client that sends no complete request within this time is disconnected.
 HTTP_REQUEST_TIMEOUT_S = 5.0
 _ACCEPT_RETRY_ERRNOS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+#: After an accept fails for want of descriptors, wait this long before the next attempt.
+ACCEPT_BACKOFF_S = 0.5
+#: Accept failures are logged at most once per interval.
+ACCEPT_ERROR_LOG_INTERVAL_S = 10.0
 
 
-async def serve_metrics(core: NodeCore, listener: trio.socket.SocketType) -> None:
-    """Accept and answer metrics requests until cancelled."""
+async def serve_metrics(
+    core: NodeCore,
+    listener: trio.socket.SocketType,
+    connections_max: int = METRICS_CONNECTIONS_MAX,
+) -> None:
+    """Accept and answer metrics requests until cancelled, at most ``connections_max`` at
+    once (more are closed on accept, counted)."""
+    open_connections = [0]
+    failures_unlogged = 0
+    logged_at = -ACCEPT_ERROR_LOG_INTERVAL_S
     async with trio.open_nursery() as nursery:
         with listener:
             while True:
                 try:
                     sock, _ = await listener.accept()
                 except OSError as error:
-                    # Out of file descriptors and the like: log, back off, keep serving.
-                    if error.errno in _ACCEPT_RETRY_ERRNOS:
-                        log.warning("accept failed: %s", error)
-                        await trio.sleep(0.1)
-                        continue
-                    raise
-                nursery.start_soon(_guarded, core, sock)
+                    # Out of file descriptors and the like: back off, keep serving, and log
+                    # once per interval rather than once per attempt.
+                    if error.errno not in _ACCEPT_RETRY_ERRNOS:
+                        raise
+                    core.metrics.accept_failures += 1
+                    failures_unlogged += 1
+                    if trio.current_time() - logged_at >= ACCEPT_ERROR_LOG_INTERVAL_S:
+                        log.warning(
+                            "metrics accept failed %d time(s): %s", failures_unlogged, error
+                        )
+                        logged_at = trio.current_time()
+                        failures_unlogged = 0
+                    await trio.sleep(ACCEPT_BACKOFF_S)
+                    continue
+                if open_connections[0] >= connections_max:
+                    core.metrics.metrics_connections_refused += 1
+                    sock.close()
+                    continue
+                open_connections[0] += 1
+                nursery.start_soon(_guarded, core, sock, open_connections)
 
 
-async def _guarded(core: NodeCore, sock: trio.socket.SocketType) -> None:
+async def _guarded(core: NodeCore, sock: trio.socket.SocketType, open_connections: list) -> None:
     try:
         with sock:
             await _answer(core, sock)
@@ -50,6 +76,8 @@ async def _guarded(core: NodeCore, sock: trio.socket.SocketType) -> None:
     except Exception:
         core.metrics.internal_errors += 1
         log.exception("metrics request failed")
+    finally:
+        open_connections[0] -= 1
 
 
 async def _answer(core: NodeCore, sock: trio.socket.SocketType) -> None:

@@ -10,10 +10,12 @@ both its datagram and its stream endpoint.
 - ``STREAM`` payloads travel over TCP to the peer's native port. A peer connection starts with
   ``PREAMBLE``, then carries frames in the native protocol's framing (u32 big-endian length L,
   then L bytes: version byte + payload; L <= ``PEER_FRAME_SIZE_BYTES_MAX``). The first frame is
-  the sender's advertised address (a TCP source port says nothing about it); every later frame
-  is one payload (``gossipcache.wire.peer``). In a node, the client reactor serves incoming peer
-  connections in its own pass; :meth:`PeerDriver.handle_peer_stream` serves them for a core
-  driven on its own (tests).
+  the handshake, signed with the cluster key by ``authenticator`` (the sender's advertised
+  address, the receiver's, the wall-clock time and a fresh random nonce); every later frame is
+  one payload (``gossipcache.wire.peer``). In a node, the client reactor serves incoming peer
+  connections in its own pass, with the handshaking budgets per source IP;
+  :meth:`PeerDriver.handle_peer_stream` serves them for a core driven on its own (tests), with
+  the same handshake check and timeout but only the overall ``PEER_INCOMING_MAX`` bound.
 - Outgoing streams: one connection per peer, opened on demand (``CONNECT_TIMEOUT_S``), closed
   after ``PEER_IDLE_TIMEOUT_S`` without traffic, at most ``PEER_CONNECTIONS_MAX`` at once, each
   with a queue bounded in frames and bytes. A connection that cannot be opened, breaks, stalls
@@ -35,6 +37,7 @@ import errno
 import functools
 import logging
 import math
+import secrets
 import socket as _stdlib_socket
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -44,10 +47,11 @@ import trio
 from ..sansio import Channel, Outgoing, SansIOCore
 from ..wire.framing import frame
 from ..wire.peer import (
+    HANDSHAKE_NONCE_SIZE_BYTES,
     PEER_FRAME_SIZE_BYTES_MAX,
+    PeerAuthenticator,
     PeerStreamError,
     PeerStreamReader,
-    opening,
     split_address,
 )
 from .clock import TrioClock
@@ -74,8 +78,9 @@ PEER_IDLE_TIMEOUT_S = 60.0
 #: An incoming connection silent this long is closed. Longer than the sender's idle timeout, so
 #: normally the sender closes first and nobody sees a spurious failure.
 PEER_INCOMING_IDLE_TIMEOUT_S = 2 * PEER_IDLE_TIMEOUT_S
-#: The preamble and the address frame must arrive within this long of connecting.
-PEER_HANDSHAKE_TIMEOUT_S = 5.0
+#: The preamble and the handshake must arrive within this long of connecting, however slowly
+#: their bytes trickle in (an honest peer sends them in one segment).
+PEER_HANDSHAKE_TIMEOUT_S = 2.0
 #: Bytes read per receive call on an incoming peer connection.
 PEER_RECEIVE_SIZE_BYTES = 256 * 1024
 #: With port 0, tries to find a port number free for both TCP and UDP.
@@ -88,8 +93,11 @@ DRAIN_POLL_S = 0.01
 STEP_ROUNDS_MAX = 4
 
 
+_CLOCK = TrioClock()
 #: The driver's clock: Trio's, in integer milliseconds (virtual under a MockClock).
-monotonic_ms = TrioClock().monotonic_ms
+monotonic_ms = _CLOCK.monotonic_ms
+#: The wall clock that stamps and checks peer stream handshakes.
+wall_ms = _CLOCK.wall_ms
 
 
 async def bind_tcp_and_udp(
@@ -153,6 +161,7 @@ class PeerDriver:
     """Runs ``core`` over a UDP socket and peer TCP connections; see the module docstring.
 
     ``address`` is this node's advertised ``"host:port"``; ``udp_sock`` is bound to it.
+    ``authenticator`` (for the same address) signs outgoing and checks incoming stream handshakes.
     ``after_step()`` runs after every call into the core, once its outbox is queued.
     ``stats`` (a dict, shared with whoever renders metrics) receives the driver's counters.
     """
@@ -163,19 +172,24 @@ class PeerDriver:
         address: str,
         udp_sock: trio.socket.SocketType,
         *,
+        authenticator: PeerAuthenticator,
         after_step: Callable[[], None] | None = None,
         run_timers: bool = True,
         stats: dict[str, int] | None = None,
     ) -> None:
         split_address(address)  # fail early on a bad advertised address
+        if authenticator.address != address:
+            raise ValueError(f"authenticator is for {authenticator.address}, not {address}")
+        self.authenticator = authenticator
         self.core = core
         self.address = address
         self.stats: dict[str, int] = stats if stats is not None else {}
         self._udp = udp_sock
         self._after_step = after_step
         self._run_timers_enabled = run_timers
-        self._opening = opening(address)
         self._links: dict[str, _Link] = {}
+        #: Outgoing links open at once (lowered at start when descriptors are short).
+        self.links_max = PEER_CONNECTIONS_MAX
         self._incoming = 0
         self._failed_peers: list[str] = []
         self._datagrams_out, self._datagrams_queue = trio.open_memory_channel[tuple[str, bytes]](
@@ -283,7 +297,7 @@ class PeerDriver:
             return
         link = self._links.get(peer)
         if link is None:
-            if len(self._links) >= PEER_CONNECTIONS_MAX or self._nursery is None:
+            if len(self._links) >= self.links_max or self._nursery is None:
                 self._count("stream_dropped_connections_full")
                 self._failed_peers.append(peer)
                 return
@@ -306,6 +320,10 @@ class PeerDriver:
         """Open the connection to ``link.peer``, write its queue until idle, then retire it."""
         try:
             host, port = split_address(link.peer)
+            # Stamped when the link opens: a handshake is only accepted close to that time.
+            opening = self.authenticator.opening(
+                link.peer, wall_ms(), secrets.token_bytes(HANDSHAKE_NONCE_SIZE_BYTES)
+            )
             with trio.fail_after(CONNECT_TIMEOUT_S):
                 stream = await trio.open_tcp_stream(host, port)
         except (OSError, ValueError, trio.TooSlowError):
@@ -313,11 +331,11 @@ class PeerDriver:
             return
         self._count("peer_connections_opened")
         async with stream:
-            if await self._serve_link(stream, link):
+            if await self._serve_link(stream, link, opening):
                 return  # retired when idle
         self._link_failed(link, "peer_connections_broken")
 
-    async def _serve_link(self, stream: trio.SocketStream, link: _Link) -> bool:
+    async def _serve_link(self, stream: trio.SocketStream, link: _Link, opening: bytes) -> bool:
         """Write until idle (True) or until the connection breaks (False)."""
         broken = False
 
@@ -332,14 +350,14 @@ class PeerDriver:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(watch_for_close, nursery.cancel_scope)
             try:
-                await self._write_link(stream, link)
+                await self._write_link(stream, link, opening)
             except (OSError, trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError):
                 broken = True
             nursery.cancel_scope.cancel()
         return not broken
 
-    async def _write_link(self, stream: trio.SocketStream, link: _Link) -> None:
-        data = self._opening
+    async def _write_link(self, stream: trio.SocketStream, link: _Link, opening: bytes) -> None:
+        data = opening
         while True:
             link.sending = True
             with trio.fail_after(PEER_SEND_TIMEOUT_S):
@@ -382,13 +400,13 @@ class PeerDriver:
             self.step(functools.partial(handle, f"{sender[0]}:{sender[1]}", Channel.DATAGRAM, data))
 
     async def _read_peer_stream(self, sock: trio.socket.SocketType, received: bytes) -> None:
-        reader = PeerStreamReader()
+        reader = PeerStreamReader(self.authenticator)
         handshake_deadline = trio.current_time() + PEER_HANDSHAKE_TIMEOUT_S
         handle = self.core.handle
         data = received
         while True:
             try:
-                payloads = reader.feed(data)
+                payloads = reader.feed(data, wall_ms())
             except PeerStreamError as error:
                 self._count(f"peer_dropped_{error.reason}")
                 return

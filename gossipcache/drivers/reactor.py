@@ -17,8 +17,11 @@ links) run whenever the reactor yields, after every pass over at most
 ``READY_SOCKETS_PER_PASS_MAX`` ready sockets.
 
 Bounds: ``connections_max`` client connections (more are closed at accept, counted);
-``PEER_INCOMING_MAX`` incoming peer streams, whose handshake must finish within
-``PEER_HANDSHAKE_TIMEOUT_S`` and which close after ``PEER_INCOMING_IDLE_TIMEOUT_S`` of silence;
+``PEER_INCOMING_MAX`` authenticated incoming peer streams, which close after
+``PEER_INCOMING_IDLE_TIMEOUT_S`` of silence; a peer stream whose first read does not hold its
+whole handshake waits in a small budget of its own (``PEER_HANDSHAKING_MAX``, at most
+``PEER_HANDSHAKING_PER_SOURCE_MAX`` per source IP) and must finish within
+``PEER_HANDSHAKE_TIMEOUT_S``, so keyless connections never take an authenticated peer's slot;
 one read batch in flight per connection: when a reply cannot be written whole, the rest waits in
 the connection's ``unsent`` buffer and the reactor stops reading that socket until it drains
 (back-pressure through TCP); a session with too many commands pending stops being read too; the
@@ -39,7 +42,12 @@ from ..node.core import NodeCore
 from ..node.native_session import NativeSession, native_table
 from ..node.resp_session import RespSession, resp_table
 from ..sansio import Channel
-from ..wire.peer import PeerStreamError, PeerStreamReader, starts_like_preamble
+from ..wire.peer import (
+    PeerAuthenticator,
+    PeerStreamError,
+    PeerStreamReader,
+    starts_like_preamble,
+)
 
 log = logging.getLogger("gossipcache.reactor")
 
@@ -47,16 +55,34 @@ log = logging.getLogger("gossipcache.reactor")
 READY_SOCKETS_PER_PASS_MAX = 256
 #: Connections accepted per listener per pass (the kernel's backlog holds the rest).
 ACCEPTS_PER_PASS_MAX = 64
-#: Incoming peer streams served at once; more are closed on arrival.
+#: Authenticated incoming peer streams served at once; more are closed once authenticated. One
+#: source IP may hold all of them: test clusters run every node on 127.0.0.1.
 PEER_INCOMING_MAX = 1024
-#: The preamble and the address frame must arrive within this long of the first byte.
-PEER_HANDSHAKE_TIMEOUT_S = 5.0
-#: An incoming peer stream silent this long is closed (its sender closes idle links after 60 s).
+#: Incoming peer streams still in their handshake, held at once; more are closed on arrival. An
+#: honest peer sends its whole handshake in one segment, which the first read authenticates
+#: without taking one of these, so only split (slow or hostile) handshakes wait here.
+PEER_HANDSHAKING_MAX = 64
+#: Of those, the most one source IP may hold: a single attacker cannot take the whole budget.
+PEER_HANDSHAKING_PER_SOURCE_MAX = 8
+#: The preamble and the handshake must arrive within this long of the first byte, however
+#: slowly they trickle in; the deadline is not extended by progress.
+PEER_HANDSHAKE_TIMEOUT_S = 2.0
+#: An authenticated peer stream silent this long is closed (its sender closes idle links after
+#: 60 s).
 PEER_INCOMING_IDLE_TIMEOUT_S = 120.0
 #: How often incoming peer streams are checked against those two timeouts.
-PEER_SWEEP_INTERVAL_S = 1.0
+PEER_SWEEP_INTERVAL_S = 0.5
 #: Bytes read per receive call on an incoming peer stream.
 PEER_RECEIVE_SIZE_BYTES = 256 * 1024
+#: How often client connections holding a partial request are checked against
+#: ``partial_request_timeout_s``.
+CLIENT_SWEEP_INTERVAL_S = 1.0
+#: Out of descriptors at accept (EMFILE/ENFILE): stop accepting for this long, doubling on each
+#: failure up to the max, instead of retrying on every pass (a spin that starves everyone).
+ACCEPT_BACKOFF_S = 0.1
+ACCEPT_BACKOFF_S_MAX = 2.0
+#: Accept failures are logged at most once per interval, with the count since the last line.
+ACCEPT_ERROR_LOG_INTERVAL_S = 10.0
 
 _READ = select.EPOLLIN | select.EPOLLRDHUP
 _WRITE = select.EPOLLOUT
@@ -74,6 +100,7 @@ class Connection:
 
     __slots__ = (
         "sock", "fd", "kind", "session", "peer", "unsent", "interest", "fresh", "deadline_ms",
+        "held_bytes",
     )  # fmt: skip
 
     def __init__(self, sock: socket.socket, kind: str, session) -> None:
@@ -85,14 +112,19 @@ class Connection:
         self.unsent: memoryview | None = None  # reply bytes not yet written
         self.interest = _READ  # what the epoll set watches for: _READ, _WRITE or 0
         self.fresh = True  # no byte read yet (a native connection may turn out to be a peer)
-        self.deadline_ms = 0  # peer streams: when the handshake or the idle time runs out
+        # Peer streams: when the handshake or the idle time runs out. Clients: when a partial
+        # request times out (``partial_request_timeout_s`` after its last byte).
+        self.deadline_ms = 0
+        #: Clients: bytes held for it (partial request + unsent replies), in the reactor's total.
+        self.held_bytes = 0
 
 
 class ClientReactor:
     """Accepts and serves the native and RESP clients and incoming peer streams of one node
     from a single task, and runs the node core's timers.
 
-    ``after_core_input()`` runs after every pass that fed the core peer payloads or ticked it:
+    ``peer_authenticator`` checks incoming peer streams' handshakes (required with
+    ``serve_peers``). ``after_core_input()`` runs after every pass that fed the core peer payloads or ticked it:
     the node's peer driver sends the core's outbox there. ``wake()`` cuts an idle sleep short
     (another task fed the core, which may have moved its deadline or completed commands).
     """
@@ -103,14 +135,20 @@ class ClientReactor:
         *,
         serve_peers: bool = False,
         after_core_input: Callable[[], None] | None = None,
+        peer_authenticator: PeerAuthenticator | None = None,
     ) -> None:
+        if serve_peers and peer_authenticator is None:
+            raise ValueError("serving peer streams needs a peer authenticator")
         self.core = core
         self.serve_peers = serve_peers
+        self.peer_authenticator = peer_authenticator
         self.after_core_input = after_core_input
         self._epoll = select.epoll()
         self._listeners: dict[int, tuple[socket.socket, str]] = {}
         self._connections: dict[int, Connection] = {}
         self._peers: dict[int, Connection] = {}
+        #: Peer streams still in their handshake: fd -> source IP (a subset of ``_peers``).
+        self._handshaking: dict[int, str] = {}
         self._client_ids = 0
         self._resp_table = resp_table(core)
         self._native_table = native_table(core)
@@ -119,6 +157,17 @@ class ClientReactor:
         self._next_sweep_ms = 0
         #: Counters of peer streams served here (shared with the peer driver's, in /metrics).
         self.peer_stats = core.membership_transport_stats
+        #: Incoming peer streams served at once (lowered at start when descriptors are short).
+        self.peer_incoming_max = PEER_INCOMING_MAX
+        #: Client connections holding bytes (``Connection.held_bytes`` > 0); their total is
+        #: ``metrics.client_buffers_bytes``, bounded by ``client_buffers_bytes_max``.
+        self._holding: dict[int, Connection] = {}
+        self._next_client_sweep_ms = 0
+        # Accepting is paused (listeners out of the epoll set) until this instant; 0: it is not.
+        self._accept_resume_ms = 0
+        self._accept_backoff_s = ACCEPT_BACKOFF_S
+        self._accept_failures_unlogged = 0
+        self._accept_logged_ms = -(10**12)
 
     def add_listener(self, listener: socket.socket, kind: str) -> None:
         listener.setblocking(False)
@@ -153,7 +202,10 @@ class ClientReactor:
                     self._finish_pass()
                     # Nothing to do: sleep in Trio's own epoll until a socket is ready, the
                     # core's next deadline, or a ``wake``.
-                    with trio.move_on_at((core.next_deadline_ms() + 0.5) / 1000) as scope:
+                    wake_ms = core.next_deadline_ms()
+                    if self._accept_resume_ms:
+                        wake_ms = min(wake_ms, self._accept_resume_ms)
+                    with trio.move_on_at((wake_ms + 0.5) / 1000) as scope:
                         self._idle_scope = scope
                         await trio.lowlevel.wait_readable(epoll.fileno())
                     self._idle_scope = None
@@ -193,6 +245,13 @@ class ClientReactor:
             if now_ms >= self._next_sweep_ms:
                 self._next_sweep_ms = now_ms + int(PEER_SWEEP_INTERVAL_S * 1000)
                 self._sweep_peers(now_ms)
+        if self._holding or self._accept_resume_ms:
+            now_ms = self.core.clock.monotonic_ms()
+            if self._accept_resume_ms and now_ms >= self._accept_resume_ms:
+                self._resume_accepting()
+            if self._holding and now_ms >= self._next_client_sweep_ms:
+                self._next_client_sweep_ms = now_ms + int(CLIENT_SWEEP_INTERVAL_S * 1000)
+                self._sweep_partial_requests(now_ms)
 
     # -- clients ---------------------------------------------------------------------------------
 
@@ -204,8 +263,8 @@ class ClientReactor:
             except BlockingIOError:
                 return
             except OSError as error:
-                if error.errno in _ACCEPT_RETRY_ERRNOS:  # out of descriptors: retry next pass
-                    log.warning("accept failed: %s", error)
+                if error.errno in _ACCEPT_RETRY_ERRNOS:  # out of descriptors: back off
+                    self._pause_accepting(error)
                     return
                 raise
             if metrics.connections_open >= self.core.config.connections_max:
@@ -226,11 +285,47 @@ class ClientReactor:
             self._connections[connection.fd] = connection
             self._epoll.register(connection.fd, _READ)
 
+    def _pause_accepting(self, error: OSError) -> None:
+        """Out of descriptors: take the listeners out of the epoll set for a back-off (the
+        kernel's backlog holds new clients meanwhile) and log once per interval."""
+        metrics = self.core.metrics
+        metrics.accept_failures += 1
+        now_ms = self.core.clock.monotonic_ms()
+        if not self._accept_resume_ms:
+            for fd in self._listeners:
+                self._epoll.modify(fd, 0)
+        self._accept_resume_ms = now_ms + int(self._accept_backoff_s * 1000)
+        self._accept_backoff_s = min(self._accept_backoff_s * 2, ACCEPT_BACKOFF_S_MAX)
+        self._accept_failures_unlogged += 1
+        if now_ms - self._accept_logged_ms >= ACCEPT_ERROR_LOG_INTERVAL_S * 1000:
+            log.warning(
+                "accept failed %d time(s) in the last %.0f s: %s; not accepting for %.1f s"
+                " (open client connections: %d)",
+                self._accept_failures_unlogged,
+                ACCEPT_ERROR_LOG_INTERVAL_S,
+                error,
+                (self._accept_resume_ms - now_ms) / 1000,
+                metrics.connections_open,
+            )
+            self._accept_logged_ms = now_ms
+            self._accept_failures_unlogged = 0
+
+    def _resume_accepting(self) -> None:
+        self._accept_resume_ms = 0
+        for fd in self._listeners:
+            self._epoll.modify(fd, select.EPOLLIN)
+
     def _serve(self, connection: Connection, events: int) -> None:
         """Handle one readiness event; never raises (a failing connection is closed)."""
         try:
             if events & _WRITE:
-                self._flush(connection)
+                session = connection.session
+                if connection.unsent is None and session.resumable:
+                    # Replies drained: run the requests the reply bound held back.
+                    self._write(connection, session.resume())
+                else:
+                    self._flush(connection)
+                read = False
             elif events & _INPUT_EVENTS:
                 if connection.kind == PEER:
                     self._serve_peer(connection)
@@ -244,6 +339,14 @@ class ClientReactor:
                     if connection.kind == NATIVE and self._become_peer(connection, data):
                         return
                 self._write(connection, self.process(connection, data))
+                read = True
+            else:
+                return
+            held = connection.session.input_bytes
+            if connection.unsent is not None:
+                held += len(connection.unsent)
+            if held or connection.held_bytes:
+                self._account(connection, held, read)
         except BlockingIOError:
             pass  # a spurious readiness report: wait for the next one
         except OSError:
@@ -261,12 +364,12 @@ class ClientReactor:
         reply = connection.session.receive(data)
         if reply:
             metrics.batches += 1
-            metrics.bytes_sent += len(reply)
         return reply
 
     def _write(self, connection: Connection, reply: bytes) -> None:
         """Send ``reply`` (after anything unsent), then settle what to watch the socket for."""
         if reply:
+            self.core.metrics.bytes_sent += len(reply)
             if connection.unsent is None:
                 # Usually the whole reply fits the socket buffer: one send, nothing kept.
                 try:
@@ -305,6 +408,8 @@ class ClientReactor:
         elif session.closing and not session.pending_count:
             self._close(connection)  # everything answered before QUIT / bad input is written
             return
+        elif session.resumable:
+            interest = _WRITE  # writable at once: ``_serve`` resumes it on the next pass
         else:
             interest = _READ if session.wants_input else 0
         if interest != connection.interest:
@@ -329,6 +434,12 @@ class ClientReactor:
                 self._write(connection, session.take_ready())
             except OSError:
                 self._close(connection)
+                continue
+            held = session.input_bytes
+            if connection.unsent is not None:
+                held += len(connection.unsent)
+            if held or connection.held_bytes:
+                self._account(connection, held, False)
 
     def _connection_of(self, session) -> Connection | None:
         connection = session.connection
@@ -336,26 +447,90 @@ class ClientReactor:
             return connection
         return None
 
+    def _account(self, connection: Connection, held: int, read: bool) -> None:
+        """Record that ``connection`` (a client, or an incoming peer stream with a partial
+        frame) holds ``held`` bytes; after a client read that left a partial
+        request, restart its timeout. Over ``client_buffers_bytes_max`` in total, close the
+        connections holding the most until under it (Redis' client eviction)."""
+        if self._connections.get(connection.fd) is not connection:
+            return  # closed while being served
+        metrics = self.core.metrics
+        metrics.client_buffers_bytes += held - connection.held_bytes
+        connection.held_bytes = held
+        if held:
+            self._holding[connection.fd] = connection
+            if read and connection.session.input_bytes:
+                connection.deadline_ms = self._deadline_ms(
+                    self.core.config.partial_request_timeout_s
+                )
+        else:
+            self._holding.pop(connection.fd, None)
+        budget = self.core.config.client_buffers_bytes_max
+        while metrics.client_buffers_bytes > budget and self._holding:
+            # Rare (only over budget) and bounded by the connections holding bytes.
+            largest = max(self._holding.values(), key=_held_bytes_of)
+            metrics.clients_closed_over_budget += 1
+            log.warning(
+                "client buffers at %d bytes, over the %d-byte budget: closing a %s client"
+                " holding %d bytes",
+                metrics.client_buffers_bytes,
+                budget,
+                largest.kind,
+                largest.held_bytes,
+            )
+            self._close(largest)
+
+    def _sweep_partial_requests(self, now_ms: int) -> None:
+        """Close clients silent for ``partial_request_timeout_s`` in the middle of a request.
+        A connection the reactor is not reading (back-pressure) is not the client's fault: its
+        clock restarts."""
+        timeout_ms = int(self.core.config.partial_request_timeout_s * 1000)
+        for connection in list(self._holding.values()):
+            if connection.session is None or not connection.session.input_bytes:
+                continue  # a peer stream (its own timeouts apply), or only replies held
+            if connection.interest != _READ:
+                connection.deadline_ms = now_ms + timeout_ms
+            elif connection.deadline_ms <= now_ms:
+                self.core.metrics.clients_closed_partial_timeout += 1
+                self._close(connection)
+
     # -- peers -----------------------------------------------------------------------------------
 
     def _become_peer(self, connection: Connection, data: bytes) -> bool:
         """Turn a native connection whose first bytes are the peer preamble into a peer
-        stream; True if it was one."""
+        stream; True if it was one. A stream whose first read completes its handshake is
+        authenticated at once; one still handshaking after it takes a handshaking slot (if
+        the global and per-source budgets allow) and must finish in time."""
         if not self.serve_peers or not starts_like_preamble(data):
             return False
         self.core.metrics.connections_open -= 1  # a peer is not a client
         connection.session.close()
         connection.session = None
         connection.kind = PEER
-        if len(self._peers) >= PEER_INCOMING_MAX:
-            self._count("peer_incoming_refused")
-            self._close(connection)
-            return True
-        self._count("peer_incoming_accepted")
-        connection.peer = PeerStreamReader()
+        connection.peer = PeerStreamReader(self.peer_authenticator)
         connection.deadline_ms = self._deadline_ms(PEER_HANDSHAKE_TIMEOUT_S)
         self._peers[connection.fd] = connection
         self._feed_peer(connection, data)
+        if self._peers.get(connection.fd) is not connection or not connection.peer.handshaking:
+            return True  # dropped, or authenticated by its first read
+        try:
+            source_ip = connection.sock.getpeername()[0]
+        except OSError:
+            self._close(connection)  # already gone
+            return True
+        if len(self._handshaking) >= PEER_HANDSHAKING_MAX:
+            reason = "handshakes_full"
+        elif (
+            sum(1 for ip in self._handshaking.values() if ip == source_ip)
+            >= PEER_HANDSHAKING_PER_SOURCE_MAX
+        ):
+            reason = "source_handshakes_full"
+        else:
+            self._handshaking[connection.fd] = source_ip
+            self._count("peer_incoming_accepted")
+            return True
+        self._count(f"peer_dropped_{reason}")
+        self._close(connection)
         return True
 
     def _serve_peer(self, connection: Connection) -> None:
@@ -364,16 +539,23 @@ class ClientReactor:
             self._close(connection)
             return
         self._feed_peer(connection, data)
+        # A partial peer frame counts in the same budget as clients' buffers.
+        held = connection.peer.buffered_bytes
+        if held or connection.held_bytes:
+            self._account(connection, held, False)
 
     def _feed_peer(self, connection: Connection, data: bytes) -> None:
         reader = connection.peer
+        was_handshaking = reader.handshaking
         try:
-            payloads = reader.feed(data)
+            payloads = reader.feed(data, self.core.clock.wall_ms())
         except PeerStreamError as error:
             self._count(f"peer_dropped_{error.reason}")
             self._close(connection)
             return
         if reader.handshaking:
+            return
+        if was_handshaking and not self._admit_peer(connection):
             return
         connection.deadline_ms = self._deadline_ms(PEER_INCOMING_IDLE_TIMEOUT_S)
         if payloads:
@@ -384,6 +566,19 @@ class ClientReactor:
                 core.handle(source, Channel.STREAM, payload, now_ms)
             self._count("stream_frames_received", len(payloads))
             self._core_fed = True
+
+    def _admit_peer(self, connection: Connection) -> bool:
+        """A stream that just passed its handshake leaves the handshaking budget and takes one
+        of the ``PEER_INCOMING_MAX`` slots, or is closed when they are all taken."""
+        held = self._handshaking.pop(connection.fd, None) is not None
+        if len(self._peers) - len(self._handshaking) > self.peer_incoming_max:
+            self._count("peer_incoming_refused")
+            self._close(connection)
+            return False
+        if not held:  # authenticated by its first read: never counted as accepted before
+            self._count("peer_incoming_accepted")
+        self._count("peer_incoming_authenticated")
+        return True
 
     def _deadline_ms(self, timeout_s: float) -> int:
         return self.core.clock.monotonic_ms() + int(timeout_s * 1000)
@@ -408,8 +603,17 @@ class ClientReactor:
             self._epoll.unregister(connection.fd)
             if connection.kind == PEER:
                 self._peers.pop(connection.fd, None)
+                self._handshaking.pop(connection.fd, None)
             else:
                 self.core.metrics.connections_open -= 1
+            if connection.held_bytes:
+                self.core.metrics.client_buffers_bytes -= connection.held_bytes
+                connection.held_bytes = 0
+                self._holding.pop(connection.fd, None)
         if connection.session is not None:
             connection.session.close()
         connection.sock.close()
+
+
+def _held_bytes_of(connection: Connection) -> int:
+    return connection.held_bytes

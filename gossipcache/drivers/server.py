@@ -9,6 +9,7 @@ and writing the store: the core runs whole between two checkpoints, so no lock i
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import logging
 import os
@@ -20,11 +21,13 @@ import trio
 
 from ..node.config import NodeConfig
 from ..node.core import NodeCore
+from ..wire.peer import PeerAuthenticator
 from . import peer as net
 from .clock import TrioClock
-from .cluster_keys import load_cluster_keyring
+from .cluster_keys import cluster_keyring, load_cluster_keys
+from .descriptors import plan_for_process
 from .http_metrics import serve_metrics
-from .reactor import NATIVE, RESP, ClientReactor
+from .reactor import NATIVE, PEER_INCOMING_MAX, RESP, ClientReactor
 
 log = logging.getLogger("gossipcache.server")
 
@@ -75,18 +78,28 @@ class NodeServer:
 
     async def serve(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         """Serve until cancelled. ``task_status.started`` fires once every listener is bound."""
+        descriptors = plan_for_process(
+            self.config.connections_max, PEER_INCOMING_MAX, net.PEER_CONNECTIONS_MAX
+        )
+        if descriptors.connections_max < self.config.connections_max:
+            self.config = dataclasses.replace(
+                self.config, connections_max=descriptors.connections_max
+            )
         config = self.config
         udp_sock = None
+        peer_authenticator = None
         if config.membership_enabled:
             native_sock, udp_sock = await net.bind_tcp_and_udp(config.host, config.port, _listen)
             address = f"{config.host}:{native_sock.getsockname()[1]}"
             try:
+                cluster_keys = load_cluster_keys(config.cluster_key_file)
+                peer_authenticator = PeerAuthenticator(address, cluster_keys)
                 core = NodeCore(
                     config,
                     self.clock,
                     address=address,
                     rng=random.Random(),
-                    keyring=load_cluster_keyring(config.cluster_key_file),
+                    keyring=cluster_keyring(cluster_keys),
                     process_id=os.getpid(),
                 )
             except BaseException:
@@ -99,17 +112,24 @@ class NodeServer:
         self.core = core
         tune_gc()
         async with trio.open_nursery() as nursery:
-            reactor = ClientReactor(core, serve_peers=udp_sock is not None)
+            reactor = ClientReactor(
+                core, serve_peers=udp_sock is not None, peer_authenticator=peer_authenticator
+            )
+            reactor.peer_incoming_max = min(
+                reactor.peer_incoming_max, descriptors.peer_incoming_max
+            )
             self.reactor = reactor
             if udp_sock is not None:
                 self.peer_driver = net.PeerDriver(
                     core,
                     address,
                     udp_sock,
+                    authenticator=peer_authenticator,
                     after_step=reactor.wake,
                     run_timers=False,
                     stats=core.membership_transport_stats,
                 )
+                self.peer_driver.links_max = descriptors.peer_outgoing_max
                 reactor.after_core_input = self.peer_driver.flush
             self.ports["native"] = native_sock.getsockname()[1]
             reactor.add_listener(_to_stdlib(native_sock), NATIVE)
@@ -120,7 +140,9 @@ class NodeServer:
             if config.metrics_port is not None:
                 metrics_sock = await _listen(config.host, config.metrics_port)
                 self.ports["metrics"] = metrics_sock.getsockname()[1]
-                nursery.start_soon(serve_metrics, core, metrics_sock)
+                nursery.start_soon(
+                    serve_metrics, core, metrics_sock, descriptors.metrics_connections_max
+                )
             if self.peer_driver is not None:
                 await nursery.start(self.peer_driver.run)
             nursery.start_soon(reactor.run)

@@ -48,6 +48,18 @@ class ServerMetrics:
         self.metrics_scrapes = 0
         #: Commands refused because the node's bound on pending commands was reached.
         self.pending_refused = 0
+        #: Accepts that failed for want of descriptors (each pauses accepting for a back-off).
+        self.accept_failures = 0
+        #: Clients closed because all clients together held more than their byte budget.
+        self.clients_closed_over_budget = 0
+        #: Clients closed for sending nothing for too long in the middle of a request.
+        self.clients_closed_partial_timeout = 0
+        #: Bytes held for clients now: partial requests and replies not yet written.
+        self.client_buffers_bytes = 0
+        #: Metrics-port connections closed at once: over the cap.
+        self.metrics_connections_refused = 0
+        #: Client authentications refused (a wrong password or user name).
+        self.auth_failures = 0
         self.commands: dict[str, CommandMetrics] = {}
 
     def command(self, name: str) -> CommandMetrics:
@@ -126,6 +138,19 @@ def iter_prometheus(node) -> Iterator[str]:
         ("gossipcache_sent_bytes_total", "Bytes written to clients.", server.bytes_sent),
         ("gossipcache_pending_refused_total", "Commands refused: too many waiting on the node.",
          server.pending_refused),
+        ("gossipcache_accept_failures_total", "Accepts failed for want of file descriptors.",
+         server.accept_failures),
+        ("gossipcache_clients_closed_over_budget_total",
+         "Clients closed: all clients' buffers over their byte budget.",
+         server.clients_closed_over_budget),
+        ("gossipcache_clients_closed_partial_timeout_total",
+         "Clients closed: silent in the middle of a request.",
+         server.clients_closed_partial_timeout),
+        ("gossipcache_auth_failures_total", "Client authentications refused.",
+         server.auth_failures),
+        ("gossipcache_metrics_connections_refused_total",
+         "Metrics connections closed at once: over the cap.",
+         server.metrics_connections_refused),
     )  # fmt: skip
     _unlabelled(out, "counter", counters)
     gauges = (
@@ -136,6 +161,9 @@ def iter_prometheus(node) -> Iterator[str]:
         ("gossipcache_max_bytes", "The memory limit.", stats.size_bytes_max),
         ("gossipcache_hit_ratio", "Hits over lookups since start.", round(stats.hit_ratio, 6)),
         ("gossipcache_connections_open", "Client connections open now.", server.connections_open),
+        ("gossipcache_client_buffers_bytes",
+         "Bytes held for clients: partial requests and unwritten replies.",
+         server.client_buffers_bytes),
     )  # fmt: skip
     _unlabelled(out, "gauge", gauges)
     yield _flush(out)

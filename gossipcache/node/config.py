@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..membership import MembershipConfig
 
@@ -38,6 +38,17 @@ class NodeConfig:
     #: Commands waiting for completion on the whole node; past it a command is refused with
     #: ``unavailable`` (retry later), so waiting requests cannot grow memory without bound.
     pending_per_node_max: int = 65_536
+    #: Reply bytes one connection may have produced and not yet written. A batch stops
+    #: executing once its replies reach it; the rest waits, parsed or unread, until the socket
+    #: drains. Without it 50 pipelined GETs of a 16 MiB value need 800 MiB at once.
+    connection_reply_bytes_max: int = 1024 * 1024
+    #: Bytes held across every client connection at once: partial requests buffered and replies
+    #: not yet written (Redis' ``maxmemory-clients``). Past it the connection holding the most
+    #: is closed, so clients cannot take memory the cache is sized for.
+    client_buffers_bytes_max: int = 64 * 1024 * 1024
+    #: A client that sends nothing for this long in the middle of a request is disconnected
+    #: (a partial request holds up to one request's bytes of memory).
+    partial_request_timeout_s: float = 10.0
     #: Run SWIM membership (UDP on ``port``'s number, peer streams on the native port).
     membership_enabled: bool = True
     #: ``"host:port"`` native addresses of members to join through (this node's own is skipped).
@@ -50,8 +61,14 @@ class NodeConfig:
     #: anyone who reaches the port can forge any membership message: the node then refuses a
     #: non-loopback ``host`` unless this is set (``--allow-development-key-on-network``).
     allow_development_key_on_network: bool = False
+    #: Clients must send this password (RESP ``AUTH`` / ``HELLO ... AUTH``, native ``auth``)
+    #: before any other command; None: no client authentication. Not the cluster key, which
+    #: authenticates nodes to each other. Kept out of ``repr`` so it never reaches a log.
+    client_password: bytes | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
+        if self.client_password is not None and not self.client_password:
+            raise ValueError("client_password must not be empty (None disables it)")
         if self.membership_profile not in MEMBERSHIP_PROFILES:
             raise ValueError(f"unknown membership profile {self.membership_profile!r}")
         refusal = development_key_refusal(
@@ -69,6 +86,9 @@ class NodeConfig:
             "expire_interval_ms",
             "pending_per_connection_max",
             "pending_per_node_max",
+            "connection_reply_bytes_max",
+            "client_buffers_bytes_max",
+            "partial_request_timeout_s",
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")

@@ -7,7 +7,8 @@ and ``RespReplyParser``. The supported commands are listed in docs/protocol.md.
 
 Parsing is the hot path of the benchmark against Redis, so the parser works on one ``bytes``
 snapshot of its buffer per call and only uses C-level operations per command (``bytes.find``,
-``int()`` on a slice, slicing): there is no loop over bytes in Python.
+``int()`` on a slice, slicing): there is no loop over bytes in Python. Counts and lengths are read
+as Redis reads integers (``parse_integer``), stricter than ``int()``.
 
 A ``ProtocolError`` message reads like Redis' own ("Protocol error: invalid bulk length"); the
 server replies ``encode_error("ERR " + str(error))`` and closes the connection, as Redis does.
@@ -16,7 +17,7 @@ server replies ``encode_error("ERR " + str(error))`` and closes the connection, 
 from __future__ import annotations
 
 from ..errors import ProtocolError
-from ..limits import KEY_SIZE_BYTES_MAX, VALUE_SIZE_BYTES_MAX
+from ..limits import FRAME_SIZE_BYTES_MAX, KEY_SIZE_BYTES_MAX, VALUE_SIZE_BYTES_MAX
 
 #: Defaults of the parser's caps: a bulk argument holds at most a value or a key of the largest
 #: sizes ``gossipcache.limits`` allows (Redis' own cap, ``proto-max-bulk-len``, is 512 MiB); a command has at most ~1M arguments
@@ -25,8 +26,14 @@ from ..limits import KEY_SIZE_BYTES_MAX, VALUE_SIZE_BYTES_MAX
 BULK_SIZE_BYTES_MAX = VALUE_SIZE_BYTES_MAX + KEY_SIZE_BYTES_MAX
 ARRAY_LEN_MAX = 1024 * 1024
 INLINE_SIZE_BYTES_MAX = 64 * 1024
-#: Most bytes one command may occupy on the wire (Redis bounds a client's query buffer at 1 GiB).
-COMMAND_SIZE_BYTES_MAX = 256 * 1024 * 1024
+#: Most bytes one command may occupy on the wire: what the largest legal request (one key, one
+#: value and their options) needs, the same cap as a native frame. Redis allows 1 GiB per client
+#: query buffer; a partial command is memory a client makes the node hold, so ours is smaller.
+COMMAND_SIZE_BYTES_MAX = FRAME_SIZE_BYTES_MAX
+#: What one parsed argument of a partial command costs beyond its bytes: the ``bytes`` object's
+#: header and its list slot (counted so a command of a million 1-byte arguments is charged
+#: for the ~40 MB it really holds, not its 7 MB on the wire).
+PARSED_ARG_OVERHEAD_BYTES = 48
 #: Longest ``*N`` / ``$N`` line, CRLF included. A longer one cannot hold a valid count, so the
 #: parser stops looking for its end instead of scanning a large buffer.
 LENGTH_LINE_SIZE_BYTES_MAX = 32
@@ -50,6 +57,29 @@ _MINUS = ord("-")
 _COLON = ord(":")
 _CR = ord("\r")
 _LF = ord("\n")
+
+
+#: Redis integers are signed 64-bit: at most 20 bytes in decimal ("-9223372036854775808").
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+_INTEGER_SIZE_BYTES_MAX = 20
+
+
+def parse_integer(text: bytes) -> int | None:
+    """``text`` as Redis reads an integer (``string2ll``: protocol lengths and integer
+    arguments alike), or None when it is not one. Stricter than ``int()``: only the canonical
+    decimal form of a signed 64-bit value, so no sign ``+``, no leading zero, no ``-0``, no
+    space and no ``_`` (``int()`` accepts all of these, Redis none)."""
+    if len(text) > _INTEGER_SIZE_BYTES_MAX:
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        return None
+    # The canonical spelling of the value is the only one Redis accepts.
+    if b"%d" % value != text or not INT64_MIN <= value <= INT64_MAX:
+        return None
+    return value
 
 
 class RespError(str):
@@ -128,6 +158,17 @@ class RespParser(_ByteStream):
         self._partial_args: list[bytes] = []
         self._partial_remaining = 0
         self._partial_size_bytes = 0
+
+    @property
+    def buffered_size_bytes(self) -> int:
+        """Bytes held for commands not yet returned: the buffer, and the arguments already
+        parsed of a command cut by the end of a read."""
+        partial = self._partial_args
+        if not partial:
+            return len(self._buffer)
+        return (
+            len(self._buffer) + self._partial_size_bytes + len(partial) * PARSED_ARG_OVERHEAD_BYTES
+        )
 
     def parse(self, data: bytes) -> list[list[bytes]]:
         """``feed(data)`` then ``pop_commands()``, faster in the common case.
@@ -214,11 +255,8 @@ class RespParser(_ByteStream):
                         raise ProtocolError("Protocol error: too big mbulk count string")
                     self._size_bytes_needed = end - position + 1
                     return commands, position
-                try:
-                    remaining = int(data[position + 1 : line_end])
-                except ValueError:
-                    raise ProtocolError("Protocol error: invalid multibulk length") from None
-                if remaining > self.array_len_max:
+                remaining = parse_integer(data[position + 1 : line_end])
+                if remaining is None or remaining > self.array_len_max:
                     raise ProtocolError("Protocol error: invalid multibulk length")
                 command_start = position
                 position = line_end + 2
@@ -240,11 +278,8 @@ class RespParser(_ByteStream):
                     return self._suspend(
                         commands, args, remaining, command_start, position, end - position + 1
                     )
-                try:
-                    size = int(data[position + 1 : line_end])
-                except ValueError:
-                    raise ProtocolError("Protocol error: invalid bulk length") from None
-                if not 0 <= size <= bulk_size_bytes_max:
+                size = parse_integer(data[position + 1 : line_end])
+                if size is None or not 0 <= size <= bulk_size_bytes_max:
                     raise ProtocolError("Protocol error: invalid bulk length")
                 start = line_end + 2
                 stop = start + size
