@@ -127,10 +127,16 @@ def test_replies_queued_behind_a_pending_command_count_against_the_bound() -> No
     assert resp_replies(out) == ["first"] + [b"v" * VALUE_SIZE_BYTES] * GETS
 
 
-def test_a_resp_command_may_buffer_only_what_the_largest_legal_request_needs() -> None:
+@pytest.mark.parametrize("chunk_size_bytes", [64 * 1024, None])
+def test_a_resp_command_may_buffer_only_what_the_largest_legal_request_needs(
+    chunk_size_bytes,
+) -> None:
     parser = RespParser()
     head = b"*4\r\n$3\r\nSET\r\n$1\r\nk\r\n$%d\r\n" % VALUE_SIZE_BYTES_MAX
-    parser.parse(head + b"v" * VALUE_SIZE_BYTES_MAX + b"\r\n")  # a whole legal value: fine
+    legal = head + b"v" * VALUE_SIZE_BYTES_MAX + b"\r\n"  # a whole legal value: fine
+    step = chunk_size_bytes or len(legal)
+    for start in range(0, len(legal), step):  # as one read, or as many
+        assert parser.parse(legal[start : start + step]) == []
     # A second value-sized argument makes the command larger than any legal request: refused
     # when its length is announced, before any of it is buffered.
     with pytest.raises(ProtocolError, match="command too big"):
