@@ -41,6 +41,14 @@ class InvariantViolation(RuntimeError):
     error."""
 
 
+class AuthenticationRequired(GossipCacheError):
+    """The node requires a client password and this connection has not given it yet."""
+
+
+class AuthenticationFailed(GossipCacheError):
+    """The password (or user name) given does not match the node's client password."""
+
+
 class ProtocolError(GossipCacheError):
     """The peer sent bytes that do not follow the protocol. The connection is closed."""
 

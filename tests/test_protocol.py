@@ -60,6 +60,7 @@ ARG_STRATEGIES = {
     "members": st.tuples(),
     "exists": st.tuples(keys),
     "persist": st.tuples(keys),
+    "auth": st.tuples(st.binary(min_size=1, max_size=64)),
 }
 
 assert set(ARG_STRATEGIES) == OPS == set(OP_ARGS)

@@ -6,8 +6,10 @@ a reader task hands each response to the task waiting for its id. A request that
 within ``timeout_s`` raises ``CacheTimeout`` (it may still have applied on the node).
 
 Exceptions (all in ``gossipcache.errors``): ``CacheUnavailable`` (cannot connect, or the connection
-broke), ``CacheTimeout``, ``ServerError`` (the node answered with an error; ``.code``), and
-``InvalidRequest`` subclasses raised locally for arguments the node would refuse.
+broke), ``CacheTimeout``, ``ServerError`` (the node answered with an error; ``.code``: ``noauth``
+when the node needs a password the client was not given), ``AuthenticationFailed`` (the
+``password`` given is refused), and ``InvalidRequest`` subclasses raised locally for arguments
+the node would refuse.
 """
 
 from __future__ import annotations
@@ -20,7 +22,14 @@ from typing import Any
 
 import trio
 
-from ..errors import CacheTimeout, CacheUnavailable, InvalidRequest, ProtocolError, ServerError
+from ..errors import (
+    AuthenticationFailed,
+    CacheTimeout,
+    CacheUnavailable,
+    InvalidRequest,
+    ProtocolError,
+    ServerError,
+)
 from ..wire import native as protocol
 from ..wire.framing import FrameDecoder
 from ..wire.native import (
@@ -67,9 +76,17 @@ def parse_address(address: str) -> tuple[str, int]:
 class Client:
     """An async client of one node. Use as ``async with Client("127.0.0.1:7000") as c:``."""
 
-    def __init__(self, address: str, *, timeout_s: float = TIMEOUT_S_DEFAULT) -> None:
+    def __init__(
+        self,
+        address: str,
+        *,
+        timeout_s: float = TIMEOUT_S_DEFAULT,
+        password: bytes | str | None = None,
+    ) -> None:
         self.address = address
         self.timeout_s = timeout_s
+        #: The node's client password (``--client-password-file``), sent on every connection.
+        self._password = None if password is None else _as_bytes(password, "password")
         self._host, self._port = parse_address(address)
         self._stream: trio.SocketStream | None = None
         self._next_id = 1
@@ -98,6 +115,7 @@ class Client:
                 self._nursery = nursery
                 self._start_io(self._stream)
                 try:
+                    await self._authenticate()
                     yield
                 finally:
                     nursery.cancel_scope.cancel()
@@ -141,9 +159,21 @@ class Client:
             with trio.CancelScope(shield=True):
                 await old.aclose()
             self._start_io(stream)
+            await self._authenticate()
         finally:
             self._reconnecting.set()
             self._reconnecting = None
+
+    async def _authenticate(self) -> None:
+        """Send the password first on a new connection (nothing else is served before it)."""
+        if self._password is None:
+            return
+        try:
+            await self._call(protocol.OP_AUTH, self._password)
+        except ServerError as error:
+            if error.code == protocol.ERROR_WRONG_PASSWORD:
+                raise AuthenticationFailed(f"{self.address}: {error.message}") from None
+            raise
 
     # -- operations -------------------------------------------------------------------------
 
@@ -275,8 +305,14 @@ class SyncClient:
     several threads; calls are pipelined on one connection.
     """
 
-    def __init__(self, address: str, *, timeout_s: float = TIMEOUT_S_DEFAULT) -> None:
-        self._client = Client(address, timeout_s=timeout_s)
+    def __init__(
+        self,
+        address: str,
+        *,
+        timeout_s: float = TIMEOUT_S_DEFAULT,
+        password: bytes | str | None = None,
+    ) -> None:
+        self._client = Client(address, timeout_s=timeout_s, password=password)
         self._token: trio.lowlevel.TrioToken | None = None
         self._ready = threading.Event()
         self._stop: trio.Event | None = None

@@ -58,6 +58,8 @@ class ServerMetrics:
         self.client_buffers_bytes = 0
         #: Metrics-port connections closed at once: over the cap.
         self.metrics_connections_refused = 0
+        #: Client authentications refused (a wrong password or user name).
+        self.auth_failures = 0
         self.commands: dict[str, CommandMetrics] = {}
 
     def command(self, name: str) -> CommandMetrics:
@@ -144,6 +146,8 @@ def iter_prometheus(node) -> Iterator[str]:
         ("gossipcache_clients_closed_partial_timeout_total",
          "Clients closed: silent in the middle of a request.",
          server.clients_closed_partial_timeout),
+        ("gossipcache_auth_failures_total", "Client authentications refused.",
+         server.auth_failures),
         ("gossipcache_metrics_connections_refused_total",
          "Metrics connections closed at once: over the cap.",
          server.metrics_connections_refused),

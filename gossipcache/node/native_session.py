@@ -11,13 +11,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from operator import itemgetter
 
-from ..errors import GossipCacheError, ProtocolError
+from ..errors import (
+    AuthenticationFailed,
+    AuthenticationRequired,
+    GossipCacheError,
+    ProtocolError,
+)
 from ..metrics.counters import record_batch
 from ..store import TTL_MISSING
 from ..wire import native as protocol
-from ..wire.framing import FrameDecoder
+from ..wire.framing import FrameDecoder, FrameTooLarge
 from ..wire.native import (
     ERROR_BAD_REQUEST,
+    ERROR_TOO_LARGE,
     ERROR_UNKNOWN_OP,
     STATUS_ERROR,
     STATUS_NOT_FOUND,
@@ -28,7 +34,7 @@ from ..wire.native import (
 )
 from . import commands as c
 from .core import NodeCore, Pending
-from .session import Session, describe_error
+from .session import NOAUTH_MESSAGE, DispatchTable, Session, describe_error
 
 # Encoders: (pack, request_id, result) -> the response frame, where ``pack`` is the session's
 # ``ResponseEncoder.encode``. Status and packing in one call: one Python frame per reply.
@@ -83,16 +89,23 @@ NATIVE_OPS: dict[str, tuple[Callable, Callable, type[c.Command]]] = {
 }
 
 
-def native_table(core: NodeCore) -> dict[str, tuple]:
+def _refuse_before_auth(message: tuple) -> c.Command:
+    raise AuthenticationRequired(NOAUTH_MESSAGE)
+
+
+def native_table(core: NodeCore) -> DispatchTable:
     """op -> (translator, the core's handler for its command type, encoder, metrics), built
-    once per node (``NodeCore.handler_of``)."""
+    once per node (``NodeCore.handler_of``); its locked twin refuses every op (``auth`` is
+    served by the session itself, on the slow path of ops the table does not know)."""
     table = {}
+    locked = {}
     for op, (translate, encode, command_type) in NATIVE_OPS.items():
         handler, metrics = core.handler_of(command_type)
         if op in _OPS_OF_SEVERAL_TYPES:
             handler = None  # resolved per request, so each command counts in its own series
         table[op] = (translate, handler, encode, metrics)
-    return table
+        locked[op] = (_refuse_before_auth, handler, encode, metrics)
+    return DispatchTable(table).with_locked(locked)
 
 
 class NativeSession(Session):
@@ -103,7 +116,7 @@ class NativeSession(Session):
     def __init__(self, core: NodeCore, client_id: int, table: dict[str, tuple]) -> None:
         super().__init__(core, client_id)
         self.decoder = FrameDecoder()
-        self._table = table
+        self._table = self._initial_table(table)
         self._request_decoder = RequestDecoder()
         self._encoder = ResponseEncoder()
         #: Frames of completed pending commands, not yet taken.
@@ -113,12 +126,13 @@ class NativeSession(Session):
         try:
             bodies = self.decoder.parse(data)
         except ProtocolError as error:
-            # Framing is lost: say why (request id 0), then close.
+            # Framing is lost: say why (request id 0), then close. A length prefix over the cap
+            # is ``too_large``, as docs/protocol.md says; any other framing error is
+            # ``bad_request``.
             self.core.metrics.protocol_errors += 1
             self.closing = True
-            return self.take_ready() + self._encoder.encode(
-                0, STATUS_ERROR, (ERROR_BAD_REQUEST, str(error))
-            )
+            code = ERROR_TOO_LARGE if isinstance(error, FrameTooLarge) else ERROR_BAD_REQUEST
+            return self.take_ready() + self._encoder.encode(0, STATUS_ERROR, (code, str(error)))
         if not bodies:
             return b""
         if self._waiting:
@@ -176,6 +190,10 @@ class NativeSession(Session):
             request_id = message[0]
             entry = table.get(message[1])
             if entry is None:
+                if message[1] == protocol.OP_AUTH:
+                    append(self._authenticate(request_id, message[2]))
+                    table = self._table
+                    continue
                 reason = f"op {message[1]!r} is not served by this node"
                 append(self._encoder.encode(request_id, STATUS_ERROR, (ERROR_UNKNOWN_OP, reason)))
                 continue
@@ -205,6 +223,16 @@ class NativeSession(Session):
             served.append(metrics.latency_ns)
         record_batch(served, clock.timer_ns() - started_ns)
         return b"".join(out)
+
+    def _authenticate(self, request_id: int, password: bytes) -> bytes:
+        """The ``auth`` op: unlock the session's ops, or say why not (a session that was
+        authenticated stays so)."""
+        try:
+            self._check_password(password)
+        except AuthenticationFailed as error:
+            return self._error(request_id, error)
+        self._table = self._table.unlocked
+        return self._encoder.encode(request_id, STATUS_OK, True)
 
     def _encode(self, encode: Callable, request_id: int, result: object) -> bytes:
         try:

@@ -18,16 +18,33 @@ at a time instead of one per request (a 64 KiB read holds ~3,000 such requests: 
 
 from __future__ import annotations
 
+import hmac
 from collections import deque
 
-from ..errors import EntryTooLarge, InvalidRequest, KeyTooLarge, ServiceUnavailable, ValueTooLarge
+from ..errors import (
+    AuthenticationFailed,
+    AuthenticationRequired,
+    EntryTooLarge,
+    InvalidRequest,
+    KeyTooLarge,
+    ServiceUnavailable,
+    ValueTooLarge,
+)
 from ..wire.native import (
     ERROR_BAD_REQUEST,
     ERROR_INTERNAL,
+    ERROR_NOAUTH,
     ERROR_TOO_LARGE,
     ERROR_UNAVAILABLE,
+    ERROR_WRONG_PASSWORD,
 )
 from .core import NodeCore, Pending
+
+#: The one user name a node knows (Redis' ``default`` user): ``AUTH default <password>``.
+DEFAULT_USER = b"default"
+#: What the errors of authentication say, in Redis' words (its clients match them).
+NOAUTH_MESSAGE = "Authentication required."
+WRONG_PASSWORD_MESSAGE = "invalid username-password pair or user is disabled."
 
 # Error kinds every protocol renders in its own words (``describe_error``): the native
 # protocol's error codes, which RESP maps to Redis' prefixes.
@@ -41,7 +58,31 @@ def describe_error(error: Exception) -> tuple[str, str]:
         return ERROR_BAD_REQUEST, str(error)
     if isinstance(error, ServiceUnavailable):
         return ERROR_UNAVAILABLE, str(error)
+    if isinstance(error, AuthenticationRequired):
+        return ERROR_NOAUTH, NOAUTH_MESSAGE
+    if isinstance(error, AuthenticationFailed):
+        return ERROR_WRONG_PASSWORD, WRONG_PASSWORD_MESSAGE
     return ERROR_INTERNAL, f"internal error: {error!r}"
+
+
+class DispatchTable(dict):
+    """A protocol's command table (name -> entry), with its twin for connections that have not
+    authenticated yet: ``locked`` refuses every command but the few that authenticate. A
+    session switches tables when it authenticates, so the hot path never checks a flag."""
+
+    __slots__ = ("locked", "unlocked")
+
+    def __init__(self, entries: dict) -> None:
+        super().__init__(entries)
+        self.locked: DispatchTable = self
+        self.unlocked: DispatchTable = self
+
+    def with_locked(self, locked_entries: dict) -> DispatchTable:
+        """Attach the locked twin built from ``locked_entries``; returns self."""
+        locked = DispatchTable(locked_entries)
+        locked.locked, locked.unlocked = locked, self
+        self.locked, self.unlocked = locked, self
+        return self
 
 
 class Session:
@@ -102,6 +143,21 @@ class Session:
         # connection's buffers are freed now, not at a full collection that may never come
         # (the node collects rarely, docs/design.md "Pauses").
         self.connection = None
+
+    def _initial_table(self, table: DispatchTable) -> DispatchTable:
+        """The locked table when the node requires a client password."""
+        return table if self.core.config.client_password is None else table.locked
+
+    def _check_password(self, password: bytes, user: bytes = DEFAULT_USER) -> None:
+        """Raise ``AuthenticationFailed`` unless ``user`` and ``password`` are the node's; a
+        node without a password accepts any password for the default user (Redis' ``nopass``).
+        Compared in constant time."""
+        expected = self.core.config.client_password
+        if user != DEFAULT_USER or (
+            expected is not None and not hmac.compare_digest(password, expected)
+        ):
+            self.core.metrics.auth_failures += 1
+            raise AuthenticationFailed(WRONG_PASSWORD_MESSAGE)
 
     def _at_bound(self) -> bool:
         return self._pending >= self.core.config.pending_per_connection_max or (

@@ -44,6 +44,7 @@ OP_STATS = "stats"
 OP_MEMBERS = "members"
 OP_EXISTS = "exists"
 OP_PERSIST = "persist"
+OP_AUTH = "auth"
 
 #: Response statuses.
 STATUS_OK = 0
@@ -57,8 +58,18 @@ ERROR_TOO_LARGE = "too_large"  # key, value or frame over a cap
 ERROR_UNKNOWN_OP = "unknown_op"  # well-formed request naming an op this server does not know
 ERROR_INTERNAL = "internal"  # a bug on the server; the request may or may not have applied
 ERROR_UNAVAILABLE = "unavailable"  # the node cannot serve now (not enough replicas, shutting down)
+ERROR_NOAUTH = "noauth"  # the node requires a client password: send ``auth`` first
+ERROR_WRONG_PASSWORD = "wrong_password"  # ``auth`` with a password the node does not accept
 ERROR_CODES = frozenset(
-    (ERROR_BAD_REQUEST, ERROR_TOO_LARGE, ERROR_UNKNOWN_OP, ERROR_INTERNAL, ERROR_UNAVAILABLE)
+    (
+        ERROR_BAD_REQUEST,
+        ERROR_TOO_LARGE,
+        ERROR_UNKNOWN_OP,
+        ERROR_INTERNAL,
+        ERROR_UNAVAILABLE,
+        ERROR_NOAUTH,
+        ERROR_WRONG_PASSWORD,
+    )
 )
 
 #: Unpacker limits. A request holds at most a handful of scalars; a response payload may be a
@@ -74,6 +85,7 @@ _KEY = "key"  # bin
 _VALUE = "value"  # bin
 _TTL_PUT = "ttl_put"  # positive int or nil
 _TTL_EXPIRE = "ttl_expire"  # int or nil: nil clears the TTL, <= 0 deletes the key (as Redis)
+_PASSWORD = "password"  # bin
 
 #: The one table of ops and their arguments (arity is the tuple's length).
 OP_ARGS: dict[str, tuple[str, ...]] = {
@@ -87,6 +99,7 @@ OP_ARGS: dict[str, tuple[str, ...]] = {
     OP_MEMBERS: (),
     OP_EXISTS: (_KEY,),
     OP_PERSIST: (_KEY,),
+    OP_AUTH: (_PASSWORD,),
 }
 OPS = frozenset(OP_ARGS)
 
@@ -178,7 +191,7 @@ def _check_args(op: str, args: tuple) -> None:
     if len(args) != len(kinds):
         raise ProtocolError(f"op {op!r} takes {len(kinds)} arguments, got {len(args)}")
     for index, (kind, arg) in enumerate(zip(kinds, args)):
-        if kind is _KEY or kind is _VALUE:
+        if kind is _KEY or kind is _VALUE or kind is _PASSWORD:
             if type(arg) is not bytes:
                 raise ProtocolError(
                     f"op {op!r} argument {index} ({kind}) must be bin, got {type(arg).__name__}"
@@ -236,6 +249,7 @@ _VALID_MESSAGE = {
     OP_MEMBERS: _valid_without_args,
     OP_EXISTS: _valid_key_only,
     OP_PERSIST: _valid_key_only,
+    OP_AUTH: _valid_key_only,  # one bin argument, the password
 }
 assert set(_VALID_MESSAGE) == OPS, "every op needs a fast validity check"
 
