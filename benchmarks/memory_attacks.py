@@ -1,6 +1,6 @@
 """The memory attacks of issue 8 (items 1, 2 and 4) against a real node, with its resident memory.
 
-    python -m benchmarks.memory_attacks            # every attack, ~2 minutes
+    python -m benchmarks.memory_attacks            # every attack, ~75 s
     python -m benchmarks.memory_attacks --only reply-resp
 
 Each attack starts its own ``gossipcache node`` process (``--max-memory 64MiB``, free ports on
@@ -16,6 +16,8 @@ Attacks:
   the client reads nothing for 5 s, then reads everything (all 50 replies must arrive whole).
 - ``reply-native`` (1b): the same with 200 native ``get`` frames.
 - ``reply-many`` (1c): 20 clients doing 1a at once.
+- ``idle-after-big`` (1d): 10 RESP and 10 native connections each write and read one 16 MiB
+  value, then sit idle: what they keep (nothing beyond the stored value, now).
 - ``partial-large`` (2a): two RESP connections declaring a 240 MiB bulk string (refused at once
   with a protocol error now), and two holding 15.9 MiB of a declared 16 MiB value.
 - ``partial-budget`` (2b): 10 connections each sending 15 MiB of a 16 MiB value, interleaved:
@@ -30,6 +32,8 @@ Attacks:
   or hard limit 1,024 too, so the node lowers its caps to fit). Reports the node's CPU per wall
   second while they are held, its "accept failed" log lines, and whether a new client's PING and
   a /metrics scrape are answered within 1 s.
+- ``idle-native`` (4): 1,000 native connections that each sent one PING, then idle: resident
+  memory per connection.
 
 Results are in docs/benchmarks.md ("Memory attacks (hardening)"); the sizing rule they check is
 docs/design.md ("Memory a client can make a node hold").
@@ -59,6 +63,7 @@ from gossipcache.node.config import NodeConfig
 from gossipcache.wire.framing import FRAME_HEADER_SIZE_BYTES, FrameDecoder, frame
 from gossipcache.wire.native import (
     OP_GET,
+    OP_PING,
     OP_PUT,
     STATUS_OK,
     Request,
@@ -81,9 +86,9 @@ STORED_DATA_FACTOR = 1.25
 #: session and its parser, the reactor's bookkeeping (an idle connection measures ~3-6 KiB).
 CONNECTION_ALLOWANCE_BYTES = 16 * 1024
 #: Transient copies while the loop serves one largest request or reply (one connection at a
-#: time): a 16 MiB RESP SET is held as the receive buffer, the snapshot the parser scans and the
-#: value parsed out of it; a 16 MiB GET reply as the stored value's encoding, the batch it joins
-#: and the unsent rest. (The value a SET replaces is in the stored-data term.)
+#: time), three at most: a 16 MiB SET's receive buffer and the value copied out of it; a 16 MiB
+#: GET's reply, the batch it is joined into and the unsent rest. (The value a SET replaces is
+#: in the stored-data term.)
 IN_FLIGHT_BYTES = 3 * FRAME_SIZE_BYTES_MAX
 #: What the node allocates meanwhile whatever the attack (the /metrics scrapes this module makes,
 #: timers) and the allocator's granularity: RSS moves by this much on an idle node.
@@ -240,11 +245,10 @@ def running_node(
     *,
     membership: bool = False,
     open_files: tuple[int, int] | None = None,
-    env: dict[str, str] | None = None,
 ) -> Iterator[Node]:
     """A ``gossipcache node`` process serving free ports, stopped on exit whatever happens.
     ``membership`` runs it with a generated cluster key; ``open_files`` = (soft, hard)
-    open-files limit set in the child before it starts; ``env`` its environment."""
+    open-files limit set in the child before it starts."""
     native_port, resp_port, metrics_port = free_port(), free_port(), free_port()
     argv = [
         sys.executable, "-m", "gossipcache", "node", "--host", HOST,
@@ -276,7 +280,6 @@ def running_node(
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=log,
-            env=env,
             preexec_fn=limit_open_files,
         )
     node = Node(process, native_port, resp_port, metrics_port, log_path)
@@ -991,6 +994,26 @@ def _fd_attack(node: Node, name: str, hard_limit: int) -> AttackResult:
     return measure.result(name, sent, budget, checks=checks, notes=notes)
 
 
+def attack_idle_native(node: Node) -> AttackResult:
+    """Idle native connections that each answered one PING: what one costs (a RESP one: 1 KiB)."""
+    connections = 1000
+    measure = Measurement(node)
+    with measure.attack():
+        conns = [connect(node.native_port) for _ in range(connections)]
+        answered = sum(
+            native_call(conn, Request(1, OP_PING, ())).status == STATUS_OK for conn in conns
+        )
+        held_bytes = node.settled_rss_bytes()
+        close_all(conns)
+    measure.after()
+    per_connection = (held_bytes - measure.baseline_bytes) / connections
+    notes = [f"{per_connection / 1024:.1f} KiB resident per idle native connection"]
+    budget = Budget(measure.baseline_bytes, connections=connections)
+    checks = {"every PING answered": answered == connections}
+    sent = f"{connections} native connections, one PING each, then idle"
+    return measure.result("idle-native", sent, budget, checks=checks, notes=notes)
+
+
 def attack_fds_soft(node: Node) -> AttackResult:
     return _fd_attack(node, "fds-soft", resource.getrlimit(resource.RLIMIT_NOFILE)[1])
 
@@ -1029,15 +1052,14 @@ ATTACKS: dict[str, Attack] = {
     "peer-preamble": Attack("2d", attack_peer_preamble, membership=True),
     "fds-soft": Attack("4", attack_fds_soft, open_files=_soft_1024),
     "fds-hard": Attack("4", attack_fds_hard, open_files=_hard_1024),
+    "idle-native": Attack("4", attack_idle_native),
 }
 
 
-def run_attack(name: str, workdir: str, env: dict[str, str] | None = None) -> AttackResult:
+def run_attack(name: str, workdir: str) -> AttackResult:
     attack = ATTACKS[name]
     open_files = attack.open_files() if attack.open_files is not None else None
-    with running_node(
-        workdir, name, membership=attack.membership, open_files=open_files, env=env
-    ) as node:
+    with running_node(workdir, name, membership=attack.membership, open_files=open_files) as node:
         return attack.run(node)
 
 
@@ -1079,17 +1101,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only", choices=sorted(ATTACKS), action="append", help="run this attack (repeatable)"
     )
-    parser.add_argument(
-        "--mmap-threshold-bytes",
-        type=int,
-        default=None,
-        help="run the nodes with glibc's MALLOC_MMAP_THRESHOLD_ set to this (fixed, so freed "
-        "large buffers go back to the system; default: glibc's dynamic threshold)",
-    )
     args = parser.parse_args(argv)
-    env = None
-    if args.mmap_threshold_bytes is not None:
-        env = dict(os.environ, MALLOC_MMAP_THRESHOLD_=str(args.mmap_threshold_bytes))
     raise_own_open_files()
     names = args.only or list(ATTACKS)
     results = []
@@ -1097,13 +1109,12 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="memory-attacks-") as workdir:
         for name in names:
             print(f"running {name} ...", file=sys.stderr, flush=True)
-            results.append(run_attack(name, workdir, env))
+            results.append(run_attack(name, workdir))
     print(
         f"max-memory {_mib(MAX_MEMORY_BYTES)}, client_buffers_bytes_max"
         f" {_mib(_DEFAULTS.client_buffers_bytes_max)}, connection_reply_bytes_max"
         f" {_mib(_DEFAULTS.connection_reply_bytes_max)}, partial_request_timeout_s"
         f" {_DEFAULTS.partial_request_timeout_s:g}; largest request {FRAME_SIZE_BYTES_MAX:,} B;"
-        f" MALLOC_MMAP_THRESHOLD_ {args.mmap_threshold_bytes or 'unset'};"
         f" {time.monotonic() - started:.0f} s in all\n"
     )
     print(format_table(results))
