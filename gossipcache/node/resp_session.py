@@ -25,7 +25,7 @@ import re
 from collections import deque
 from collections.abc import Callable
 
-from ..errors import AuthenticationFailed, GossipCacheError, ProtocolError
+from ..errors import AuthenticationFailed, EntryTooLarge, GossipCacheError, ProtocolError
 from ..limits import ARGS_PER_COMMAND_MAX, CONFIG_PATTERNS_SIZE_BYTES_MAX, EXPIRES_AT_MS_MAX
 from ..metrics.counters import record_batch
 from ..store import TTL_MISSING, TTL_PERSISTENT
@@ -80,6 +80,10 @@ _ERROR_PREFIX = {
 
 def error_reply(error: Exception) -> bytes:
     kind, message = describe_error(error)
+    if type(error) is EntryTooLarge:
+        # An entry the memory limit can never hold: Redis' prefix for writes refused for
+        # memory, so clients raise the same exception (redis-py: OutOfMemoryError).
+        return encode_error(f"OOM {message}")
     return encode_error(f"{_ERROR_PREFIX[kind]} {message}")
 
 
