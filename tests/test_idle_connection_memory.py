@@ -170,3 +170,19 @@ async def test_a_closed_connections_buffers_are_freed_at_once(nursery) -> None:
     finally:
         tracemalloc.stop()
     assert kept < KEPT_BYTES_MAX
+
+
+def test_an_idle_native_session_holds_no_codec_of_its_own() -> None:
+    """Found by ``benchmarks.memory_attacks`` (``idle-native``): every native session made its own
+    msgpack Unpacker (~44 KiB) and Packer (~4 KiB), 470 MiB for 10,000 idle connections."""
+    core = NodeCore(NodeConfig(membership_enabled=False), ManualClock())
+    table = native_table(core)
+    sessions = [NativeSession(core, 0, table)]  # warm up whatever is allocated once
+    tracemalloc.start()
+    try:
+        before, _ = tracemalloc.get_traced_memory()
+        sessions += [NativeSession(core, index, table) for index in range(1, 201)]
+        after, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert (after - before) / 200 < 2048  # bytes per idle session
