@@ -23,7 +23,11 @@ PROTOCOL_VERSION = 1
 #: Bytes of the length prefix.
 FRAME_HEADER_SIZE_BYTES = 4
 
-_HEADER = struct.Struct(">IB")  # length prefix + version byte
+#: The length prefix and version byte of a frame; ``FRAME_HEADER.pack(len(body) + 1,
+#: PROTOCOL_VERSION) + body`` is ``frame(body)`` without the cap check, for callers that know
+#: their body is small (a hot path saves the call).
+FRAME_HEADER = struct.Struct(">IB")
+_HEADER = FRAME_HEADER
 _LENGTH = struct.Struct(">I")
 
 

@@ -27,7 +27,7 @@ import msgpack
 
 from ..errors import ProtocolError
 from ..limits import FRAME_SIZE_BYTES_MAX, TTL_MS_MAX
-from .framing import frame, frame_parts
+from .framing import FRAME_HEADER, PROTOCOL_VERSION, frame, frame_parts
 
 #: Request ids are unsigned 32-bit: the client wraps around; ids only need to be unique among
 #: the requests in flight on one connection.
@@ -254,6 +254,7 @@ _VALID_MESSAGE = {
 assert set(_VALID_MESSAGE) == OPS, "every op needs a fast validity check"
 
 _BIN32_HEADER = struct.Struct(">BI")  # msgpack bin 32: type byte, length
+_frame_header = FRAME_HEADER.pack
 
 _new_request = Request._make  # skips NamedTuple.__new__'s argument handling
 
@@ -440,8 +441,12 @@ class ResponseEncoder:
         self._pack = msgpack.Packer().pack
 
     def encode(self, request_id: int, status: int, payload: object) -> bytes:
-        if type(payload) is bytes and len(payload) > LARGE_MESSAGE_SIZE_BYTES:
-            return self._encode_large_value(request_id, status, payload)
+        if type(payload) is bytes or payload is None:  # a value or nothing: the common replies
+            if payload is not None and len(payload) > LARGE_MESSAGE_SIZE_BYTES:
+                return self._encode_large_value(request_id, status, payload)
+            # Cannot fail, and far below the frame cap: framed inline, no call.
+            body = self._pack((request_id, status, payload))
+            return _frame_header(len(body) + 1, PROTOCOL_VERSION) + body
         try:
             body = self._pack((request_id, status, payload))
         except (TypeError, OverflowError, ValueError) as error:
