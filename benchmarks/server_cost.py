@@ -35,6 +35,8 @@ from dataclasses import dataclass
 
 from benchmarks.compare import (
     HOST,
+    REDIS_BENCHMARK_CLIENTS,
+    REDIS_BENCHMARK_VALUE_SIZE_BYTES,
     REPO_ROOT,
     Server,
     Settings,
@@ -83,7 +85,7 @@ def node_target(name: str, checkout: str) -> Target:
     env = {**os.environ, "PYTHONPATH": checkout, "PYTHONHASHSEED": "1"}
     origin = import_origin(checkout, env)
     check_import_origin(name, origin, checkout)
-    print(f"{name}: gossipcache from {origin}", file=sys.stderr, flush=True)
+    _log(f"{name}: gossipcache from {origin}")
 
     def argv(native_port: int, resp_port: int) -> list[str]:
         return [
@@ -172,12 +174,10 @@ def instructions(target: Target, pipeline: int, requests: int, workdir: str) -> 
         rates = parse_redis_benchmark_csv(result.stdout)  # raises unless both tests ran
         stop(server, log_path)
     total = callgrind_total(out_path)
-    print(
+    _log(
         f"{target.name} -P {pipeline} -n {requests}: {total:,} instructions "
         f"(SET {rates['SET']:,.0f} / GET {rates['GET']:,.0f} req/s under callgrind; "
-        f"{time.monotonic() - started_s:.0f} s)",
-        file=sys.stderr,
-        flush=True,
+        f"{time.monotonic() - started_s:.0f} s)"
     )
     return total
 
@@ -187,35 +187,28 @@ def per_operation(target: Target, pipeline: int, requests: tuple[int, int], work
     return (more - fewer) / (TESTS_PER_RUN * (requests[1] - requests[0]))
 
 
+def _log(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
 def _percent(new: float, old: float) -> str:
     return f"{100 * (new / old - 1):+.1f} %"
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.server_cost", description=__doc__.split("\n\n")[0]
-    )
-    parser.add_argument("--baseline", metavar="REV", help="also measure the node of this revision")
-    parser.add_argument("--pipeline", type=int, nargs="+", default=list(PIPELINES))
-    parser.add_argument("--requests", type=int, nargs=2, default=list(REQUESTS),
-                        metavar=("N1", "N2"), help="redis-benchmark -n of the two runs")  # fmt: skip
-    args = parser.parse_args(argv)
-    requests = tuple(args.requests)
-    if not 0 < requests[0] < requests[1] or min(args.pipeline) < 1:
-        parser.error("need 0 < N1 < N2 and pipeline depths >= 1")
-
-    def stop_on_sigterm(signal_number: int, _frame: object) -> None:
-        raise SystemExit(128 + signal_number)  # servers and the worktree are cleaned up
-
-    signal.signal(signal.SIGTERM, stop_on_sigterm)
-    started_s = time.monotonic()
+def measure(
+    baseline: str | None, pipelines: list[int], requests: tuple[int, int], keep: str | None
+) -> None:
+    """Measure and print the table, row by row."""
     with ExitStack() as stack:
-        workdir = stack.enter_context(tempfile.TemporaryDirectory(prefix="gossipcache-cost-"))
-        log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
+        if keep:
+            os.makedirs(keep, exist_ok=True)
+            workdir = keep
+        else:
+            workdir = stack.enter_context(tempfile.TemporaryDirectory(prefix="gossipcache-cost-"))
         after = node_target("gossipcache", str(REPO_ROOT))
         before = None
-        if args.baseline:
-            path, short_rev = stack.enter_context(baseline_worktree(args.baseline, log))
+        if baseline:
+            path, short_rev = stack.enter_context(baseline_worktree(baseline, _log))
             before = node_target(baseline_label(short_rev), path)
         redis = redis_target()
         operations = TESTS_PER_RUN * (requests[1] - requests[0])
@@ -226,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(
             "| redis-benchmark | after (checkout) |"
-            + (f" before ({args.baseline}) | change |" if before else "")
+            + (f" before ({baseline}) | change |" if before else "")
             + " Redis | after / Redis |"
             + (" before / Redis |" if before else "")
         )
@@ -236,11 +229,14 @@ def main(argv: list[str] | None = None) -> int:
             + "---:|---:|"
             + ("---:|" if before else "")
         )
-        for pipeline in args.pipeline:
+        for pipeline in pipelines:
             new = per_operation(after, pipeline, requests, workdir)
             old = per_operation(before, pipeline, requests, workdir) if before else None
             reference = per_operation(redis, pipeline, requests, workdir)
-            flags = f"`-c 50 -t set,get -d 100 -P {pipeline}`"
+            flags = (
+                f"`-c {REDIS_BENCHMARK_CLIENTS} -t set,get -d {REDIS_BENCHMARK_VALUE_SIZE_BYTES}"
+                f" -P {pipeline}`"
+            )
             row = f"| {flags} | {new:,.0f} |"
             if old is not None:
                 row += f" {old:,.0f} | {_percent(new, old)} |"
@@ -248,6 +244,33 @@ def main(argv: list[str] | None = None) -> int:
             if old is not None:
                 row += f" {old / reference:.2f} |"
             print(row, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.server_cost", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--baseline", metavar="REV", help="also measure the node of this revision")
+    parser.add_argument("--pipeline", type=int, nargs="+", default=list(PIPELINES))
+    parser.add_argument("--requests", type=int, nargs=2, default=list(REQUESTS),
+                        metavar=("N1", "N2"), help="redis-benchmark -n of the two runs")  # fmt: skip
+    parser.add_argument("--keep", metavar="DIR",
+                        help="keep callgrind's output files and the servers' logs in DIR")  # fmt: skip
+    args = parser.parse_args(argv)
+    requests = tuple(args.requests)
+    if not 0 < requests[0] < requests[1] or min(args.pipeline) < 1:
+        parser.error("need 0 < N1 < N2 and pipeline depths >= 1")
+
+    def stop_on_sigterm(signal_number: int, _frame: object) -> None:
+        raise SystemExit(128 + signal_number)  # servers and the worktree are cleaned up
+
+    signal.signal(signal.SIGTERM, stop_on_sigterm)
+    started_s = time.monotonic()
+    try:
+        measure(args.baseline, args.pipeline, requests, args.keep)
+    except (RuntimeError, OSError, subprocess.SubprocessError) as error:
+        print(f"server_cost: {error}", file=sys.stderr)
+        return 2
     print(f"\n({time.monotonic() - started_s:.0f} s in all)")
     return 0
 
