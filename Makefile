@@ -4,7 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench-eviction bench-store bench-server bench-server-cost bench-membership clean
+.PHONY: run test lint bench-eviction bench-store bench-server bench-server-cost bench-membership \
+	bench-memory-fill bench-memory-attacks clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +45,16 @@ bench-server-cost: $(STAMP)
 
 bench-membership: $(STAMP)
 	$(BIN)/python -m sim bench membership
+
+# Resident memory of real nodes filled past --max-memory, against the sizing rule (~6-10 min;
+# pick a subset with ARGS, e.g. ARGS="--limits 64MiB --policies lru,s3fifo --mixes small").
+bench-memory-fill: $(STAMP)
+	$(BIN)/python -m benchmarks.memory_fill $(ARGS)
+
+# Issue 8's memory attacks against real node processes: peak RSS against the budgets (~1.5 min;
+# one attack with ARGS="--only reply-resp").
+bench-memory-attacks: $(STAMP)
+	$(BIN)/python -m benchmarks.memory_attacks $(ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

@@ -12,9 +12,26 @@ KEY_SIZE_BYTES_MAX = 64 * 1024
 #: Longest value. Values are payloads; a node may be configured lower, never higher.
 VALUE_SIZE_BYTES_MAX = 16 * 1024 * 1024
 
-#: Largest |ttl_ms| accepted (about 8,900 years). Keeps ``now_ms + ttl_ms`` far inside int64 on
-#: every node, whatever its clock says. Absolute expiry instants are bounded the same way.
+#: Largest |ttl_ms| a request may carry (about 8,900 years): a range the wire codecs check without
+#: a clock. What an entry keeps is its absolute expiry, bounded below.
 TTL_MS_MAX = 2**48
+#: Latest absolute expiry an entry may have, in wall-clock ms since the Unix epoch (the year
+#: 10889): it fits the 48-bit expiry fields replication carries. A relative TTL is accepted when
+#: ``now_ms + ttl_ms`` stays within it; a later expiry is refused, never clamped. Redis accepts
+#: anything up to int64 overflow (docs/protocol.md lists the difference).
+EXPIRES_AT_MS_MAX = 2**48 - 1
+
+#: Most keys one command may name (DEL, EXISTS). A command runs to completion on the node's one
+#: loop and its work grows with its keys: this bounds the longest (docs/design.md, "Bounded work
+#: per command"). Redis has no such cap.
+KEYS_PER_COMMAND_MAX = 8192
+#: Most arguments of one RESP command, its name included: the keys above plus the name. Every
+#: command that loops over its arguments (SET and EXPIRE options, INFO sections, CONFIG GET
+#: patterns, HELLO options) is bounded by it.
+ARGS_PER_COMMAND_MAX = KEYS_PER_COMMAND_MAX + 1
+#: Most bytes of glob patterns one CONFIG GET may carry, in all. The matcher's work is linear in
+#: them; without a cap a 1 MB pattern froze a node for 12.9 s. Redis has no such cap.
+CONFIG_PATTERNS_SIZE_BYTES_MAX = 4096
 
 #: Room in one frame around its key and value: msgpack headers, request id, op name, options.
 FRAME_OVERHEAD_BYTES_MAX = 1024

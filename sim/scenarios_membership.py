@@ -14,6 +14,11 @@ Scenarios (``python -m sim run NAME``):
 - ``membership-starved``: one node (the last address) frozen 1.6 s of every 2 s (the simulator's
   pause) under 2 % loss; with Lifeguard no healthy node may be declared dead.
 - ``membership-churn``: nodes join over time, some leave gracefully, some of those come back.
+- ``membership-forged-claims``: a forger holding the cluster key sends suspect / dead / leave /
+  alive claims about healthy members at arbitrary incarnations (0, the target's record, one
+  above, 2^63 - 1, random, and 2^64 - 1, which the codec refuses) to random nodes, every
+  ``FORGERY_INTERVAL_MS`` of the safety phase; every claim must be refuted within
+  ``REFUTATION_WINDOW_MS`` and incarnations must stay within 2 per refutation.
 
 Checkers:
 
@@ -28,6 +33,11 @@ Checkers:
 - ``live-set-agreed`` (EVENTUALLY): every live node's alive set is exactly the set of processes
   that are up (and have not left), with no member still suspect; the liveness phase
   (``LIVENESS_PERIODS`` protocol periods) is the bound.
+- ``claims-refuted`` (ALWAYS): no healthy node holds another healthy node suspect, dead or left
+  for longer than ``REFUTATION_WINDOW_MS`` (the forged-claims scenario; same applicability as
+  ``healthy-never-dead``).
+- ``incarnations-bounded`` (ALWAYS): every running node's incarnation is at most its first
+  observed one plus 2 per refutation it made, and far below 2^63 (so it can always refute).
 
 The simulator has no fault-listener hook, so ``observe`` wraps the simulation instance's fault
 methods (crash, restart, pause, partition, clog, set_network, heal_all) to learn which nodes were
@@ -42,6 +52,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import msgpack
+
 from gossipcache.membership import (
     EventKind,
     Keyring,
@@ -50,6 +62,17 @@ from gossipcache.membership import (
     MembershipConfig,
     MemberState,
 )
+from gossipcache.membership.codec import (
+    INCARNATION_LIMIT,
+    Alive,
+    Dead,
+    Leave,
+    Suspect,
+    encode_message,
+    encode_packet,
+)
+from gossipcache.membership.core import INCARNATION_START_MAX
+from gossipcache.sansio import Channel, Outgoing
 
 from .bench import register_bench
 from .faults import FaultPlan
@@ -77,6 +100,16 @@ STARVE_PAUSE_MS = 1_600
 STARVE_PERIOD_MS = 2_000
 
 _LIVE_STATES = (MemberState.ALIVE, MemberState.SUSPECT)
+#: Forged-claims scenario: the forger's address (no node there), when it starts (the cluster
+#: has formed), how often it sends, and the most claims in one forged datagram.
+FORGER_ADDRESS = "10.66.0.1:7946"
+FORGERY_START_MS = 10_000
+FORGERY_INTERVAL_MS = 300
+FORGED_CLAIMS_PER_DATAGRAM_MAX = 4
+#: A healthy member held suspect, dead or left by a healthy node this long is a failed refutation.
+#: The slowest honest path: the claim reaches the member by gossip (a few 200 ms rounds), its
+#: refutation or direct answer comes back; with 2-5 % loss, a few retries.
+REFUTATION_WINDOW_MS = 10_000
 
 
 def node_id_of(address: str, sim_incarnation: int) -> str:
@@ -367,14 +400,76 @@ def check_live_set_agreed(sim: Simulation) -> tuple[bool, str]:
     return True, f"{len(expected)} running nodes agree"
 
 
+def check_claims_refuted(sim: Simulation) -> tuple[bool, str]:
+    """No healthy node holds a healthy member non-alive for longer than the refutation window."""
+    observer = observer_of(sim)
+    if observer.network_faults:
+        return True, "not applicable: partitions or clogs happened"
+    if observer.loss_rate_max > HEALTHY_LOSS_RATE_MAX:
+        return True, f"not applicable: loss {observer.loss_rate_max:g} > {HEALTHY_LOSS_RATE_MAX}"
+    now_ms = sim.now_ms
+    healthy = {
+        node_id_of(n.address, sim.incarnation(n.address))
+        for n in running_nodes(sim)
+        if observer.healthy(n.address)
+    }
+    for node in running_nodes(sim):
+        if not observer.healthy(node.address):
+            continue
+        for member in node.membership.members():
+            if member.node_id not in healthy or member.state is MemberState.ALIVE:
+                continue
+            if now_ms - member.since_ms > REFUTATION_WINDOW_MS:
+                return False, (
+                    f"{node.address} holds healthy {member.node_id} {member.state.value} "
+                    f"(incarnation {member.incarnation}) since {member.since_ms} ms"
+                )
+    return True, f"{len(healthy)} healthy nodes, every claim refuted in time"
+
+
+_FIRST_INCARNATIONS: weakref.WeakKeyDictionary[Simulation, dict[str, int]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def check_incarnations_bounded(sim: Simulation) -> tuple[bool, str]:
+    """Each running node's incarnation is at most its first observed one plus 2 per refutation
+    (a claim, however high, moves it by at most 2), and below ``INCARNATION_START_MAX`` plus
+    that: nowhere near 2^63, so it can always refute once more."""
+    first = _FIRST_INCARNATIONS.setdefault(sim, {})
+    highest = 0
+    for node in running_nodes(sim):
+        membership = node.membership
+        start = first.setdefault(membership.node_id, membership.incarnation)
+        refutations = membership.stats().get("refutations", 0)
+        if membership.incarnation > start + 2 * refutations:
+            return False, (
+                f"{membership.node_id} at incarnation {membership.incarnation}: started at "
+                f"{start}, {refutations} refutations"
+            )
+        if membership.incarnation >= INCARNATION_START_MAX + 2 * refutations:
+            return False, f"{membership.node_id} at incarnation {membership.incarnation}"
+        highest = max(highest, membership.incarnation)
+    return True, f"highest incarnation {highest}"
+
+
 SAFETY_CHECKERS = (
     Checker("self-never-dead", check_self_never_dead, CheckMode.ALWAYS, interval_ms=1_000),
     Checker("members-genuine", check_members_genuine, CheckMode.ALWAYS, interval_ms=1_000),
     Checker("healthy-never-dead", check_healthy_never_dead, CheckMode.ALWAYS, interval_ms=1_000),
 )
-MEMBERSHIP_CHECKERS = (
-    *SAFETY_CHECKERS,
-    Checker("live-set-agreed", check_live_set_agreed, CheckMode.EVENTUALLY, interval_ms=500),
+LIVE_SET_AGREED = Checker(
+    "live-set-agreed", check_live_set_agreed, CheckMode.EVENTUALLY, interval_ms=500
+)
+MEMBERSHIP_CHECKERS = (*SAFETY_CHECKERS, LIVE_SET_AGREED)
+#: Forged claims: a forged ``dead`` is applied at once (it is a claim like any other), so
+#: ``healthy-never-dead`` cannot hold; what must hold is that every such claim is refuted.
+FORGED_CLAIMS_CHECKERS = (
+    Checker("self-never-dead", check_self_never_dead, CheckMode.ALWAYS, interval_ms=1_000),
+    Checker("members-genuine", check_members_genuine, CheckMode.ALWAYS, interval_ms=1_000),
+    Checker("claims-refuted", check_claims_refuted, CheckMode.ALWAYS, interval_ms=500),
+    Checker("incarnations-bounded", check_incarnations_bounded, CheckMode.ALWAYS, interval_ms=500),
+    LIVE_SET_AGREED,
 )
 
 _LIVENESS_S = LIVENESS_PERIODS * CONFIG.probe_interval_ms / 1000
@@ -437,6 +532,76 @@ def _setup_churn(sim: Simulation, nodes: int) -> None:
         sim.schedule(CHURN_START_WINDOW_MS + int(rng.expovariate(rate_per_ms)), churn)
 
 
+class Forger:
+    """Holds the cluster key and sends forged claims about running members to random nodes.
+
+    Incarnations are picked to hit every rule: 0 (stale), the target's record of the victim,
+    one above it, the victim's own, 2^63 - 1 (the end of the space), a random 63-bit value, and
+    2^64 - 1 (encodable by msgpack, refused by the codec). Alive claims are about existing ids
+    at their real address (inflating the record); the others name a made-up accuser."""
+
+    def __init__(self, sim: Simulation) -> None:
+        self.sim = sim
+        self.rng = sim.rng("scenario/forger")
+        self.keyring = Keyring(CLUSTER_KEY)
+        self.claims_sent = 0
+        self.datagrams_sent = 0
+
+    def incarnation_for(self, record: int, own: int) -> int:
+        choice = self.rng.randrange(7)
+        return (
+            0,
+            record,
+            min(record + 1, INCARNATION_LIMIT - 1),
+            own,
+            INCARNATION_LIMIT - 1,
+            self.rng.randrange(INCARNATION_LIMIT),
+            2**64 - 1,
+        )[choice]
+
+    def forge(self, target: MembershipNode, victim: MembershipNode) -> bytes:
+        victim_core = victim.membership
+        records = {m.node_id: m.incarnation for m in target.membership.members()}
+        record = records.get(victim_core.node_id, victim_core.incarnation)
+        incarnation = self.incarnation_for(record, victim_core.incarnation)
+        kind = self.rng.randrange(4)
+        accuser = f"forger-{self.rng.randrange(1_000)}"
+        if incarnation >= INCARNATION_LIMIT:  # the codec would refuse to build it
+            type_number = (Suspect.TYPE, Dead.TYPE)[kind % 2]
+            return msgpack.packb([type_number, victim_core.node_id, incarnation, accuser])
+        victim_id = victim_core.node_id
+        message = (
+            Suspect(victim_id, incarnation, accuser),
+            Dead(victim_id, incarnation, accuser),
+            Leave(victim_id, incarnation),
+            Alive(victim_id, victim_core.address, incarnation, b""),
+        )[kind]
+        return encode_message(message)
+
+    def send_round(self) -> None:
+        observer = observer_of(self.sim)
+        if observer.healed_at_ms is not None:
+            return  # the liveness phase: the forger stops, every view must settle
+        nodes = running_nodes(self.sim)
+        if len(nodes) >= 2:
+            target = self.rng.choice(nodes)
+            claims = [
+                self.forge(target, self.rng.choice(nodes))
+                for _ in range(self.rng.randint(1, FORGED_CLAIMS_PER_DATAGRAM_MAX))
+            ]
+            payload = encode_packet(self.keyring, claims)
+            self.sim.send_from(FORGER_ADDRESS, Outgoing(target.address, Channel.DATAGRAM, payload))
+            self.claims_sent += len(claims)
+            self.datagrams_sent += 1
+        self.sim.schedule(self.sim.now_ms + FORGERY_INTERVAL_MS, self.send_round)
+
+
+def _setup_forged_claims(sim: Simulation, nodes: int) -> None:
+    """A cluster under a forger that sends claims every ``FORGERY_INTERVAL_MS`` until heal."""
+    add_membership_nodes(sim, nodes)
+    sim.schedule(FORGERY_START_MS, Forger(sim).send_round)
+
+
 CRASH_PLAN = FaultPlan(
     datagram_loss_rate=0.05,
     datagram_duplicate_rate=0.02,
@@ -458,6 +623,7 @@ PARTITION_PLAN = FaultPlan(
 )
 STARVED_PLAN = FaultPlan(datagram_loss_rate=0.02)
 CHURN_PLAN = FaultPlan(datagram_loss_rate=0.02, datagram_duplicate_rate=0.01)
+FORGED_CLAIMS_PLAN = FaultPlan(datagram_loss_rate=0.02, datagram_duplicate_rate=0.01)
 
 
 def _membership_scenario(
@@ -466,6 +632,7 @@ def _membership_scenario(
     setup: Callable[[Simulation, int], None],
     plan: FaultPlan,
     nodes: int,
+    checkers: tuple[Checker, ...] = MEMBERSHIP_CHECKERS,
 ) -> Scenario:
     """Register a membership scenario: the checkers above, 60 s of faults, then the liveness
     bound of ``LIVENESS_PERIODS`` periods."""
@@ -474,7 +641,7 @@ def _membership_scenario(
             name=name,
             description=description,
             setup=setup,
-            checkers=MEMBERSHIP_CHECKERS,
+            checkers=checkers,
             fault_plan=plan,
             nodes_default=nodes,
             duration_s_default=60.0,
@@ -512,11 +679,21 @@ MEMBERSHIP_CHURN = _membership_scenario(
     nodes=8,
 )
 
+MEMBERSHIP_FORGED_CLAIMS = _membership_scenario(
+    "membership-forged-claims",
+    "a key holder forges suspect/dead/leave/alive claims at any incarnation; all refuted",
+    _setup_forged_claims,
+    FORGED_CLAIMS_PLAN,
+    nodes=5,
+    checkers=FORGED_CLAIMS_CHECKERS,
+)
+
 MEMBERSHIP_SCENARIOS = (
     MEMBERSHIP_CRASH,
     MEMBERSHIP_PARTITION,
     MEMBERSHIP_STARVED,
     MEMBERSHIP_CHURN,
+    MEMBERSHIP_FORGED_CLAIMS,
 )
 
 

@@ -13,6 +13,7 @@ import socket
 
 import pytest
 import trio
+from test_deferred import EXTRA_RESP, serve_slow
 from test_reactor import POLL_S, WAIT_S_MAX, wait_until
 
 from gossipcache.clock import ManualClock
@@ -101,10 +102,41 @@ def test_writes_behind_held_back_replies_wait_their_turn() -> None:
     assert core.store.get(b"big", core.clock.wall_ms()) == b"small"
 
 
-def test_a_resp_command_may_buffer_only_what_the_largest_legal_request_needs() -> None:
+def test_replies_queued_behind_a_pending_command_count_against_the_bound() -> None:
+    """RESP replies wait in order behind a pending command: they are held on the node, so they
+    count, and the batch stops at the bound even though nothing was written yet."""
+    core = core_with_big_value()
+    waiting = serve_slow(core)
+    session = RespSession(core, 1, resp_table(core, EXTRA_RESP))
+    request = encode_command("SLOW", "first") + b"".join(
+        encode_command("GET", "big") for _ in range(GETS)
+    )
+    assert session.receive(request) == b""  # everything queues behind the pending SLOW
+    queued_bytes_max = REPLY_BYTES_MAX + VALUE_SIZE_BYTES + 64
+    assert session._queued_reply_bytes() <= queued_bytes_max
+    assert not session.resumable  # held replies are at the bound: nothing more runs
+    assert core.store.stats().gets < GETS
+    core.complete(waiting[0], b"first")
+    for pending in core.take_completed():
+        pending.reply_to.completed(pending)
+    out = session.take_ready()
+    while session.resumable:
+        batch = session.resume()
+        assert len(batch) <= queued_bytes_max
+        out += batch
+    assert resp_replies(out) == ["first"] + [b"v" * VALUE_SIZE_BYTES] * GETS
+
+
+@pytest.mark.parametrize("chunk_size_bytes", [64 * 1024, None])
+def test_a_resp_command_may_buffer_only_what_the_largest_legal_request_needs(
+    chunk_size_bytes,
+) -> None:
     parser = RespParser()
     head = b"*4\r\n$3\r\nSET\r\n$1\r\nk\r\n$%d\r\n" % VALUE_SIZE_BYTES_MAX
-    parser.parse(head + b"v" * VALUE_SIZE_BYTES_MAX + b"\r\n")  # a whole legal value: fine
+    legal = head + b"v" * VALUE_SIZE_BYTES_MAX + b"\r\n"  # a whole legal value: fine
+    step = chunk_size_bytes or len(legal)
+    for start in range(0, len(legal), step):  # as one read, or as many
+        assert parser.parse(legal[start : start + step]) == []
     # A second value-sized argument makes the command larger than any legal request: refused
     # when its length is announced, before any of it is buffered.
     with pytest.raises(ProtocolError, match="command too big"):
@@ -188,6 +220,28 @@ async def test_partial_requests_over_the_client_budget_close_the_largest(nursery
     with trio.fail_after(WAIT_S_MAX):
         assert await small.receive_some(100) == b"+OK\r\n"
     assert metrics.client_buffers_bytes == 0
+
+
+async def test_a_partial_request_the_node_is_not_reading_does_not_time_out(nursery) -> None:
+    """A client whose replies back up is not read; the partial request behind its GETs is the
+    node's doing, not the client's silence: the connection survives the timeout."""
+    server = await start(
+        nursery, partial_request_timeout_s=0.1, connection_reply_bytes_max=REPLY_BYTES_MAX
+    )
+    server.core.store.put(b"big", b"v" * VALUE_SIZE_BYTES, server.core.clock.wall_ms())
+    stream = await resp_connect(server)
+    gets = b"".join(encode_command("GET", "big") for _ in range(GETS))
+    await stream.send_all(gets + b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$2\r\nv")
+    await trio.sleep(1.0)  # ten timeouts pass while the client does not read
+    assert server.core.metrics.clients_closed_partial_timeout == 0
+    await stream.send_all(b"v\r\n")
+    parser = RespReplyParser()
+    replies: list[object] = []
+    with trio.fail_after(WAIT_S_MAX):
+        while len(replies) < GETS + 1:
+            parser.feed(await stream.receive_some(1 << 20))
+            replies += parser.pop_replies()
+    assert replies == [b"v" * VALUE_SIZE_BYTES] * GETS + ["OK"]
 
 
 @pytest.mark.parametrize("port", ["resp", "native"])

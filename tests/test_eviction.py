@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from gossipcache.store import Store
 from gossipcache.store.eviction import POLICY_NAMES, make_policy
-from gossipcache.store.eviction.s3fifo import S3FifoPolicy
+from gossipcache.store.eviction.s3fifo import GHOST_ENTRY_BYTES, S3FifoPolicy
 from gossipcache.store.eviction.wtinylfu import WTinyLfuPolicy
 
 KEYS = [b"k%d" % index for index in range(12)] + [b""]
@@ -52,7 +52,8 @@ def _check_segments(policy, model: dict[bytes, int]) -> None:
         segments = ((policy._small, policy._small_weight), (policy._main, policy._main_weight))
         assert policy._ghost_weight == sum(policy._ghost.values())
         assert policy._ghost_weight <= policy._ghost_budget
-        assert not (set(policy._ghost) & set(policy._frequency))
+        assert not (set(policy._ghost) & {hash(key) for key in policy._frequency})
+        assert policy.extra_bytes == len(policy._ghost) * GHOST_ENTRY_BYTES
         assert all(0 <= count <= 3 for count in policy._frequency.values())
     else:
         return

@@ -263,7 +263,8 @@ def test_ping_for_another_node_id_is_not_acked() -> None:
 
 
 def test_packets_never_exceed_the_size_limit_with_many_pending_updates() -> None:
-    config = MembershipConfig.lan()
+    # Lets one push-pull teach 600 members (the default bounds would keep 64 of them).
+    config = MembershipConfig.lan().replace(new_members_per_packet_max=600, new_members_burst=600)
     core = make_core(config)
     states = tuple(
         NodeState(f"node-{i:04d}-" + "x" * 100, f"10.0.{i // 250}.{i % 250}:7946", i, 0, b"m" * 100)

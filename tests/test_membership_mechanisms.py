@@ -19,6 +19,7 @@ from gossipcache.membership import (
     MembershipConfig,
     MemberState,
 )
+from gossipcache.membership import core as core_module
 from gossipcache.membership.awareness import Awareness
 from gossipcache.membership.broadcast import BroadcastQueue, retransmit_limit
 from gossipcache.membership.codec import (
@@ -358,13 +359,17 @@ def test_leave_and_dead_are_queued_under_the_member_and_replaced_by_news() -> No
 
 def test_refutation_is_one_above_the_accusation_and_gossiped_once() -> None:
     core = _core()
-    _send(core, 1, Suspect("me", 4, "x"))
-    assert core.incarnation == 5
+    _send(core, 1, Suspect("me", 0, "x"))
+    assert core.incarnation == 1
+    _send(core, 1, Suspect("me", 4, "x"))  # above anything we ever had: read as ours + 1
+    assert core.incarnation == 3 and core.stats()["claims_capped"] == 1
     _send(core, 2, Ping(1, "me"))
     about_me = [m for _, m in _sent(core) if isinstance(m, Alive) and m.node_id == "me"]
-    assert about_me == [Alive("me", SELF, 5, b"")]  # the refutation replaced the first alive
+    assert about_me == [Alive("me", SELF, 3, b"")]  # the refutation replaced the first alive
     _send(core, 3, Dead("me", INCARNATION_LIMIT - 1, "x"))
-    assert core.incarnation == INCARNATION_LIMIT - 1  # bounded: cannot go past the wire limit
+    assert core.incarnation == 5  # the end of the space moves us by 2, not to the end
+    # ... and the sender, which may now hold us dead, hears our word from our address at once.
+    assert (PEER, Alive("me", SELF, 5, b"")) in _sent(core)
 
 
 def test_tombstones_are_reclaimed_on_the_quarter_period_cadence() -> None:
@@ -381,18 +386,39 @@ def test_tombstones_are_reclaimed_on_the_quarter_period_cadence() -> None:
     core.check_invariants()
 
 
-def test_a_full_member_table_is_consistent_and_refuses_more() -> None:
-    core = _core(MembershipConfig.lan().replace(broadcast_queue_max=2 * MEMBERS_MAX))
+def test_a_full_member_table_is_consistent_and_makes_room_from_the_unconfirmed() -> None:
+    unbounded = MembershipConfig.lan().replace(
+        broadcast_queue_max=2 * MEMBERS_MAX,
+        new_members_per_packet_max=MEMBERS_MAX,
+        new_members_burst=MEMBERS_MAX,
+    )
+    core = _core(unbounded)
     rows = tuple(
         NodeState(f"n{i}", f"10.0.{i // 250}.{i % 250}:7946", 1, STATE_ALIVE, b"")
         for i in range(MEMBERS_MAX - 1)
     )
     packet = encode_packet(Keyring(KEY), [encode_message(PushPull(False, False, rows))], True)
     core.handle(PEER, Channel.STREAM, packet, 1)
-    assert core.stats()["members_known"] == MEMBERS_MAX
+    stats = core.stats()
+    assert stats["members_known"] == MEMBERS_MAX
+    assert stats["members_unconfirmed"] == MEMBERS_MAX - 1  # none of them ever spoke to us
     core.check_invariants()
-    _send(core, 2, Alive("one-more", OTHER, 1))
-    assert core.stats()["drop_members_full"] == 1
+    core.take_events()
+    _send(core, 2, Alive("one-more", OTHER, 1), source=OTHER)  # a real node, from its address
+    assert [(e.kind, e.node_id) for e in core.take_events()] == [
+        (EventKind.EVICTED, "n0"),  # the oldest unconfirmed member
+        (EventKind.JOINED, "one-more"),
+    ]
+    assert core.stats()["members_known"] == MEMBERS_MAX and core.stats()["evicted"] == 1
+
+
+def test_a_table_full_of_confirmed_members_refuses_more(monkeypatch) -> None:
+    monkeypatch.setattr(core_module, "MEMBERS_MAX", 3)
+    core = _core()
+    for address in (PEER, OTHER):
+        _send(core, 1, Alive(address, address, 1), source=address)
+    _send(core, 2, Alive("one-more", "127.0.0.1:7003", 1))
+    assert core.stats()["drop_members_full"] == 1 and core.stats()["members_known"] == 3
 
 
 def test_suspicion_bounds_are_inclusive() -> None:
@@ -414,11 +440,13 @@ def _addr(i: int) -> str:
 def _core_with(
     members: int, config: MembershipConfig | None = None, meta: bytes = b""
 ) -> tuple[Membership, dict[str, str]]:
-    """A core that knows ``members`` alive peers m0.. (their id -> address)."""
+    """A core that knows ``members`` alive peers m0.. (their id -> address), each confirmed:
+    it announced itself from its own address."""
     config = config or MembershipConfig.lan()
     core = Membership(SELF, "me", config, random.Random(3), Keyring(KEY), 0, meta=meta)
     peers = {f"m{i}": _addr(i) for i in range(members)}
-    _send(core, 1, *(Alive(i, a, 1) for i, a in peers.items()))
+    for node_id, address in peers.items():
+        _send(core, 1, Alive(node_id, address, 1), source=address)
     core.take_outbox()
     return core, peers
 
@@ -474,13 +502,14 @@ def test_suspicion_counts_confirmers_other_than_the_accuser() -> None:
 
 def test_a_stale_suspicion_of_ourselves_regossips_our_alive_with_meta() -> None:
     core, _ = _core_with(2, meta=b"zone-a")
-    _send(core, 2, Suspect("me", 3, "x"))
-    assert core.incarnation == 4
+    _send(core, 2, Suspect("me", 1, "x"))
+    _send(core, 2, Suspect("me", 2, "x"))
+    assert core.incarnation == 3
     _send(core, 3, Suspect("me", 1, "y"))  # older than our refutation
     assert core.stats()["refutations_repeated"] == 1
     _send(core, 4, Ping(9, "me"))
     about_me = [m for _, m in _sent(core) if isinstance(m, Alive) and m.node_id == "me"]
-    assert about_me == [Alive("me", SELF, 4, b"zone-a")]
+    assert about_me == [Alive("me", SELF, 3, b"zone-a")]
 
 
 def _run_until(
@@ -646,12 +675,14 @@ def test_claims_about_ourselves_are_out_voted() -> None:
     core = _core()
     _send(core, 1, Alive("me", SELF, 0))  # our own announcement echoed back
     assert core.incarnation == 0
-    _send(core, 2, Alive("me", SELF, 5))  # a previous life with a higher incarnation
-    assert core.incarnation == 6
-    _send(core, 3, Alive("me", "twin:1", 6))  # same incarnation elsewhere: a twin
-    assert core.incarnation == 7
-    _send(core, 4, Alive("me", "twin:1", 3))  # older: already out-voted
-    assert core.incarnation == 7 and core.stats()["refutations"] == 2
+    # A previous life with a higher incarnation: read as ours + 1 (a claim we cannot check moves
+    # us by 2 at most); a node still holding 5 takes our word from our own address.
+    _send(core, 2, Alive("me", SELF, 5))
+    assert core.incarnation == 2
+    _send(core, 3, Alive("me", "twin:1", 2))  # same incarnation elsewhere: a twin
+    assert core.incarnation == 3
+    _send(core, 4, Alive("me", "twin:1", 1))  # older: already out-voted
+    assert core.incarnation == 3 and core.stats()["refutations"] == 2
 
 
 def test_a_member_revived_after_the_probe_order_emptied_is_probed() -> None:
@@ -669,9 +700,10 @@ def test_a_member_revived_after_the_probe_order_emptied_is_probed() -> None:
 def test_one_live_member_per_address_the_newer_incarnation_wins() -> None:
     core = _core()
     _send(core, 1, Alive("old", PEER, 5))
-    _send(core, 2, Alive("new", PEER, 5), Alive("newer", PEER, 4))  # not newer: refused
+    # Relayed (from OTHER): a new id takes the address only with a higher incarnation.
+    _send(core, 2, Alive("new", PEER, 5), Alive("newer", PEER, 4), source=OTHER)
     assert core.stats()["drop_address_conflict"] == 2
-    _send(core, 3, Alive("restarted", PEER, 6))  # a restart at that address: the old one died
+    _send(core, 3, Alive("restarted", PEER, 6), source=OTHER)  # a restart: the old one died
     view = {m.node_id: (m.state, m.since_ms) for m in core.members()}
     assert view["old"] == (MemberState.DEAD, 3) and view["restarted"] == (MemberState.ALIVE, 3)
     events = [(e.kind, e.node_id, e.now_ms) for e in core.take_events()]
@@ -679,13 +711,18 @@ def test_one_live_member_per_address_the_newer_incarnation_wins() -> None:
     _send(core, 4, Alive("usurper", SELF, 10**6))  # our own address is never given away
     assert "usurper" not in {m.node_id for m in core.members()}
     assert core.stats()["drop_address_conflict"] == 3
+    # The process speaking from the address owns it, whatever incarnation a (forged) relayed
+    # claim gave the holder: otherwise one forged alive would lock a node out of its address.
+    _send(core, 5, Alive("speaker", PEER, 1), source=PEER)
+    view = {m.node_id: m.state for m in core.members()}
+    assert view["speaker"] is MemberState.ALIVE and view["restarted"] is MemberState.DEAD
 
 
 def test_a_dead_member_comes_back_only_to_a_free_address() -> None:
     core = _core()
     _send(core, 1, Alive("p", OTHER, 1), Alive("q", PEER, 5))
     _send(core, 2, Dead("p", 1, "x"))
-    _send(core, 3, Alive("p", PEER, 2))  # q holds that address with a higher incarnation
+    _send(core, 3, Alive("p", PEER, 2), source=OTHER)  # q holds PEER, higher incarnation
     assert core.stats()["drop_address_conflict"] == 1
     assert {m.node_id: m.state for m in core.members()}["p"] is MemberState.DEAD
 
@@ -913,10 +950,15 @@ def test_join_retries_back_off_doubling() -> None:
     assert gaps == [1000, 2000, 4000, 8000]
 
 
-def test_gossip_to_the_dead_stops_after_its_window_and_never_reaches_the_left() -> None:
+def test_gossip_to_the_dead_and_left_stops_after_its_window() -> None:
     config = MembershipConfig.lan().replace(gossip_to_the_dead_ms=1000)
     core, peers = _core_with(3, config)
     _send(core, 2, Dead("m0", 1, "x"), Leave("m1", 1))
+    reached = set()
+    for _ in range(10):  # within the window: a forged leave is heard (and refuted) too
+        core.tick(min(core.next_deadline_ms(), 1001))
+        reached |= {o.destination for o in core.take_outbox() if o.channel is Channel.DATAGRAM}
+    assert {peers["m0"], peers["m1"]} <= reached
     core.tick(1002)  # exactly the window later: no longer gossiped to
     core.take_outbox()
     reached = set()
@@ -973,10 +1015,12 @@ def test_a_returning_member_evicts_an_older_holder_of_its_address() -> None:
 
 def test_a_refutation_is_gossiped_with_our_meta() -> None:
     core, _ = _core_with(1, meta=b"zone-b")
-    _send(core, 2, Dead("me", 0, "x"))
+    _send(core, 2, Dead("me", 0, "x"), source=OTHER)
     _send(core, 3, Ping(1, "me"))
-    about_me = [m for _, m in _sent(core) if isinstance(m, Alive) and m.node_id == "me"]
-    assert about_me == [Alive("me", SELF, 1, b"zone-b")]
+    about_me = [(d, m) for d, m in _sent(core) if isinstance(m, Alive) and m.node_id == "me"]
+    refutation = Alive("me", SELF, 1, b"zone-b")
+    # Answered to the sender of the claim at once, and gossiped (here: in the ack).
+    assert about_me == [(OTHER, refutation), (PEER, refutation)]
 
 
 def test_no_join_exchanges_once_joined() -> None:

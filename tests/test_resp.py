@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import tracemalloc
 
 import pytest
 from hypothesis import given, settings
@@ -11,6 +12,7 @@ from mutations import mutated
 
 from gossipcache.errors import ProtocolError
 from gossipcache.wire.resp import (
+    LARGE_BULK_SIZE_BYTES_MIN,
     NULL_ARRAY,
     NULL_BULK,
     OK,
@@ -483,10 +485,16 @@ def test_command_caps_are_inclusive():
     assert parser.parse(b"x" * 10) == []  # a full-size inline line, its newline not here yet
     assert parser.parse(b"\n") == [[b"x" * 10]]
     assert parser.parse(b"abcdefghi\r\n") == [[b"abcdefghi"]]
-    lines = RespParser()
-    assert lines.parse(b"*" + b"0" * 28) == []  # length lines of 30 bytes + CRLF fit in 32
-    assert lines.parse(b"1\r\n$" + b"0" * 28) == []
-    assert lines.parse(b"1\r\nz\r\n") == [[b"z"]]
+    # Length lines of 30 bytes + CRLF fit in 32 (the parser waits for their end), but leading
+    # zeros are not an integer to Redis, nor to the parser.
+    count_line = RespParser()
+    assert count_line.parse(b"*" + b"0" * 28) == []
+    with pytest.raises(ProtocolError, match="invalid multibulk length"):
+        count_line.parse(b"1\r\n")
+    size_line = RespParser()
+    assert size_line.parse(b"*1\r\n$" + b"0" * 28) == []
+    with pytest.raises(ProtocolError, match="invalid bulk length"):
+        size_line.parse(b"1\r\nz\r\n")
     # A cut command counts the bytes it took (not those of the command before it) plus the
     # bytes it still needs against the cap: 13 taken + 23 needed (5 + 16 + 2) = 36.
     first, second = b"*1\r\n$4\r\nPING\r\n*2\r\n$3\r\nSET\r\n", b"$16\r\n"
@@ -565,3 +573,44 @@ def test_reply_nesting_error_is_exact():
     with pytest.raises(ProtocolError) as caught:
         parser.pop_replies()
     assert str(caught.value) == "Protocol error: replies nested too deep"
+
+
+# -- large arguments: copied once out of the receive buffer -----------------------------------
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    size=st.integers(LARGE_BULK_SIZE_BYTES_MIN - 2, 3 * LARGE_BULK_SIZE_BYTES_MIN),
+    chunk=st.integers(1000, 100_000),
+    values_before=st.integers(0, 2),
+)
+def test_large_arguments_parse_the_same_in_any_chunks(size, chunk, values_before) -> None:
+    big = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+    commands = [[b"SET", b"k%d" % i, big] for i in range(values_before)]
+    commands += [[b"SET", b"key", big, b"EX", b"10"], [b"GET", b"key"], [b"PING"]]
+    wire = b"".join(encode_command(*command) for command in commands)
+    parser = RespParser()
+    got: list[list[bytes]] = []
+    for start in range(0, len(wire), chunk):
+        got += parser.parse(wire[start : start + chunk])
+    assert got == commands and parser.buffered_size_bytes == 0
+
+
+def test_a_large_value_is_held_twice_not_three_times_while_it_arrives() -> None:
+    value_size = 4 * 1024 * 1024
+    wire = encode_command(b"SET", b"k", b"v" * value_size)
+    chunks = [wire[i : i + 65536] for i in range(0, len(wire), 65536)]
+    del wire
+    parser = RespParser()
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        base, _ = tracemalloc.get_traced_memory()
+        for chunk in chunks:
+            commands = parser.parse(chunk)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert commands == [[b"SET", b"k", b"v" * value_size]]
+    # The receive buffer and the argument copied out of it; no snapshot of the buffer.
+    assert peak - base < 2.2 * value_size

@@ -94,7 +94,8 @@ async def test_malformed_native_frame_closes_only_that_connection(server) -> Non
             assert data, "connection closed without an error reply"
             decoder.feed(data)
         response = decode_response(frames[0])
-        assert response.status == 2 and response.payload[0] == "bad_request"
+        # A length prefix over the cap is "too_large" (docs/protocol.md), not "bad_request".
+        assert response.status == 2 and response.payload[0] == "too_large"
         assert await stream.receive_some(4096) == b""  # then closed
         await healthy.put("k", "v")
         assert await healthy.get("k") == b"v"

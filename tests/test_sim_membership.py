@@ -37,6 +37,7 @@ from sim.scenarios_membership import (
     CONFIG,
     MEMBERSHIP_CHURN,
     MEMBERSHIP_CRASH,
+    MEMBERSHIP_FORGED_CLAIMS,
     MEMBERSHIP_SCENARIOS,
     MEMBERSHIP_STARVED,
     add_membership_nodes,
@@ -55,6 +56,15 @@ def test_scenarios_are_registered():
     names = set(scenarios.names())
     assert {s.name for s in MEMBERSHIP_SCENARIOS} <= names
     assert {"membership-crash", "membership-partition", "membership-starved"} <= names
+    assert "membership-forged-claims" in names
+
+
+def test_forged_claims_scenario_refutes_every_claim():
+    # Fails on the old core at the first claim at 2^63 - 1 (all of claims-refuted,
+    # incarnations-bounded and live-set-agreed).
+    report = run_scenario(MEMBERSHIP_FORGED_CLAIMS, seed=3, nodes=5)
+    assert report.passed, _failed(report)
+    assert report.coverage.get("datagram_lost", 0) > 0
 
 
 def test_crash_scenario_with_20_nodes_seed_7_passes_and_covers_faults():

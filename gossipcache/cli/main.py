@@ -56,17 +56,28 @@ def _port(text: str) -> int:
 def _run_node(args: argparse.Namespace) -> int:
     import trio
 
+    from ..drivers.allocator import tune_allocator
     from ..drivers.cluster_keys import load_cluster_keyring
     from ..drivers.server import run_node
-    from ..node.config import NodeConfig
+    from ..node.config import NodeConfig, development_key_refusal
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    tune_allocator()  # before any value is stored: large values must leave memory when freed
     if args.cluster_key_file is not None:
         try:  # fail before binding anything, with a clear message
             load_cluster_keyring(args.cluster_key_file)
         except (OSError, ValueError) as error:
             print(f"error: cluster key file {args.cluster_key_file}: {error}", file=sys.stderr)
             return EXIT_ERROR
+    refusal = development_key_refusal(
+        args.host,
+        not args.no_membership,
+        args.cluster_key_file,
+        args.allow_development_key_on_network,
+    )
+    if refusal is not None:  # before binding anything
+        print(f"error: {refusal}", file=sys.stderr)
+        return EXIT_ERROR
     try:
         client_password = read_password_file(args.client_password_file)
     except (OSError, ValueError) as error:
@@ -85,6 +96,7 @@ def _run_node(args: argparse.Namespace) -> int:
         seeds=tuple(args.seed),
         cluster_key_file=args.cluster_key_file,
         membership_profile=args.membership_profile,
+        allow_development_key_on_network=args.allow_development_key_on_network,
     )
     trio.run(run_node, config)
     return EXIT_OK
@@ -109,6 +121,9 @@ def _register_node(sub) -> None:
                         help="membership timers: lan (default) or local (one host, faster)")  # fmt: skip
     parser.add_argument("--no-membership", action="store_true",
                         help="serve alone: no membership sockets or timers")  # fmt: skip
+    parser.add_argument("--allow-development-key-on-network", action="store_true",
+                        help="without --cluster-key-file, bind a non-loopback --host anyway "
+                             "(anyone who reaches the node can then forge membership)")  # fmt: skip
     parser.add_argument("--client-password-file", default=None,
                         help="file whose first line is the password clients must send (AUTH)"
                              " before any command (default: none required)")  # fmt: skip

@@ -218,6 +218,9 @@ class ClientReactor:
                     connection = connections.get(fd)
                     if connection is not None:
                         self._serve(connection, events)
+                # Held by this frame, a connection closed in the pass (and its buffers, up to a
+                # request's 16 MiB) would stay alive until the next ready socket.
+                connection = None
                 self._finish_pass()
                 # Let the other tasks run, without the registration and the wake-up that
                 # waiting on the epoll fd costs when more sockets are probably ready already.

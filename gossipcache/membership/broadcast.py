@@ -7,10 +7,16 @@ dissemination; the ordering follows memberlist's TransmitLimitedQueue).
 - A newer update about a member replaces any queued one about the same member (only the latest
   state matters, and the older one would waste bytes).
 - The queue is bounded; beyond the bound the most-transmitted (best spread) updates are dropped.
+  Finding that update is O(log n) amortised: while the queue is at least half full, a heap of
+  (transmits, order) snapshots is kept (stale ones skipped when popped, the heap rebuilt when it
+  holds ``HEAP_SLACK_FACTOR`` times more entries than the queue); below half it is dropped, so a
+  quiet queue pays nothing. (A scan of the whole queue per put made merging a 9,999-row
+  push-pull take 10.8 s.)
 """
 
 from __future__ import annotations
 
+import heapq
 import math
 
 from ..errors import InvariantViolation
@@ -35,6 +41,11 @@ def _priority(item: _Queued) -> tuple[int, int]:
     return (item.transmits, -item.order)
 
 
+#: The eviction heap is rebuilt from the queue once it holds this many times more entries than
+#: the queue has items (every take adds one entry per update sent), so it stays O(queue).
+HEAP_SLACK_FACTOR = 4
+
+
 class BroadcastQueue:
     """Encoded member updates waiting to be piggybacked, at most ``length_max`` of them."""
 
@@ -43,6 +54,10 @@ class BroadcastQueue:
         self._items: dict[str, _Queued] = {}
         self._order = 0
         self.dropped = 0
+        # Min-heap of (-transmits, order, key): its top is the update to drop first (most sent,
+        # oldest among equals). An entry is stale once its item is gone or was sent again.
+        # None while the queue is less than half full (built when it fills up).
+        self._evict_heap: list[tuple[int, int, str]] | None = None
 
     def __len__(self) -> int:
         return len(self._items)
@@ -52,10 +67,36 @@ class BroadcastQueue:
         self._order += 1
         self._items.pop(key, None)
         self._items[key] = _Queued(key, encoded, self._order)
+        self._push_heap(self._items[key])
         if len(self._items) > self.length_max:
-            worst = max(self._items.values(), key=_priority)
-            del self._items[worst.key]
+            del self._items[self._pop_worst()]
             self.dropped += 1
+
+    def _push_heap(self, item: _Queued) -> None:
+        heap = self._evict_heap
+        if heap is None:
+            return
+        if len(heap) >= HEAP_SLACK_FACTOR * (len(self._items) + 16):
+            self._rebuild_heap()  # it holds ``item`` too
+            return
+        heapq.heappush(heap, (-item.transmits, item.order, item.key))
+
+    def _rebuild_heap(self) -> list[tuple[int, int, str]]:
+        heap = [(-i.transmits, i.order, i.key) for i in self._items.values()]
+        heapq.heapify(heap)
+        self._evict_heap = heap
+        return heap
+
+    def _pop_worst(self) -> str:
+        """Key of the most-transmitted update (the oldest among equals), skipping stale entries."""
+        heap = self._evict_heap
+        if heap is None:  # the queue just filled up: O(n) once per fill from half to full
+            heap = self._rebuild_heap()
+        while True:
+            negative_transmits, order, key = heapq.heappop(heap)
+            item = self._items.get(key)
+            if item is not None and item.order == order and item.transmits == -negative_transmits:
+                return key
 
     def take(self, budget_bytes: int, transmit_limit: int) -> list[bytes]:
         """Updates that fit in ``budget_bytes``, best first; each counts one transmission."""
@@ -71,8 +112,12 @@ class BroadcastQueue:
             item.transmits += 1
             if item.transmits >= transmit_limit:
                 del self._items[item.key]
+            else:
+                self._push_heap(item)
             if budget_bytes < 16:  # no update is smaller than this: stop scanning
                 break
+        if self._evict_heap is not None and len(self._items) < self.length_max // 2:
+            self._evict_heap = None
         return chosen
 
     def check_invariants(self) -> None:

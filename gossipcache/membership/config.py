@@ -94,6 +94,19 @@ class MembershipConfig:
     packet_size_bytes_max: int = 1400
     #: Bound of the broadcast queue; beyond it the most-transmitted updates are dropped first.
     broadcast_queue_max: int = 4096
+    #: New members one datagram or push-pull may add (the reply of a seed we join through
+    #: excepted: it is the initial view). A forged 9,999-row push-pull adds this many, not a
+    #: full table. Honest payloads rarely carry more: a datagram holds ~30 updates, and the
+    #: members a sync teaches an established node are the few its gossip missed.
+    new_members_per_packet_max: int = 64
+    #: Token bucket of members learned second-hand (from someone else's gossip or table): this
+    #: many at once, refilled at ``new_members_per_s``. A member announcing itself from its own
+    #: address is not limited (so real joins get through a flood). Bounds how fast forged rows
+    #: can fill the table and how many unconfirmed addresses this node probes; a cold start of
+    #: up to ``new_members_burst`` nodes is learned at once, bigger ones at this rate (plus what
+    #: the seeds' replies carry).
+    new_members_burst: int = 256
+    new_members_per_s: int = 16
     #: Lifeguard on/off, all parts together: local health multiplier, nacks from helpers,
     #: dynamic (confirmation-shrunk) suspicion timeout, and the buddy system (a suspected member
     #: is told so in the ping). Off = plain SWIM with a fixed suspicion timeout (the minimum).
@@ -116,6 +129,9 @@ class MembershipConfig:
             "join_retry_initial_ms",
             "join_retry_max_ms",
             "broadcast_queue_max",
+            "new_members_per_packet_max",
+            "new_members_burst",
+            "new_members_per_s",
         )
         for name in positive:
             if getattr(self, name) <= 0:

@@ -21,10 +21,27 @@ and ordered by incarnation):
 
 - ``alive`` overrides a record only with a strictly higher incarnation;
 - ``suspect`` / ``dead`` / ``leave`` apply to a record with an incarnation no higher than theirs;
+- every claim about a known member is read at no more than ``INCARNATION_STEP_MAX`` above the
+  incarnation this node holds for it (the local node included): only a member raises its own
+  incarnation, one refutation at a time, so a claim far above what we know is a forgery (or a
+  buggy node), and taking it at face value would let one message push the member where it can
+  no longer out-vote the claim;
 - a claim that *this* node is suspect or dead is never applied: the node refutes it by gossiping
-  ``alive`` with an incarnation above the accusation;
+  ``alive`` one above the (capped) accusation, and answers the sender directly;
+- a member's own word about itself (an ``alive`` in a payload from its own address) replaces a
+  record that holds a higher incarnation: such a record can only come from forged claims, and
+  the member could never out-vote it otherwise;
 - one address holds one live member: an ``alive`` for a new node id at the address of a live
-  record wins only with a higher incarnation (a restarted process), and the old record dies.
+  record wins with a higher incarnation (a restarted process) or when it comes from that address
+  itself, and the old record dies.
+
+Members learned second-hand (gossip, push-pull rows about others) are *unconfirmed* until a
+payload arrives from their address: they are probed like everyone, but never chosen as gossip
+targets, ping-req helpers or push-pull partners, so forged rows cannot turn this node into a
+traffic source aimed at addresses of someone's choosing; when the table is full they (then
+tombstones) are evicted, oldest first, to make room. New members per payload and per second
+are bounded (``new_members_per_packet_max``, ``new_members_burst``, ``new_members_per_s``),
+except in the reply of a seed we are joining through.
 """
 
 from __future__ import annotations
@@ -82,6 +99,17 @@ EVENTS_MAX = 65_536
 NACK_TIMEOUT_FRACTION = 0.8
 #: Random picks are rejection-sampled from the member table; this many tries per pick at most.
 SAMPLE_TRIES_PER_PICK = 8
+#: A claim about a known member (alive, suspect, dead, leave, or a push-pull row) is read at
+#: most this far above the incarnation this node holds for it, and the local node refutes a
+#: claim about itself at most this far above its own incarnation plus one. Honest claims are
+#: never higher than the member's own incarnation, which grows by one per refutation, so a
+#: lagging record only lags (any later ``alive`` of the member still beats it). One message
+#: thus moves any incarnation by at most 2, which is why 2^63 cannot be exhausted (see
+#: docs/design.md, "Incarnations under forged claims").
+INCARNATION_STEP_MAX = 1
+#: A node starts at most here, leaving 2^62 refutations of headroom below INCARNATION_LIMIT
+#: (wall-clock ms at start, the node's choice, is ~2^41).
+INCARNATION_START_MAX = 2**62
 
 
 class MemberState(enum.StrEnum):
@@ -110,6 +138,7 @@ class EventKind(enum.StrEnum):
     ALIVE = "alive"  # a suspected member refuted the suspicion
     DEAD = "dead"  # the suspicion timed out (or a restarted process replaced it)
     LEFT = "left"  # the member announced a graceful leave
+    EVICTED = "evicted"  # an unconfirmed live member dropped to make room in a full table
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +165,7 @@ class MemberInfo:
 
 
 class _Member:
-    __slots__ = ("node_id", "address", "incarnation", "state", "since_ms", "meta")
+    __slots__ = ("node_id", "address", "incarnation", "state", "since_ms", "meta", "confirmed")
 
     def __init__(
         self, node_id: str, address: str, incarnation: int, now_ms: int, meta: bytes
@@ -147,6 +176,25 @@ class _Member:
         self.state = MemberState.ALIVE
         self.since_ms = now_ms
         self.meta = meta
+        # True once a payload came from its address (it exists there and has the key).
+        self.confirmed = False
+
+
+class _Payload:
+    """Where one payload came from, and how many new members it added so far."""
+
+    __slots__ = ("source", "trusted", "added", "sender_added")
+
+    def __init__(self, source: str, trusted: bool = False) -> None:
+        self.source = source
+        self.sender_added = False  # one address, one member: the sender is added once
+        # The reply of a seed we are joining through: its rows may fill an empty table.
+        self.trusted = trusted
+        self.added = 0
+
+    def from_itself(self, address: str) -> bool:
+        """Is this payload the word of the member at ``address`` about itself?"""
+        return self.source == address
 
 
 class _Probe:
@@ -225,13 +273,21 @@ class Membership:
             Alive.from_wire(Alive(node_id, address, incarnation, meta).to_wire())
         except CodecError as exc:
             raise ValueError(f"invalid identity: {exc}") from None
+        if incarnation > INCARNATION_START_MAX:
+            raise ValueError(f"incarnation {incarnation} above {INCARNATION_START_MAX}")
         self.address = address
         self.node_id = node_id
         self.config = config
         self._rng = rng
         self._keyring = keyring
         self._self = _Member(node_id, address, incarnation, now_ms, meta)
+        self._self.confirmed = True
         self._members: dict[str, _Member] = {node_id: self._self}
+        # Oldest first (dicts keep insertion order): the eviction candidates of a full table.
+        self._unconfirmed: dict[str, None] = {}
+        self._tombstones: dict[str, None] = {}  # dead and left records
+        self._new_member_tokens = float(config.new_members_burst)
+        self._new_member_tokens_ms = now_ms
         self._ids: list[str] = []  # every other member id, for O(1) random picks
         self._id_index: dict[str, int] = {}
         self._live_address: dict[str, str] = {address: node_id}  # address -> live member id
@@ -303,6 +359,7 @@ class Membership:
         snapshot["local_health"] = self._awareness.score
         snapshot["members_live"] = self._live_count
         snapshot["members_known"] = len(self._members)
+        snapshot["members_unconfirmed"] = len(self._unconfirmed)
         snapshot["broadcast_queue"] = len(self._broadcasts)
         snapshot["broadcast_dropped"] = self._broadcasts.dropped
         return snapshot
@@ -441,16 +498,30 @@ class Membership:
                     f"{name}: relayed ping-req seq {seq}: nack at {forward.nack_at_ms}, "
                     f"expires {forward.expires_ms}"
                 )
+        config = self.config
         seeds = self._seeds
         if len(seeds) > SEEDS_MAX or self.address in seeds or len(set(seeds)) != len(seeds):
             raise InvariantViolation(f"{name}: seeds {seeds!r}")
         if self._joining and not seeds:
             raise InvariantViolation(f"{name}: joining without seeds")
-        config = self.config
         if not config.join_retry_initial_ms <= self._join_backoff_ms <= config.join_retry_max_ms:
             raise InvariantViolation(f"{name}: join backoff {self._join_backoff_ms} ms")
         if len(self._events) > EVENTS_MAX:
             raise InvariantViolation(f"{name}: {len(self._events)} events pending")
+        unconfirmed = {i for i, m in members.items() if not m.confirmed}
+        if unconfirmed != self._unconfirmed.keys():
+            raise InvariantViolation(
+                f"{name}: unconfirmed list {sorted(self._unconfirmed)[:3]!r}... disagrees with "
+                f"the table's {sorted(unconfirmed)[:3]!r}..."
+            )
+        tombstones = [i for i, m in members.items() if m is not me and m.state not in _LIVE]
+        if set(tombstones) != self._tombstones.keys():
+            raise InvariantViolation(f"{name}: tombstone list disagrees with the table")
+        since = [members[i].since_ms for i in self._tombstones]
+        if since != sorted(since):
+            raise InvariantViolation(f"{name}: tombstones are not filed oldest first")
+        if not 0 <= self._new_member_tokens <= config.new_members_burst:
+            raise InvariantViolation(f"{name}: {self._new_member_tokens} new-member tokens")
         self._awareness.check_invariants()
         self._broadcasts.check_invariants()
         negative = sorted(k for k, v in self._stats.items() if v < 0)
@@ -477,8 +548,15 @@ class Membership:
             self._count("drop_" + exc.reason)
             return
         self._count("stream_in" if stream else "datagrams_in")
+        payload_info = _Payload(source)
+        # An authenticated payload from a member's address: the member exists there. (A stream's
+        # source is the address its sender advertised: naming many addresses takes as many
+        # connections, which the driver bounds.)
+        holder_id = self._live_address.get(source)
+        if holder_id is not None:
+            self._confirm(self._members[holder_id])
         for message in messages:
-            self._dispatch(source, message, now_ms)
+            self._dispatch(payload_info, message, now_ms)
 
     def stream_failed(self, peer: str, now_ms: int) -> None:
         if self._push_pulls.pop(peer, None) is not None:
@@ -526,7 +604,8 @@ class Membership:
     # ----------------------------------------------------------------------------------------
     # Incoming messages.
 
-    def _dispatch(self, source: str, message: object, now_ms: int) -> None:
+    def _dispatch(self, payload: _Payload, message: object, now_ms: int) -> None:
+        source = payload.source
         match message:
             case Ping():
                 self._on_ping(source, message)
@@ -539,17 +618,38 @@ class Membership:
             case PingReq():
                 self._on_ping_req(source, message, now_ms)
             case Alive():
-                self._on_alive(message, now_ms)
+                above_us = message.incarnation > self._self.incarnation
+                self._on_alive(message, now_ms, payload)
+                if message.node_id == self.node_id and above_us:
+                    self._answer_claim_about_us(source)
             case Suspect():
                 self._correct_stale(source, message.node_id, message.incarnation)
                 self._on_suspect(message, now_ms)
             case Dead():
                 self._correct_stale(source, message.node_id, message.incarnation)
                 self._on_dead(message.node_id, message.incarnation, now_ms, left=False)
+                if message.node_id == self.node_id:
+                    self._answer_claim_about_us(source)
             case Leave():
                 self._on_dead(message.node_id, message.incarnation, now_ms, left=True)
+                if message.node_id == self.node_id:
+                    self._answer_claim_about_us(source)
             case PushPull():
-                self._on_push_pull(source, message, now_ms)
+                self._on_push_pull(payload, message, now_ms)
+
+    def _answer_claim_about_us(self, source: str) -> None:
+        """``source`` holds us dead, left, or at an incarnation we never had: tell it directly.
+        Our ``alive`` in a datagram from our own address replaces whatever it holds (see
+        ``_on_alive``), even a record pushed above anything we could out-vote by forged claims.
+        (A suspicion needs no answer here: it comes in a buddy ping, whose ack carries our
+        refutation from our address anyway.) One datagram per such claim, like stale corrections."""
+        if source == self.address:
+            return
+        # Queued afresh (so gossiped again too), it is the first update the datagram carries.
+        me = self._self
+        self._queue_update(me.node_id, Alive(me.node_id, me.address, me.incarnation, me.meta))
+        self._send(source, [])
+        self._count("claims_answered")
 
     def _correct_stale(self, source: str, node_id: str, incarnation: int) -> None:
         """``source`` gossips a suspicion or death that the member already refuted: send it the
@@ -610,7 +710,7 @@ class Membership:
         self._send(request.target_address, [encode_message(Ping(seq, request.target_id))])
         self._count("ping_req_relayed")
 
-    def _on_alive(self, alive: Alive, now_ms: int) -> None:
+    def _on_alive(self, alive: Alive, now_ms: int, payload: _Payload) -> None:
         if alive.node_id == self.node_id:
             # Our own announcement echoed back is fine; anything newer or elsewhere is a claim
             # about us we did not make (a previous life, a misconfigured twin): out-vote it.
@@ -621,31 +721,73 @@ class Membership:
             return
         member = self._members.get(alive.node_id)
         if member is None:
-            self._add_member(alive, now_ms)
+            self._add_member(alive, now_ms, payload)
+            return
+        if payload.from_itself(alive.address) and alive.address == member.address:
+            if alive.incarnation != member.incarnation:
+                self._accept_own_word(member, alive, now_ms)
             return
         if alive.incarnation <= member.incarnation:
             return
         if alive.address != member.address and member.state in _LIVE:
             self._count("drop_address_conflict")
             return
-        if member.state not in _LIVE and not self._claim_address(alive, now_ms):
+        incarnation = min(alive.incarnation, member.incarnation + INCARNATION_STEP_MAX)
+        if incarnation != alive.incarnation:
+            self._count("claims_capped")
+            alive = Alive(alive.node_id, alive.address, incarnation, alive.meta)
+        if member.state not in _LIVE and not self._claim_address(alive, now_ms, payload):
             return
         member.address = alive.address
-        previous = member.state
         member.incarnation = alive.incarnation
         member.meta = alive.meta
+        self._revive(member, now_ms)
+        self._queue_update(member.node_id, alive)
+
+    def _revive(self, member: _Member, now_ms: int) -> None:
+        previous = member.state
         if previous is not MemberState.ALIVE:
             self._set_state(member, MemberState.ALIVE, now_ms)
             kind = EventKind.ALIVE if previous is MemberState.SUSPECT else EventKind.JOINED
             self._emit(kind, member, now_ms)
-        self._queue_update(member.node_id, alive)
 
-    def _add_member(self, alive: Alive, now_ms: int) -> None:
-        if len(self._members) >= MEMBERS_MAX:
+    def _accept_own_word(self, member: _Member, alive: Alive, now_ms: int) -> None:
+        """The member itself, from its own address, says it is alive at an incarnation other
+        than our record: take its word, in either direction. Above: our record lagged (the
+        step cap, or a restart with the same id). Below: honest records never exceed the
+        member's own incarnation, so ours was pushed up by forged claims, and without this the
+        member could never out-vote them (or the datagram was reordered behind the member's next
+        refutation, which costs nothing: it is alive, and any later claim applies again)."""
+        if member.state not in _LIVE and not self._claim_address(alive, now_ms, None):
+            return
+        raised = alive.incarnation > member.incarnation
+        member.incarnation = alive.incarnation
+        member.meta = alive.meta
+        self._revive(member, now_ms)
+        if raised:
+            self._queue_update(member.node_id, alive)
+        else:
+            self._count("own_word_lowered")
+
+    def _add_member(self, alive: Alive, now_ms: int, payload: _Payload) -> None:
+        config = self.config
+        first_hand = payload.from_itself(alive.address) and not payload.sender_added
+        if not payload.trusted:
+            if payload.added >= config.new_members_per_packet_max:
+                self._count("drop_new_members_per_packet")
+                return
+            # The member announcing itself from its own address is not rate limited (that is
+            # how a real node joins a node flooded with rows), but counts toward the packet.
+            if not first_hand and not self._take_new_member_token(now_ms):
+                self._count("drop_new_members_rate")
+                return
+        if len(self._members) >= MEMBERS_MAX and not self._evict_for_newcomer(now_ms):
             self._count("drop_members_full")
             return
-        if not self._claim_address(alive, now_ms):
+        if not self._claim_address(alive, now_ms, payload):
             return
+        payload.added += 1
+        payload.sender_added = payload.sender_added or first_hand
         member = _Member(alive.node_id, alive.address, alive.incarnation, now_ms, alive.meta)
         self._view_changed_ms = now_ms
         self._members[member.node_id] = member
@@ -653,19 +795,28 @@ class Membership:
         self._ids.append(member.node_id)
         self._live_address[member.address] = member.node_id
         self._live_count += 1
+        if first_hand:
+            member.confirmed = True
+        else:
+            self._unconfirmed[member.node_id] = None
         # A random position, not the end: otherwise a member joining just after the cursor
         # would wait a whole round, and the detection bound would grow with churn.
         self._probe_order.insert(self._rng.randint(0, len(self._probe_order)), member.node_id)
         self._emit(EventKind.JOINED, member, now_ms)
         self._queue_update(member.node_id, alive)
 
-    def _claim_address(self, alive: Alive, now_ms: int) -> bool:
-        """May ``alive`` become the live member at its address? Evicts an older holder."""
+    def _claim_address(self, alive: Alive, now_ms: int, payload: _Payload | None) -> bool:
+        """May ``alive`` become the live member at its address? Evicts an older holder.
+
+        ``payload`` None: the claim is the member's own word (see ``_accept_own_word``)."""
         holder_id = self._live_address.get(alive.address)
         if holder_id is None or holder_id == alive.node_id:
             return True
         holder = self._members[holder_id]
-        if holder is self._self or alive.incarnation <= holder.incarnation:
+        # A process speaking from the address owns it, whatever incarnation a forged claim gave
+        # the holder; otherwise only a higher incarnation (a restart) takes the address over.
+        own_word = payload is None or payload.from_itself(alive.address)
+        if holder is self._self or (alive.incarnation <= holder.incarnation and not own_word):
             self._count("drop_address_conflict")
             return False
         # Only one process can own an address: the newer incarnation is a restart.
@@ -686,6 +837,7 @@ class Membership:
         if member is self._self:
             self._refute(suspect.incarnation)
             return
+        suspect = self._capped(member, suspect)
         if member.state is MemberState.SUSPECT:
             member.incarnation = suspect.incarnation
             suspicion = self._suspicions.get(member.node_id)
@@ -723,6 +875,14 @@ class Membership:
         max_ms = config.suspicion_max_timeout_mult * min_ms
         return Suspicion(accuser_id, now_ms, k, min_ms, max_ms)
 
+    def _capped(self, member: _Member, accusation: Suspect) -> Suspect:
+        """``accusation`` read at most ``INCARNATION_STEP_MAX`` above our record of ``member``."""
+        incarnation = min(accusation.incarnation, member.incarnation + INCARNATION_STEP_MAX)
+        if incarnation == accusation.incarnation:
+            return accusation
+        self._count("claims_capped")
+        return Suspect(accusation.node_id, incarnation, accusation.from_id)
+
     def _on_dead(self, node_id: str, incarnation: int, now_ms: int, left: bool) -> None:
         member = self._members.get(node_id)
         if member is None or incarnation < member.incarnation:
@@ -732,6 +892,9 @@ class Membership:
             return
         if member.state not in _LIVE:
             return
+        if incarnation > member.incarnation + INCARNATION_STEP_MAX:
+            incarnation = member.incarnation + INCARNATION_STEP_MAX
+            self._count("claims_capped")
         self._declare(member, MemberState.LEFT if left else MemberState.DEAD, incarnation, now_ms)
 
     def _declare(self, member: _Member, state: MemberState, incarnation: int, now_ms: int) -> None:
@@ -747,31 +910,46 @@ class Membership:
             self._count("declared_dead")
 
     def _refute(self, accused_incarnation: int) -> None:
+        """Out-vote a claim about us at ``accused_incarnation`` (>= ours). We choose our next
+        incarnation: one above the claim read at most ``INCARNATION_STEP_MAX`` above ours, so a
+        claim at 2^63 - 1 moves us by 2, not to the end of the space. The cap at the limit is
+        unreachable (2^62 claims from a start <= INCARNATION_START_MAX) but keeps the wire valid."""
         me = self._self
-        me.incarnation = min(max(me.incarnation, accused_incarnation) + 1, INCARNATION_LIMIT - 1)
+        accused = min(
+            max(me.incarnation, accused_incarnation), me.incarnation + INCARNATION_STEP_MAX
+        )
+        if accused != accused_incarnation:
+            self._count("claims_capped")
+        me.incarnation = min(accused + 1, INCARNATION_LIMIT - 1)
         if self.config.lifeguard:
             # Being suspected is itself a hint that we are slow to answer (Lifeguard).
             self._awareness.apply_delta(1)
         self._queue_update(me.node_id, Alive(me.node_id, me.address, me.incarnation, me.meta))
         self._count("refutations")
 
-    def _on_push_pull(self, source: str, push_pull: PushPull, now_ms: int) -> None:
+    def _on_push_pull(self, payload: _Payload, push_pull: PushPull, now_ms: int) -> None:
+        source = payload.source
         if push_pull.reply:
-            self._push_pulls.pop(source, None)
+            if self._push_pulls.pop(source, None) is not None:
+                # The answer of a peer we chose to contact. While we join, a seed's answer (the
+                # operator chose it) is the initial view and may fill an empty table; every
+                # other payload adds few members (``_add_member``).
+                payload.trusted = self._joining and source in self._seeds
             if self._joining:
                 self._joining = False
                 self._count("joined")
         self._count("push_pull_merged")
-        self._merge_states(push_pull.states, now_ms)
+        self._merge_states(push_pull.states, now_ms, payload)
         if not push_pull.reply:
             # Reply after merging, so the reply already carries our refutation of anything the
             # requester held against us (after a partition: "dead"); it heals in one exchange.
             self._send_push_pull(source, reply=True, join=False)
 
-    def _merge_states(self, states: tuple[NodeState, ...], now_ms: int) -> None:
+    def _merge_states(self, states: tuple[NodeState, ...], now_ms: int, payload: _Payload) -> None:
         for row in states:
             if row.state == STATE_ALIVE:
-                self._on_alive(Alive(row.node_id, row.address, row.incarnation, row.meta), now_ms)
+                alive = Alive(row.node_id, row.address, row.incarnation, row.meta)
+                self._on_alive(alive, now_ms, payload)
             elif row.state == STATE_LEFT:
                 self._on_dead(row.node_id, row.incarnation, now_ms, left=True)
             else:
@@ -856,7 +1034,11 @@ class Membership:
         if target is None or target.state not in _LIVE:
             return
         helpers = self._sample(
-            self.config.indirect_checks, None, exclude=target.node_id, alive_only=True
+            self.config.indirect_checks,
+            None,
+            exclude=target.node_id,
+            alive_only=True,
+            confirmed_only=True,
         )
         request = PingReq(probe.seq, target.node_id, target.address, self.config.lifeguard)
         encoded = encode_message(request)
@@ -894,7 +1076,7 @@ class Membership:
             return
         config = self.config
         self._next_push_pull_ms = now_ms + config.push_pull_interval_ms
-        peers = self._sample(1, None, alive_only=True)
+        peers = self._sample(1, None, alive_only=True, confirmed_only=True)
         if peers:
             chance = push_pull_chance(self._live_count, config.push_pull_scale_threshold)
             # Thinned out only once the view has been quiet for a whole period: while members
@@ -912,7 +1094,7 @@ class Membership:
         # Partition healing: also try one member we believe dead; if it answers, both sides
         # learn of each other's refutations. Not thinned out like the sync above: it costs
         # nothing in steady state (no dead records) and is what merges partitions after heal.
-        dead = self._sample(1, None, dead_only=True)
+        dead = self._sample(1, None, dead_only=True, confirmed_only=True)
         if dead:
             self._start_push_pull(dead[0].address, now_ms, join=False)
 
@@ -948,19 +1130,64 @@ class Membership:
         """Forget dead and left members after ``dead_node_reclaim_ms``."""
         self._next_reclaim_ms = now_ms + max(1, self.config.dead_node_reclaim_ms // 4)
         horizon_ms = now_ms - self.config.dead_node_reclaim_ms
-        stale = [
-            m.node_id
-            for m in self._members.values()
-            if m.state not in _LIVE and m.since_ms <= horizon_ms and m is not self._self
-        ]
+        stale = []
+        for node_id in self._tombstones:  # oldest first
+            if self._members[node_id].since_ms > horizon_ms:
+                break
+            stale.append(node_id)
         for node_id in stale:
-            del self._members[node_id]
-            index = self._id_index.pop(node_id)
-            last = self._ids.pop()
-            if last != node_id:
-                self._ids[index] = last
-                self._id_index[last] = index
+            self._forget(self._members[node_id])
             self._count("reclaimed")
+
+    def _forget(self, member: _Member) -> None:
+        """Remove a dead or left record from the table."""
+        node_id = member.node_id
+        del self._members[node_id]
+        self._tombstones.pop(node_id, None)
+        self._unconfirmed.pop(node_id, None)
+        index = self._id_index.pop(node_id)
+        last = self._ids.pop()
+        if last != node_id:
+            self._ids[index] = last
+            self._id_index[last] = index
+
+    def _evict_for_newcomer(self, now_ms: int) -> bool:
+        """Make room in a full table: drop the oldest unconfirmed member (forged rows name
+        addresses nobody answers from), else the oldest tombstone. Confirmed live members stay.
+        False if every record is a confirmed live member."""
+        victim_id = next(iter(self._unconfirmed), None)
+        if victim_id is None:
+            victim_id = next(iter(self._tombstones), None)
+            if victim_id is None:
+                return False
+        victim = self._members[victim_id]
+        if victim.state in _LIVE:
+            self._set_state(victim, MemberState.DEAD, now_ms)
+            self._emit(EventKind.EVICTED, victim, now_ms)
+        self._forget(victim)
+        self._count("evicted")
+        return True
+
+    def _confirm(self, member: _Member) -> None:
+        if not member.confirmed:
+            member.confirmed = True
+            self._unconfirmed.pop(member.node_id, None)
+
+    def _take_new_member_token(self, now_ms: int) -> bool:
+        """Token bucket of second-hand new members: ``new_members_burst`` at once, refilled at
+        ``new_members_per_s``."""
+        config = self.config
+        elapsed_ms = now_ms - self._new_member_tokens_ms
+        if elapsed_ms > 0:
+            refill = elapsed_ms * config.new_members_per_s / 1000
+            self._new_member_tokens = min(
+                float(config.new_members_burst), self._new_member_tokens + refill
+            )
+            self._new_member_tokens_ms = now_ms
+        if self._new_member_tokens < 1:
+            return False
+        self._new_member_tokens -= 1
+        return True
 
     # ----------------------------------------------------------------------------------------
     # Helpers.
@@ -973,11 +1200,15 @@ class Membership:
         member.since_ms = now_ms
         if state is not MemberState.SUSPECT:
             self._suspicions.pop(member.node_id, None)
+        if not is_live:  # re-filed at the end: tombstones are reclaimed oldest first
+            self._tombstones.pop(member.node_id, None)
+            self._tombstones[member.node_id] = None
         if was_live and not is_live:
             self._live_count -= 1
             if self._live_address.get(member.address) == member.node_id:
                 del self._live_address[member.address]
         elif is_live and not was_live:
+            self._tombstones.pop(member.node_id, None)
             self._live_count += 1
             self._live_address[member.address] = member.node_id
             self._probe_order.insert(self._rng.randint(0, len(self._probe_order)), member.node_id)
@@ -989,11 +1220,17 @@ class Membership:
         exclude: str | None = None,
         alive_only: bool = False,
         dead_only: bool = False,
+        confirmed_only: bool = False,
     ) -> list[_Member]:
         """Up to ``count`` distinct random members, by rejection sampling (O(count), not O(N)).
+        ``confirmed_only`` for ping-req helpers and push-pull partners: a forged row must not
+        make this node open streams to, or relay probes through, addresses of someone's
+        choosing. (Gossip still goes to unconfirmed members, a few datagrams per period; in a
+        cold start everyone is unconfirmed until first contact, and dissemination needs them.)
 
-        Default: live members, plus dead ones for ``gossip_to_the_dead_ms`` when ``now_ms`` is
-        given (so a member wrongly declared dead hears about it and refutes).
+        Default: live members, plus dead and left ones for ``gossip_to_the_dead_ms`` when
+        ``now_ms`` is given (so a member wrongly declared dead, or left by a forged leave,
+        hears about it and refutes; a member that really left ignores a few datagrams).
         """
         ids = self._ids
         if not ids or count <= 0:
@@ -1009,7 +1246,7 @@ class Membership:
             if len(chosen) >= count:
                 break
             member = self._members[node_id]
-            if node_id == exclude or node_id in chosen:
+            if node_id == exclude or node_id in chosen or (confirmed_only and not member.confirmed):
                 continue
             state = member.state
             if dead_only:
@@ -1018,7 +1255,7 @@ class Membership:
                 ok = state is MemberState.ALIVE
             else:
                 ok = state in _LIVE or (
-                    state is MemberState.DEAD
+                    state is not MemberState.ALIVE  # dead or left: it may have been forged
                     and dead_horizon_ms is not None
                     and member.since_ms > dead_horizon_ms
                 )

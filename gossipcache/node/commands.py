@@ -26,7 +26,7 @@ from operator import itemgetter
 from typing import ClassVar
 
 from ..errors import InvalidRequest
-from ..limits import TTL_MS_MAX
+from ..limits import EXPIRES_AT_MS_MAX, KEYS_PER_COMMAND_MAX, TTL_MS_MAX
 
 #: Conditions of ``Put`` (Redis' SET NX / XX) and ``Expire`` (EXPIRE NX / XX / GT / LT).
 IF_ABSENT = "nx"  # Put: only if the key holds no live value. Expire: only if it has no TTL.
@@ -37,23 +37,31 @@ PUT_CONDITIONS = frozenset((IF_ABSENT, IF_PRESENT))
 EXPIRE_CONDITIONS = frozenset((IF_ABSENT, IF_PRESENT, IF_GREATER, IF_LESS))
 
 
-def _check_ttl_ms(ttl_ms: int | None, low: int) -> None:
-    if ttl_ms is not None and (type(ttl_ms) is not int or not low <= ttl_ms <= TTL_MS_MAX):
-        raise InvalidRequest(f"ttl_ms must be an int in [{low}, {TTL_MS_MAX}], got {ttl_ms!r:.40}")
+#: Redis reads integers as signed 64-bit; a relative expiry below this is as good as any other past
+#: instant (the key is deleted), and the check keeps Python ints from growing without bound.
+INT64_MIN = -(2**63)
 
 
-def _check_expires_at_ms(expires_at_ms: int | None) -> None:
-    if expires_at_ms is not None and (
-        type(expires_at_ms) is not int or not 0 <= expires_at_ms <= TTL_MS_MAX * 2
-    ):
+def _check_int_in(name: str, number: int | None, low: int, high: int) -> None:
+    if number is not None and (type(number) is not int or not low <= number <= high):
+        raise InvalidRequest(f"{name} must be an int in [{low}, {high}], got {number!r:.40}")
+
+
+def check_expiry_fits(ttl_ms: int, wall_ms: int) -> None:
+    """Refuse a relative expiry whose instant would be past ``EXPIRES_AT_MS_MAX``: what the
+    core checks before it keeps ``wall_ms + ttl_ms``, whatever protocol carried the TTL."""
+    if ttl_ms > EXPIRES_AT_MS_MAX - wall_ms:
         raise InvalidRequest(
-            f"expires_at_ms must be an int in [0, {TTL_MS_MAX * 2}], got {expires_at_ms!r:.40}"
+            f"invalid expire time: {ttl_ms} ms from now is past the latest expiry this node "
+            f"keeps ({EXPIRES_AT_MS_MAX} ms after the Unix epoch)"
         )
 
 
 def _check_keys(keys: tuple[bytes, ...]) -> None:
     if not keys:
         raise InvalidRequest("at least one key is required")
+    if len(keys) > KEYS_PER_COMMAND_MAX:
+        raise InvalidRequest(f"at most {KEYS_PER_COMMAND_MAX} keys per command, got {len(keys)}")
 
 
 #: ``make(CommandType, fields)``: a command from a tuple of fields already checked (C speed).
@@ -109,7 +117,7 @@ class Put(Command):
     """Write ``key`` = ``value``.
 
     Expiry: at most one of ``ttl_ms`` (relative, > 0) and ``expires_at_ms`` (absolute wall-clock
-    ms; an instant already past deletes the key, as Redis' SET EXAT does), or ``keep_ttl`` to
+    ms, > 0; an instant already past deletes the key, as Redis' SET EXAT does), or ``keep_ttl`` to
     keep the current entry's expiry; none of them writes a persistent entry.
     ``condition``: None, ``IF_ABSENT`` or ``IF_PRESENT``. ``return_old``: Redis' SET GET.
 
@@ -141,9 +149,9 @@ class Put(Command):
         return_old: bool = False,
     ) -> Put:
         if ttl_ms is not None:
-            _check_ttl_ms(ttl_ms, 1)
+            _check_int_in("ttl_ms", ttl_ms, 1, TTL_MS_MAX)
         if expires_at_ms is not None or keep_ttl or condition is not None:
-            _check_expires_at_ms(expires_at_ms)
+            _check_int_in("expires_at_ms", expires_at_ms, 1, EXPIRES_AT_MS_MAX)
             if (ttl_ms is not None) + (expires_at_ms is not None) + bool(keep_ttl) > 1:
                 raise InvalidRequest("at most one of ttl_ms, expires_at_ms and keep_ttl")
             if condition is not None and condition not in PUT_CONDITIONS:
@@ -195,7 +203,9 @@ class Exists(Command):
 
 class Expire(Command):
     """Set the expiry of a live entry: ``ttl_ms`` from now or at ``expires_at_ms`` (exactly one).
-    A TTL <= 0 or an instant already past deletes the key, as Redis does.
+    A TTL <= 0 or an instant already past deletes the key, as Redis does. Either way the expiry
+    is at most ``EXPIRES_AT_MS_MAX``: the core refuses a later one (``InvalidRequest``) before it
+    looks at the key, as Redis refuses an expiry that overflows.
 
     ``conditions`` (Redis 7; all must hold): ``IF_ABSENT`` only if it has no expiry;
     ``IF_PRESENT`` only if it has one; ``IF_GREATER`` / ``IF_LESS`` only if the new expiry is
@@ -225,11 +235,10 @@ class Expire(Command):
     ) -> Expire:
         if (ttl_ms is None) == (expires_at_ms is None):
             raise InvalidRequest("exactly one of ttl_ms and expires_at_ms")
-        _check_ttl_ms(ttl_ms, -TTL_MS_MAX)
-        if expires_at_ms is not None and (
-            type(expires_at_ms) is not int or abs(expires_at_ms) > TTL_MS_MAX * 2
-        ):
-            raise InvalidRequest(f"expires_at_ms out of range: {expires_at_ms!r:.40}")
+        # Any instant in the past deletes the key, however far back (as in Redis); the future
+        # is bounded so that the expiry kept fits (``EXPIRES_AT_MS_MAX``).
+        _check_int_in("ttl_ms", ttl_ms, INT64_MIN, TTL_MS_MAX)
+        _check_int_in("expires_at_ms", expires_at_ms, INT64_MIN, EXPIRES_AT_MS_MAX)
         if conditions:
             if not conditions <= EXPIRE_CONDITIONS:
                 raise InvalidRequest(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -56,6 +57,10 @@ class NodeConfig:
     cluster_key_file: str | None = None
     #: A name in ``MEMBERSHIP_PROFILES``: ``lan`` (data centre) or ``local`` (one host, faster).
     membership_profile: str = "lan"
+    #: Without a cluster key file, membership uses the public development key, with which
+    #: anyone who reaches the port can forge any membership message: the node then refuses a
+    #: non-loopback ``host`` unless this is set (``--allow-development-key-on-network``).
+    allow_development_key_on_network: bool = False
     #: Clients must send this password (RESP ``AUTH`` / ``HELLO ... AUTH``, native ``auth``)
     #: before any other command; None: no client authentication. Not the cluster key, which
     #: authenticates nodes to each other. Kept out of ``repr`` so it never reaches a log.
@@ -66,6 +71,14 @@ class NodeConfig:
             raise ValueError("client_password must not be empty (None disables it)")
         if self.membership_profile not in MEMBERSHIP_PROFILES:
             raise ValueError(f"unknown membership profile {self.membership_profile!r}")
+        refusal = development_key_refusal(
+            self.host,
+            self.membership_enabled,
+            self.cluster_key_file,
+            self.allow_development_key_on_network,
+        )
+        if refusal is not None:
+            raise ValueError(refusal)
         for name in (
             "size_bytes_max",
             "connections_max",
@@ -79,3 +92,31 @@ class NodeConfig:
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+
+
+def development_key_refusal(
+    host: str, membership_enabled: bool, cluster_key_file: str | None, allowed: bool
+) -> str | None:
+    """Why this node must not start, or None: membership with the public development key (no
+    cluster key file) on a non-loopback ``host``, unless ``allowed``."""
+    if not membership_enabled or cluster_key_file is not None or allowed:
+        return None
+    if is_loopback_host(host):
+        return None
+    return (
+        f"--host {host} is not a loopback address and no --cluster-key-file is given: "
+        "membership would use the public development key, with which anyone who reaches this "
+        "node can forge membership messages. Give a cluster key file (or pass "
+        "--allow-development-key-on-network to accept that)"
+    )
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for ``localhost`` and loopback IP literals (127.0.0.0/8, ::1). Other names are not
+    resolved: a name that happens to resolve to loopback today is treated as a network host."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

@@ -32,6 +32,7 @@ from dataclasses import asdict
 
 from ..clock import Clock
 from ..errors import InvariantViolation, ServiceUnavailable
+from ..limits import EXPIRES_AT_MS_MAX
 from ..membership import Keyring, MemberEvent, Membership
 from ..metrics.counters import CommandMetrics, ServerMetrics
 from ..sansio import Channel, Outgoing
@@ -223,6 +224,7 @@ class NodeCore:
                 self._after_membership()
         if self._next_expire_ms <= now_ms:
             self.store.expire_tick(self.clock.wall_ms())
+            self.store.reclaim_tick()  # what a FLUSHALL left, a bounded share per tick
             self._next_expire_ms = now_ms + self.config.expire_interval_ms
 
     def next_deadline_ms(self) -> int:
@@ -319,6 +321,8 @@ class NodeCore:
     def _put_handler(self) -> Callable:
         store_put = self.store.put
         put_with_options = self._put
+        check_expiry_fits = c.check_expiry_fits
+        expires_at_ms_max = EXPIRES_AT_MS_MAX
 
         def put(command: c.Put, wall_ms: int) -> object:
             if len(command) == 3:  # the short form (name, key, value): SET key value
@@ -327,6 +331,8 @@ class NodeCore:
                 return True
             if len(command) == 4:  # the short form (name, key, value, ttl_ms): a native put
                 _, key, value, ttl_ms = command
+                if ttl_ms is not None and ttl_ms > expires_at_ms_max - wall_ms:
+                    check_expiry_fits(ttl_ms, wall_ms)  # raises
                 store_put(key, value, wall_ms, ttl_ms)
                 return True
             return put_with_options(command, wall_ms)
@@ -336,6 +342,8 @@ class NodeCore:
     def _put(self, command: c.Put, wall_ms: int) -> object:
         _, key, value, ttl_ms, expires_at_ms, keep_ttl, condition, return_old = command
         store = self.store
+        if ttl_ms is not None and ttl_ms > EXPIRES_AT_MS_MAX - wall_ms:
+            c.check_expiry_fits(ttl_ms, wall_ms)  # raises
         if condition is None and not return_old and expires_at_ms is None:
             # The hot path: SET key value [EX | PX | KEEPTTL].
             if keep_ttl:
@@ -369,13 +377,16 @@ class NodeCore:
     def _expire(self, command: c.Expire, wall_ms: int) -> bool:
         _, key, ttl_ms, expires_at_ms, conditions = command
         store = self.store
+        if ttl_ms is None:
+            new_ms = expires_at_ms  # the command checked it is at most EXPIRES_AT_MS_MAX
+            ttl_ms = expires_at_ms - wall_ms
+        else:
+            c.check_expiry_fits(ttl_ms, wall_ms)  # an error whether or not the key exists
+            new_ms = wall_ms + ttl_ms
         if not store.contains(key, wall_ms):
             return False
-        if ttl_ms is None:
-            ttl_ms = expires_at_ms - wall_ms
         if conditions:
             current_ms = store.expires_at_ms(key, wall_ms)  # None: persistent, "infinite"
-            new_ms = wall_ms + ttl_ms
             if c.IF_ABSENT in conditions and current_ms is not None:
                 return False
             if c.IF_PRESENT in conditions and current_ms is None:

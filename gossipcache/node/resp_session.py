@@ -21,16 +21,18 @@ is written.
 
 from __future__ import annotations
 
-import fnmatch
+import re
 from collections import deque
 from collections.abc import Callable
 
-from ..errors import AuthenticationFailed, GossipCacheError, ProtocolError
-from ..limits import TTL_MS_MAX
+from ..errors import AuthenticationFailed, EntryTooLarge, GossipCacheError, ProtocolError
+from ..limits import ARGS_PER_COMMAND_MAX, CONFIG_PATTERNS_SIZE_BYTES_MAX, EXPIRES_AT_MS_MAX
 from ..metrics.counters import record_batch
 from ..store import TTL_MISSING, TTL_PERSISTENT
 from ..wire.resp import (
     EMPTY_ARRAY,
+    INT64_MAX,
+    INT64_MIN,
     NULL_BULK,
     OK,
     PONG,
@@ -39,6 +41,8 @@ from ..wire.resp import (
     encode_bulk,
     encode_error,
     encode_integer,
+    encode_simple,
+    parse_integer,
 )
 from . import commands as c
 from .core import NodeCore, Pending
@@ -76,6 +80,10 @@ _ERROR_PREFIX = {
 
 def error_reply(error: Exception) -> bytes:
     kind, message = describe_error(error)
+    if type(error) is EntryTooLarge:
+        # An entry the memory limit can never hold: Redis' prefix for writes refused for
+        # memory, so clients raise the same exception (redis-py: OutOfMemoryError).
+        return encode_error(f"OOM {message}")
     return encode_error(f"{_ERROR_PREFIX[kind]} {message}")
 
 
@@ -190,7 +198,7 @@ class RespSession(Session):
                 break
             entry = table.get(args[0])
             if entry is None:
-                entry = table.get(args[0].upper())
+                entry = table.get(_word(args[0]))
                 if entry is None:
                     reply = _unknown_command(args)
                     produced += len(reply)
@@ -205,7 +213,10 @@ class RespSession(Session):
                     # The argument list is the command (``_DIRECT_ARITY``): no translator.
                     result = handler(args, wall_ms)
                 else:
-                    command = translate(self, args)
+                    if len(args) <= ARGS_PER_COMMAND_MAX:
+                        command = translate(self, args)
+                    else:  # every loop over arguments is bounded by this (docs/design.md)
+                        command = _too_many_args(args)
                     if type(command) is bytes:  # an argument error, or a session-local reply
                         if command[0] == 45:  # b"-"
                             metrics.errors += 1
@@ -272,21 +283,63 @@ class RespSession(Session):
 
 # -- argument helpers --------------------------------------------------------------------------
 
+#: Longest option, subcommand or INFO section name worth comparing ("GETKEYSANDFLAGS"): a
+#: longer argument is none of them, and is refused without being upper-cased or decoded, so an
+#: option of 16 MiB costs no more than a short one.
+_WORD_SIZE_BYTES_MAX = 32
+
+
+def _word(raw: bytes) -> bytes:
+    """``raw`` upper-cased for comparison with option names; b"" when too long to be one."""
+    return raw.upper() if len(raw) <= _WORD_SIZE_BYTES_MAX else b""
+
+
+def _shown(raw: bytes, size_bytes_max: int = 128) -> str:
+    """An argument quoted in an error message as Redis prints it (``%.128s``): cut at 128
+    bytes, or at a NUL byte (the end of a C string)."""
+    return raw[:size_bytes_max].split(b"\0", 1)[0].decode(errors="replace")
+
 
 def _wrong_arity(name: str) -> bytes:
     return encode_error(f"ERR wrong number of arguments for '{name}' command")
 
 
-def _int_arg(raw: bytes) -> int | None:
-    """A Redis integer argument, or None when it is not one."""
-    try:
-        value = int(raw)
-    except ValueError:
-        return None
-    # int() accepts "+1", " 1", "1_0": Redis does not.
-    if raw[:1] in (b"+", b" ") or b"_" in raw or raw[-1:] == b" " or abs(value) >= 2**63:
-        return None
-    return value
+def _arity_ok(args: list[bytes], arity: int) -> bool:
+    """Redis' arity rule: a positive arity is the exact argument count (name included), a
+    negative one the least."""
+    return len(args) == arity if arity >= 0 else len(args) >= -arity
+
+
+def _unknown_subcommand(container: str, raw: bytes) -> bytes:
+    return encode_error(f"ERR unknown subcommand '{_shown(raw)}'. Try {container} HELP.")
+
+
+def _too_many_args(args: list[bytes]) -> bytes:
+    name = _shown(args[0]).lower()
+    return encode_error(
+        f"ERR too many arguments for '{name}' command"
+        f" (at most {ARGS_PER_COMMAND_MAX}, name included)"
+    )
+
+
+def _invalid_expire_time(name: str) -> bytes:
+    return encode_error(f"ERR invalid expire time in '{name}' command")
+
+
+def _help(lines: list[str]) -> bytes:
+    """A HELP reply as Redis sends it: an array of status lines."""
+    return b"*%d\r\n" % len(lines) + b"".join(encode_simple(line) for line in lines)
+
+
+#: Redis' ``LLONG_MIN / 1000`` and ``LLONG_MAX / 1000`` (C division truncates toward zero): the
+#: seconds an EXPIRE may name before Redis calls the time invalid (its overflow check).
+_SECONDS_MIN = -(-INT64_MIN // 1000)
+_SECONDS_MAX = INT64_MAX // 1000
+
+
+#: A relative TTL up to this fits the expiry cap from any wall clock before the year 6429, so the
+#: translators read the clock only above it (the core checks every TTL exactly anyway).
+_TTL_MS_FITS_ANY_DAY = EXPIRES_AT_MS_MAX // 2
 
 
 # -- translators: (session, args) -> Command | reply bytes ------------------------------
@@ -297,8 +350,8 @@ def _get(session, args):
 
 
 def _set(session, args):
-    """Redis 7's SET: options parse first (a repeated NX, EX, GET or KEEPTTL is accepted, a
-    conflicting one is a syntax error), then the expiry is checked."""
+    """Redis 7's SET: options parse first (a repeated NX, EX, GET or KEEPTTL is accepted, the
+    last expiry wins, a conflicting option is a syntax error), then the expiry is checked."""
     if len(args) < 3:  # SET key value takes the direct path (``_DIRECT_ARITY``)
         return _wrong_arity("set")
     condition = None
@@ -306,7 +359,7 @@ def _set(session, args):
     unit = raw_expiry = None  # b"EX" / b"PX" / b"EXAT" / b"PXAT" and its argument
     index = 3
     while index < len(args):
-        option = args[index].upper()
+        option = _word(args[index])
         has_next = index + 1 < len(args)
         if option == b"NX" and condition != c.IF_PRESENT:
             condition = c.IF_ABSENT
@@ -325,18 +378,24 @@ def _set(session, args):
         index += 1
     ttl_ms = expires_at_ms = None
     if unit is not None:
-        number = _int_arg(raw_expiry)
+        number = parse_integer(raw_expiry)
         if number is None:
             return _NOT_INTEGER
-        absolute = unit in (b"EXAT", b"PXAT")
         if unit in (b"EX", b"EXAT"):
             number *= 1000
-        if number <= 0 or number > (2 * TTL_MS_MAX if absolute else TTL_MS_MAX):
-            return encode_error("ERR invalid expire time in 'set' command")
-        if absolute:
-            expires_at_ms = number
-        else:
+        # Redis refuses <= 0 and an instant that overflows int64; we refuse an instant past
+        # EXPIRES_AT_MS_MAX (a stricter bound: docs/protocol.md).
+        if unit in (b"EX", b"PX"):
+            if number <= 0 or (
+                number > _TTL_MS_FITS_ANY_DAY
+                and number > EXPIRES_AT_MS_MAX - session.core.clock.wall_ms()
+            ):
+                return _invalid_expire_time("set")
             ttl_ms = number
+        else:
+            if not 0 < number <= EXPIRES_AT_MS_MAX:
+                return _invalid_expire_time("set")
+            expires_at_ms = number
     return c.Put(
         args[1],
         args[2],
@@ -375,16 +434,18 @@ _EXPIRE_OPTIONS = {b"NX": c.IF_ABSENT, b"XX": c.IF_PRESENT, b"GT": c.IF_GREATER,
 
 
 def _expire_translator(name: str, unit_ms: int, absolute: bool):
-    """Redis 7's EXPIRE family: options first, then the number, then its range."""
+    """Redis 7's EXPIRE family: options first, then the number, then its range. A time in the
+    past, however far, deletes the key (Redis refuses only what overflows int64: seconds
+    beyond +-LLONG_MAX / 1000); a future instant past EXPIRES_AT_MS_MAX is refused."""
 
     def translate(session, args):
         if len(args) < 3:
             return _wrong_arity(name)
         conditions = set()
         for raw in args[3:]:
-            option = _EXPIRE_OPTIONS.get(raw.upper())
+            option = _EXPIRE_OPTIONS.get(_word(raw))
             if option is None:
-                return encode_error(f"ERR Unsupported option {raw.decode(errors='replace')}")
+                return encode_error(f"ERR Unsupported option {_shown(raw)}")
             conditions.add(option)
         if c.IF_ABSENT in conditions and len(conditions) > 1:
             return encode_error(
@@ -392,12 +453,20 @@ def _expire_translator(name: str, unit_ms: int, absolute: bool):
             )
         if c.IF_GREATER in conditions and c.IF_LESS in conditions:
             return encode_error("ERR GT and LT options at the same time are not compatible")
-        number = _int_arg(args[2])
+        number = parse_integer(args[2])
         if number is None:
             return _NOT_INTEGER
+        if unit_ms == 1000 and not _SECONDS_MIN <= number <= _SECONDS_MAX:
+            return _invalid_expire_time(name)
         milliseconds = number * unit_ms
-        if abs(milliseconds) > (2 * TTL_MS_MAX if absolute else TTL_MS_MAX):
-            return encode_error(f"ERR invalid expire time in '{name}' command")
+        if absolute:
+            if milliseconds > EXPIRES_AT_MS_MAX:
+                return _invalid_expire_time(name)
+        elif (
+            milliseconds > _TTL_MS_FITS_ANY_DAY
+            and milliseconds > EXPIRES_AT_MS_MAX - session.core.clock.wall_ms()
+        ):
+            return _invalid_expire_time(name)
         if absolute:
             return c.Expire(args[1], expires_at_ms=milliseconds, conditions=frozenset(conditions))
         return c.Expire(args[1], milliseconds, conditions=frozenset(conditions))
@@ -438,7 +507,7 @@ def _encode_dbsize(stats):
 
 
 def _flushall(session, args):
-    if len(args) > 2 or (len(args) == 2 and args[1].upper() not in (b"ASYNC", b"SYNC")):
+    if len(args) > 2 or (len(args) == 2 and _word(args[1]) not in (b"ASYNC", b"SYNC")):
         return _SYNTAX
     return c.Flush()
 
@@ -469,22 +538,46 @@ def _quit(session, args):
     return OK
 
 
+#: The bytes Redis allows in a client name: printable ASCII other than space.
+_NAME_BYTES = bytes(range(ord("!"), ord("~") + 1))
+_BAD_CLIENT_NAME = encode_error(
+    "ERR Client names cannot contain spaces, newlines or special characters."
+)
+
+
+def _valid_client_name(name: bytes) -> bool:
+    # Deleting the allowed bytes leaves the others: C speed, ~7 ms for a 16 MiB name where a
+    # regular expression takes ~70 ms. Empty is valid: it clears the name.
+    return not name.translate(None, _NAME_BYTES)
+
+
 def _hello(session, args):
-    # redis-py 5+ opens with HELLO 3. We speak RESP3 to such a session where the two differ for
-    # our replies: the null and map types.
+    """Redis 7.0's HELLO: the version (an integer, 2 or 3), then options (SETNAME name, AUTH
+    user password), and the version switched only once all are read and the client is
+    authenticated. redis-py 5+ opens with HELLO 3; such a session gets RESP3's null and map
+    types, where RESP2 and RESP3 differ for our replies."""
     version = session.protocol_version
     if len(args) > 1:
-        version = _int_arg(args[1])
+        version = parse_integer(args[1])
+        if version is None:
+            return encode_error("ERR Protocol version is not an integer or out of range")
         if version not in (2, 3):
             return encode_error("NOPROTO unsupported protocol version")
     index = 2
     name = credentials = None
     while index < len(args):
-        option = args[index].upper()
-        if option == b"SETNAME" and index + 1 < len(args):
+        option = _word(args[index])
+        arguments_after = len(args) - 1 - index
+        if option == b"SETNAME" and arguments_after >= 1:
             name = args[index + 1]
+            if not _valid_client_name(name):
+                return _BAD_CLIENT_NAME
+            if session.authenticated:
+                # Redis 7.0 names the client as it reads the option: a later error keeps the
+                # name. An unauthenticated session changes nothing before AUTH succeeds.
+                session.name = name
             index += 2
-        elif option == b"AUTH" and index + 2 < len(args):
+        elif option == b"AUTH" and arguments_after >= 2:
             credentials = args[index + 1], args[index + 2]
             index += 3
         else:
@@ -537,39 +630,92 @@ def _auth(session, args):
     return OK
 
 
-def _shown(raw: bytes) -> str:
-    return raw.decode(errors="replace")[:128]
+#: SELECT's index is a C int in Redis: outside this range it is "not an integer".
+_C_INT_MIN = -(2**31)
+_C_INT_MAX = 2**31 - 1
 
 
 def _select(session, args):
     if len(args) != 2:
         return _wrong_arity("select")
-    return OK if args[1] == b"0" else encode_error("ERR DB index is out of range")
+    index = parse_integer(args[1])
+    if index is None:
+        return _NOT_INTEGER
+    if not _C_INT_MIN <= index <= _C_INT_MAX:
+        return encode_error(
+            f"ERR value is out of range, value must between {_C_INT_MIN} and {_C_INT_MAX}"
+        )
+    # One database per node: Redis' 1..15 are out of range here (docs/protocol.md).
+    return OK if index == 0 else encode_error("ERR DB index is out of range")
+
+
+#: Subcommands of CLIENT, COMMAND and CONFIG served, with their arity (Redis' rule: positive is
+#: exact, negative at least; the name and subcommand count).
+_CLIENT_ARITY = {b"ID": 2, b"GETNAME": 2, b"SETNAME": 3, b"SETINFO": 4, b"HELP": 2}
+_COMMAND_ARITY = {b"COUNT": 2, b"DOCS": -2, b"INFO": -2, b"LIST": 2, b"HELP": 2}
+_CONFIG_ARITY = {b"GET": -3, b"SET": -4, b"RESETSTAT": 2, b"REWRITE": 2, b"HELP": 2}
+#: CLIENT SETINFO (Redis 7.2, which redis-py sends) takes these attributes.
+_CLIENT_INFO_ATTRIBUTES = (b"LIB-NAME", b"LIB-VER")
+
+
+def _subcommand(container: str, arities: dict[bytes, int], args: list[bytes]):
+    """``(SUBCOMMAND, None)``, or ``(None, error reply)`` when the container is called without
+    one, with one it does not serve, or with the wrong number of arguments for it."""
+    if len(args) < 2:
+        return None, _wrong_arity(container.lower())
+    sub = _word(args[1])
+    arity = arities.get(sub)
+    if arity is None:
+        return None, _unknown_subcommand(container, args[1])
+    if not _arity_ok(args, arity):
+        return None, _wrong_arity(f"{container.lower()}|{sub.lower().decode()}")
+    return sub, None
 
 
 def _client(session, args):
-    sub = args[1].upper() if len(args) > 1 else b""
-    if sub == b"SETNAME" and len(args) == 3:
-        if b" " in args[2]:
-            return encode_error(
-                "ERR Client names cannot contain spaces, newlines or special characters."
-            )
+    sub, error = _subcommand("CLIENT", _CLIENT_ARITY, args)
+    if error is not None:
+        return error
+    if sub == b"SETNAME":
+        if not _valid_client_name(args[2]):
+            return _BAD_CLIENT_NAME
         session.name = args[2]
         return OK
-    if sub == b"GETNAME" and len(args) == 2:
+    if sub == b"GETNAME":
         return encode_bulk(session.name or None)
-    if sub == b"SETINFO" and len(args) == 4:
-        return OK  # redis-py announces its library name and version; nothing to keep
-    if sub == b"ID" and len(args) == 2:
+    if sub == b"ID":
         return encode_integer(session.client_id)
-    return encode_error(f"ERR unknown subcommand '{sub.decode(errors='replace')[:128]}'.")
+    if sub == b"SETINFO":
+        # redis-py announces its library name and version; nothing to keep.
+        if _word(args[2]) not in _CLIENT_INFO_ATTRIBUTES:
+            return encode_error(f"ERR Unrecognized option '{_shown(args[2])}'")
+        return OK
+    return _help(["CLIENT <subcommand>. Subcommands are: ID, GETNAME, SETNAME, SETINFO, HELP."])
 
 
 def _command(session, args):
-    # redis-cli asks for COMMAND DOCS to offer hints; an empty answer means "no hints".
-    if len(args) == 2 and args[1].upper() == b"COUNT":
+    if len(args) == 1:
+        return EMPTY_ARRAY  # Redis describes every command; this node describes none
+    sub, error = _subcommand("COMMAND", _COMMAND_ARITY, args)
+    if error is not None:
+        return error
+    if sub == b"COUNT":
         return encode_integer(len(_NAMES))
-    return EMPTY_ARRAY
+    if sub == b"DOCS":
+        # redis-cli asks for COMMAND DOCS to offer hints; an empty answer means "no hints".
+        return session.encode_map([])
+    if sub == b"INFO":
+        # No command details: as Redis answers for a name it does not know.
+        return encode_array([None] * (len(args) - 2)) if len(args) > 2 else EMPTY_ARRAY
+    if sub == b"LIST":
+        return encode_array([name.lower() for name in _NAMES])
+    return _help(["COMMAND <subcommand>. Subcommands are: COUNT, DOCS, INFO, LIST, HELP."])
+
+
+# -- CONFIG GET: glob patterns matched with bounded work ------------------------------------
+
+#: The parameters CONFIG GET knows, in the order it lists them.
+_CONFIG_NAMES = ("maxmemory", "maxmemory-policy", "save", "appendonly", "databases", "port", "bind")
 
 
 def _config_values(core: NodeCore) -> dict[str, str]:
@@ -585,20 +731,160 @@ def _config_values(core: NodeCore) -> dict[str, str]:
     }
 
 
+class _GlobMatcher:
+    """Redis' glob patterns (``stringmatchlen`` without case: ``*``, ``?``, ``[...]`` with ``^``,
+    ranges and ``\\`` escapes) matched against a fixed set of names, all at once, in work linear
+    in the pattern's length.
+
+    A backtracking matcher (Redis', or ``fnmatch``'s regular expressions) may take time
+    exponential in the number of ``*``; ``fnmatch`` also caches every pattern compiled, and a
+    1 MB pattern froze a node for 12.9 s. Here the names are laid end to end in one string
+    (each followed by a separator) and the matcher runs the pattern's automaton over all of them
+    at once, as a bit set of positions: bit p set means "the pattern read so far matches the
+    name up to position p". A token that consumes a character keeps the positions holding one it
+    accepts and moves them on by one (a shift); ``*`` spreads each position to the end of its
+    name (five shifts, by doubling). A name matches when the bit at its end is set at the end.
+    """
+
+    def __init__(self, names: tuple[str, ...]) -> None:
+        self.names = names
+        text = "".join(name + "\0" for name in names).encode()
+        self._ends = []  # the separator position after each name
+        self._any = 0  # positions holding a character of a name
+        self._positions: dict[int, int] = {}  # character -> positions holding it
+        start = 0
+        # _same_name[k]: positions p whose p - k lies in the same name (shift by k stays inside)
+        self._same_name = {k: 0 for k in (1, 2, 4, 8, 16, 32)}
+        for name in names:
+            end = start + len(name)
+            for position in range(start, end):
+                self._positions[text[position]] = self._positions.get(text[position], 0) | (
+                    1 << position
+                )
+                self._any |= 1 << position
+            for k in self._same_name:
+                for position in range(start + k, end + 1):
+                    self._same_name[k] |= 1 << position
+            self._ends.append(end)
+            start = end + 1
+        if max(map(len, names)) >= 2 * 32:
+            raise ValueError("names too long for the spreading shifts")
+        self._starts = sum(1 << (end - len(name)) for name, end in zip(names, self._ends))
+
+    def matches(self, pattern: bytes) -> list[str]:
+        """The names ``pattern`` matches (case-insensitive), in their order."""
+        state = self._starts
+        positions = self._positions
+        length = len(pattern)
+        index = 0
+        while index < length and state:
+            byte = pattern[index]
+            if byte == 42:  # "*": any run of characters; a run of stars is one star
+                while index + 1 < length and pattern[index + 1] == 42:
+                    index += 1
+                for k, same_name in self._same_name.items():
+                    state |= (state << k) & same_name
+            elif byte == 63:  # "?": any one character
+                state = (state & self._any) << 1
+            elif byte == 91:  # "[": a class of characters
+                accepted, index = self._class(pattern, index + 1)
+                state = (state & accepted) << 1
+            else:
+                if byte == 92 and index + 1 < length:  # "\": the next byte is literal
+                    index += 1
+                    byte = pattern[index]
+                state = (state & positions.get(_lower(byte), 0)) << 1
+            index += 1
+        if index < length:
+            return []  # no position survived: nothing matches
+        return [name for name, end in zip(self.names, self._ends) if state >> end & 1]
+
+    def _class(self, pattern: bytes, index: int) -> tuple[int, int]:
+        """The positions ``[...]`` accepts, starting after its ``[``, and the index of its last
+        byte. Follows ``stringmatchlen`` to the byte: ``^`` negates, ``\\`` makes the next byte
+        literal (compared with case), ``a-z`` is a range (swapped if reversed), a class left
+        open runs to the end of the pattern."""
+        length = len(pattern)
+        negate = index < length and pattern[index] == 94  # "^"
+        if negate:
+            index += 1
+        accepted = 0
+        positions = self._positions
+        while True:
+            if index >= length:
+                index = length - 1  # an open class ends with the pattern
+                break
+            byte = pattern[index]
+            if byte == 92 and length - index >= 2:  # "\x": x, with case
+                index += 1
+                accepted |= positions.get(pattern[index], 0)
+            elif byte == 93:  # "]"
+                break
+            elif length - index >= 3 and pattern[index + 1] == 45:  # "a-z"
+                low, high = byte, pattern[index + 2]
+                if low > high:
+                    low, high = high, low
+                low, high = _lower(low), _lower(high)
+                for character, at in positions.items():
+                    if low <= character <= high:  # the names are lower case already
+                        accepted |= at
+                index += 2
+            else:
+                accepted |= positions.get(_lower(byte), 0)
+            index += 1
+        if negate:
+            accepted = self._any & ~accepted
+        return accepted, index
+
+
+def _lower(byte: int) -> int:
+    return byte + 32 if 65 <= byte <= 90 else byte
+
+
+_CONFIG_MATCHER = _GlobMatcher(_CONFIG_NAMES)
+_GLOB_BYTES = re.compile(rb"[*?\[]").search
+
+
 def _config(session, args):
-    sub = args[1].upper() if len(args) > 1 else b""
-    if sub == b"GET" and len(args) >= 3:
-        values = _config_values(session.core)
-        found: dict[str, str] = {}
-        for raw in args[2:]:
-            pattern = raw.decode(errors="replace").lower()
-            for name in sorted(values):
-                if fnmatch.fnmatchcase(name, pattern):
-                    found[name] = values[name]
-        return session.encode_map(list(found.items()))
-    if sub == b"RESETSTAT" and len(args) == 2:
+    sub, error = _subcommand("CONFIG", _CONFIG_ARITY, args)
+    if error is not None:
+        return error
+    if sub == b"GET":
+        return _config_get(session, args[2:])
+    if sub == b"RESETSTAT":
         return OK
-    return encode_error("ERR CONFIG supports GET and RESETSTAT only")
+    if sub == b"REWRITE":
+        return encode_error("ERR The server is running without a config file")
+    if sub == b"SET":
+        return encode_error("ERR CONFIG SET is not supported: a node is configured at start")
+    return _help(["CONFIG <subcommand>. Subcommands are: GET, RESETSTAT, HELP."])
+
+
+def _config_get(session, patterns: list[bytes]) -> bytes:
+    """Redis 7's CONFIG GET: a pattern without glob characters names one parameter (answered
+    with the name as given), others are matched (``_GlobMatcher``); each parameter once. The
+    patterns' total size is capped (``CONFIG_PATTERNS_SIZE_BYTES_MAX``), which with the linear
+    matcher bounds the work of a call."""
+    size_bytes = sum(map(len, patterns))
+    if size_bytes > CONFIG_PATTERNS_SIZE_BYTES_MAX:
+        return encode_error(
+            f"ERR CONFIG GET patterns are too long: {size_bytes} bytes, at most "
+            f"{CONFIG_PATTERNS_SIZE_BYTES_MAX} in all"
+        )
+    values = _config_values(session.core)
+    found: dict[str, tuple[bytes, str]] = {}  # parameter -> (the name replied, value)
+    for pattern in dict.fromkeys(patterns):  # each pattern once
+        if len(found) == len(values):
+            break  # every parameter is in: no pattern can add one
+        if _GLOB_BYTES(pattern) is None:
+            name = pattern.lower().decode(errors="replace")
+            if name in values and name not in found:
+                found[name] = (pattern, values[name])
+            continue
+        for name in _CONFIG_MATCHER.matches(pattern):
+            if name not in found:
+                found[name] = (name.encode(), values[name])
+    return session.encode_map(list(found.values()))
 
 
 def _info_reply(session, args):
@@ -607,6 +893,7 @@ def _info_reply(session, args):
     core = session.core
     stats = core.store.stats()
     server = core.metrics
+    keys_with_ttl, average_ttl_ms = core.store.expiry_summary(core.clock.wall_ms())
     sections = {
         "server": [
             ("gossipcache_version", "0.1.0"),
@@ -628,12 +915,18 @@ def _info_reply(session, args):
             ("evicted_keys", stats.evictions),
             ("expired_keys", stats.expirations),
         ],
-        "keyspace": [("db0", f"keys={stats.keys},expires=0,avg_ttl=0")] if stats.keys else [],
+        "keyspace": (
+            [("db0", f"keys={stats.keys},expires={keys_with_ttl},avg_ttl={average_ttl_ms}")]
+            if stats.keys
+            else []
+        ),
     }
-    wanted = {a.decode(errors="replace").lower() for a in args[1:]} - {"all", "everything"}
+    wanted = {_word(a).decode(errors="replace").lower() for a in args[1:]}
+    # No section, "all", "everything" or "default" (all of ours are default ones) ask for all.
+    every_section = not wanted or bool(wanted & {"all", "everything", "default"})
     lines = []
     for section, fields in sections.items():
-        if wanted and section not in wanted and "default" not in wanted:
+        if not every_section and section not in wanted:
             continue
         lines.append(f"# {section.capitalize()}")
         lines.extend(f"{name}:{value}" for name, value in fields)
@@ -691,7 +984,7 @@ def _refused_before_auth(name: bytes) -> Callable:
     arity = _REDIS_ARITY.get(name, -1)
 
     def refuse(session, args):
-        if len(args) != arity if arity > 0 else len(args) < -arity:
+        if not _arity_ok(args, arity):
             return _wrong_arity(name.decode().lower())
         return _NOAUTH
 
@@ -734,6 +1027,14 @@ def resp_table(core: NodeCore, extra: dict[bytes, tuple] | None = None) -> Dispa
 
 
 def _unknown_command(args: list[bytes]) -> bytes:
-    name = args[0].decode(errors="replace")[:128]
-    shown = " ".join(f"'{a.decode(errors='replace')[:128]}'" for a in args[1:4])
-    return encode_error(f"ERR unknown command '{name}', with args beginning with: {shown}")
+    """Redis' words: the name cut at 128 bytes, then the arguments quoted, each followed by a
+    space, while the list is shorter than 128 bytes (each cut to what is left of them)."""
+    shown = b""
+    for raw in args[1:]:
+        if len(shown) >= 128:
+            break
+        shown += b"'" + raw[: 128 - len(shown)].split(b"\0", 1)[0] + b"' "
+    return encode_error(
+        f"ERR unknown command '{_shown(args[0])}', with args beginning with: "
+        + shown.decode(errors="replace")
+    )

@@ -139,6 +139,10 @@ class Session:
         """The connection is gone; pending commands still complete in the core."""
         self.closed = True
         self._waiting.clear()
+        # The driver's connection refers back to this session: break the cycle, so a closed
+        # connection's buffers are freed now, not at a full collection that may never come
+        # (the node collects rarely, docs/design.md "Pauses").
+        self.connection = None
 
     def _initial_table(self, table: DispatchTable) -> DispatchTable:
         """The locked table when the node requires a client password."""

@@ -28,9 +28,14 @@ is global. Over the limit, the store evicts from the shard it just wrote to (an 
 global policy that is exact per shard, like memcached's per-class LRUs), and from the other shards
 in turn once that shard holds only the entry just written.
 
-Accounting: an entry costs ``len(key) + len(value) + ENTRY_OVERHEAD_BYTES``, plus
-``TTL_OVERHEAD_BYTES`` while it has a TTL. Both constants are measured (``gossipcache.store_bench``,
-docs/benchmarks.md). ``used_bytes`` never exceeds ``size_bytes_max`` after a call returns.
+Accounting: an entry costs ``len(key) + len(value) + entry_overhead_bytes``, where
+``entry_overhead_bytes`` is ``ENTRY_OVERHEAD_BYTES`` (the store's own maps) plus the policy's
+``entry_metadata_bytes``, plus ``TTL_OVERHEAD_BYTES`` while it has a TTL; state a policy keeps for
+keys it no longer tracks (S3-FIFO's ghosts) is charged as the policy's ``extra_bytes``. The
+constants are resident bytes measured under churn, calibrated against the RSS of a real node
+(``benchmarks/memory_fill.py``, docs/benchmarks.md "Memory against the limit"). ``used_bytes``
+never exceeds ``size_bytes_max`` after a call returns: a change that cannot fit (an entry, or an
+entry plus its TTL, larger than the limit) raises ``EntryTooLarge`` before anything changes.
 
 ``Store.check_invariants()`` recomputes all of this from scratch (O(n): for tests and the simulator,
 never the serving path) and raises ``InvariantViolation`` on the first inconsistency.
@@ -38,19 +43,28 @@ never the serving path) and raises ``InvariantViolation`` on the first inconsist
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 
 from ..errors import EntryTooLarge, InvariantViolation, KeyTooLarge, ValueTooLarge
 from ..limits import KEY_SIZE_BYTES_MAX, VALUE_SIZE_BYTES_MAX
 from .eviction import EvictionPolicy, make_policy
 
-#: Per-entry bytes charged on top of key and value: the bytes objects' headers, the dict slots of
-#: ``values`` and ``versions``, the version int, and the eviction policy's per-key metadata.
-#: Measured by ``python -m gossipcache.store_bench`` for every policy; this covers the largest.
-ENTRY_OVERHEAD_BYTES = 256
-#: Extra bytes while an entry has a TTL: its slot in ``expires_at_ms``, the expiry int, and its
-#: place in ``ttl_keys`` / ``ttl_index``. Measured the same way.
-TTL_OVERHEAD_BYTES = 128
+#: Per-entry resident bytes the store itself adds to key and value (the eviction policy's per-key
+#: metadata, ``entry_metadata_bytes``, comes on top): the key and value objects' headers and
+#: allocator rounding, the slots of ``values`` and ``versions``, and the version int.
+#:
+#: Measured, not estimated. A dict that keeps taking inserts and deletes (a full cache) settles at
+#: a table of 3-6 slots per live key: CPython resizes only when the slots run out, to the
+#: smallest power of two above 3 x the live keys. One slot costs 24 bytes of entry plus a 4-byte
+#: index, so a dict costs 60-120 bytes per key under churn, not the 30-40 a freshly built one
+#: shows. The constants charge the upper part of that range, and are checked against allocation
+#: counts after churn (tests/test_store.py) and against the RSS of a real node
+#: (benchmarks/memory_fill.py).
+ENTRY_OVERHEAD_BYTES = 360
+#: Extra resident bytes while an entry has a TTL: its slots in ``expires_at_ms`` and
+#: ``ttl_index``, its place in ``ttl_keys``, and the expiry int. Measured the same way.
+TTL_OVERHEAD_BYTES = 300
 
 #: Most shards a store may have (a power of two): far more than any limit needs.
 SHARD_COUNT_MAX = 16384
@@ -73,6 +87,11 @@ EXPIRE_BATCH_KEYS = 20
 EXPIRE_REPEAT_RATIO = 0.25
 #: Most keys one ``expire_tick`` may examine: bounds the pause one tick can cause.
 EXPIRE_TICK_KEYS_MAX = 1000
+
+#: Entries one ``reclaim_tick`` frees, at least (it frees whole shards: one at the least). A
+#: flush swaps in empty shards at once and leaves the old ones to be freed over later ticks:
+#: freeing a million entries in one go costs 35-160 ms of the loop, a full shard 2-20 ms.
+RECLAIM_TICK_ENTRIES_MAX = 32768
 
 
 def shard_count_for(size_bytes_max: int) -> int:
@@ -147,10 +166,21 @@ class Store:
         if not 1 <= shard_count <= SHARD_COUNT_MAX or shard_count & (shard_count - 1):
             raise ValueError(f"shard_count must be a power of two <= {SHARD_COUNT_MAX}")
         share_bytes = -(-size_bytes_max // shard_count)
-        self._shards = [
-            _Shard(make_policy(eviction, share_bytes, seed + index)) for index in range(shard_count)
-        ]
+        # What a fresh set of shards is made of: construction and ``flush`` build them alike.
+        self._shard_share_bytes = share_bytes
+        self._seed = seed
+        self._shards = self._new_shards(shard_count)
+        #: Shards a flush replaced, freed a few per ``reclaim_tick`` (bounded work per call).
+        self._flushed_shards: deque[_Shard] = deque()
+        #: Keys with an expiry and the sum of their expiry instants: INFO's ``expires`` and
+        #: ``avg_ttl`` in O(1) (``expiry_summary``), kept up to date where an expiry changes.
+        self._keys_with_ttl = 0
+        self._expires_at_ms_sum = 0
         self._shard_mask = shard_count - 1
+        #: What an entry costs beyond its key and value bytes (without a TTL).
+        self.entry_overhead_bytes = (
+            ENTRY_OVERHEAD_BYTES + self._shards[0].policy.entry_metadata_bytes
+        )
         # Entries up to this weight fit even with a TTL: put() checks the exact sum only above.
         self._entry_bytes_max_without_ttl = size_bytes_max - TTL_OVERHEAD_BYTES
         self._keys = 0
@@ -170,9 +200,20 @@ class Store:
         self._expires = 0
         self._ttls = 0
 
+    def _new_shards(self, shard_count: int) -> list[_Shard]:
+        eviction, share_bytes, seed = self.eviction_policy, self._shard_share_bytes, self._seed
+        return [
+            _Shard(make_policy(eviction, share_bytes, seed + index)) for index in range(shard_count)
+        ]
+
     @property
     def shard_count(self) -> int:
         return self._shard_mask + 1
+
+    def entry_bytes(self, key: bytes, value: bytes, with_ttl: bool) -> int:
+        """What an entry of ``key`` and ``value`` is charged."""
+        ttl_bytes = TTL_OVERHEAD_BYTES if with_ttl else 0
+        return len(key) + len(value) + self.entry_overhead_bytes + ttl_bytes
 
     def _shard(self, key: bytes) -> _Shard:
         return self._shards[hash(key) & self._shard_mask]
@@ -256,20 +297,16 @@ class Store:
         if old is not None and key in expires and self._expired(shard, key, now_ms):
             old = None
         keeps_ttl = keep_ttl and old is not None and key in expires
-        weight = len(key) + len(value) + ENTRY_OVERHEAD_BYTES
-        if weight > self._entry_bytes_max_without_ttl and (
-            weight + (TTL_OVERHEAD_BYTES if ttl_ms is not None or keeps_ttl else 0)
-            > self.size_bytes_max
-        ):
-            raise EntryTooLarge(
-                f"entry needs {weight} bytes (key + value + {ENTRY_OVERHEAD_BYTES} overhead, "
-                f"+{TTL_OVERHEAD_BYTES} with a TTL); the memory limit is {self.size_bytes_max}"
-            )
+        weight = len(key) + len(value) + self.entry_overhead_bytes
+        if weight > self._entry_bytes_max_without_ttl:
+            self._check_fits(weight, ttl_ms is not None or keeps_ttl)
         self._puts += 1
         if old is None:
-            shard.policy.insert(key, weight)
+            policy = shard.policy
+            extra_bytes_before = policy.extra_bytes
+            policy.insert(key, weight)  # may forget a ghost: extra_bytes shrinks
             self._keys += 1
-            self._used_bytes += weight
+            self._used_bytes += weight + policy.extra_bytes - extra_bytes_before
         else:
             self._used_bytes += len(value) - len(old)
             shard.policy.update(key, weight)
@@ -300,12 +337,16 @@ class Store:
         """Set (``ttl_ms`` > 0) or clear (None) the TTL of a live entry. ``ttl_ms`` <= 0 deletes
         the entry at once, as Redis' EXPIRE does. True when a live entry was found.
 
-        Giving a persistent entry a TTL costs ``TTL_OVERHEAD_BYTES``, which may evict others.
+        Giving a persistent entry a TTL costs ``TTL_OVERHEAD_BYTES``, which may evict others (never
+        the entry itself). When the entry with its TTL would not fit in the limit even alone,
+        raises ``EntryTooLarge`` and changes nothing, as ``put`` with that TTL would.
         """
         self._expires += 1
         shard = self._shard(key)
         if key not in shard.values or self._expired(shard, key, now_ms):
             return False
+        if ttl_ms is not None and ttl_ms > 0 and key not in shard.expires_at_ms:
+            self._check_fits(len(key) + len(shard.values[key]) + self.entry_overhead_bytes, True)
         if ttl_ms is None:
             self._clear_expiry(shard, key)
         elif ttl_ms <= 0:
@@ -318,18 +359,33 @@ class Store:
         return True
 
     def flush(self) -> None:
-        """Remove every entry. Counters are kept."""
-        for shard in self._shards:
-            for key in list(shard.values):
-                shard.policy.remove(key)
-            shard.values.clear()
-            shard.versions.clear()
-            shard.expires_at_ms.clear()
-            shard.ttl_keys.clear()
-            shard.ttl_index.clear()
+        """Remove every entry. Counters are kept.
+
+        O(shards), whatever the entries: empty shards replace the full ones, which wait in
+        ``_flushed_shards`` and are freed by later ``reclaim_tick`` calls. Freeing them here
+        would cost the loop time proportional to the keyspace."""
+        self._flushed_shards.extend(shard for shard in self._shards if shard.values)
+        self._shards = self._new_shards(len(self._shards))
         self._keys = 0
         self._used_bytes = 0
         self._expire_cursor = 0
+        self._keys_with_ttl = 0
+        self._expires_at_ms_sum = 0
+
+    def reclaim_tick(self, entries_max: int = RECLAIM_TICK_ENTRIES_MAX) -> int:
+        """Free shards left by ``flush``, whole ones, until ``entries_max`` entries were freed
+        (one shard at the least). Returns how many entries were freed. A shard holds a bounded
+        number of entries (``SHARD_SIZE_BYTES_TARGET``), so the work per call is bounded."""
+        freed = 0
+        flushed = self._flushed_shards
+        while flushed and (freed == 0 or freed + len(flushed[0].values) <= entries_max):
+            freed += len(flushed.popleft().values)  # the last reference: freed here
+        return freed
+
+    @property
+    def flushed_entries_pending(self) -> int:
+        """Entries a flush removed that ``reclaim_tick`` has not freed yet. O(shards)."""
+        return sum(len(shard.values) for shard in self._flushed_shards)
 
     # -- active expiry -----------------------------------------------------------------------
 
@@ -389,6 +445,15 @@ class Store:
             eviction_policy=self.eviction_policy,
         )
 
+    def expiry_summary(self, now_ms: int) -> tuple[int, int]:
+        """``(keys with an expiry, their average remaining ms)``, as INFO's ``expires`` and
+        ``avg_ttl`` report them (0 without such keys). O(1): kept as the expiries change.
+        Entries expired but not yet collected count, as in Redis, with no time remaining."""
+        count = self._keys_with_ttl
+        if not count:
+            return 0, 0
+        return count, max(0, self._expires_at_ms_sum // count - now_ms)
+
     @property
     def used_bytes(self) -> int:
         return self._used_bytes
@@ -423,7 +488,7 @@ class Store:
             for key, value in values.items():
                 if hash(key) & self._shard_mask != index:
                     raise InvariantViolation(f"shard {index}: key {key!r} belongs to another shard")
-                used_bytes += len(key) + len(value) + ENTRY_OVERHEAD_BYTES
+                used_bytes += len(key) + len(value) + self.entry_overhead_bytes
             keys += len(values)
             expires = shard.expires_at_ms
             if not expires.keys() <= values.keys():
@@ -448,6 +513,7 @@ class Store:
                         f"where ttl_keys holds {found!r}"
                     )
             policy = shard.policy
+            used_bytes += policy.extra_bytes
             if len(policy) != len(values):
                 raise InvariantViolation(
                     f"shard {index}: the {self.eviction_policy} policy tracks {len(policy)} keys, "
@@ -460,6 +526,14 @@ class Store:
                     )
         if keys != self._keys:
             raise InvariantViolation(f"key count is {self._keys}, the shards hold {keys}")
+        keys_with_ttl = sum(len(shard.expires_at_ms) for shard in self._shards)
+        expires_at_ms_sum = sum(sum(shard.expires_at_ms.values()) for shard in self._shards)
+        if (keys_with_ttl, expires_at_ms_sum) != (self._keys_with_ttl, self._expires_at_ms_sum):
+            raise InvariantViolation(
+                f"expiry summary is {self._keys_with_ttl} keys summing to "
+                f"{self._expires_at_ms_sum} ms, the shards hold {keys_with_ttl} summing to "
+                f"{expires_at_ms_sum}"
+            )
         if used_bytes != self._used_bytes:
             raise InvariantViolation(
                 f"used_bytes is {self._used_bytes}, the entries' charges sum to {used_bytes}"
@@ -481,13 +555,25 @@ class Store:
         self._expirations += 1
         return True
 
+    def _check_fits(self, weight: int, with_ttl: bool) -> None:
+        """Raise ``EntryTooLarge`` when an entry of ``weight`` (plus its TTL) exceeds the limit
+        alone: evicting everything else would not make room for it."""
+        if weight + (TTL_OVERHEAD_BYTES if with_ttl else 0) > self.size_bytes_max:
+            raise EntryTooLarge(
+                f"entry needs {weight} bytes (key + value + {self.entry_overhead_bytes} "
+                f"overhead, +{TTL_OVERHEAD_BYTES} with a TTL); the memory limit is "
+                f"{self.size_bytes_max}"
+            )
+
     def _evict_to_limit(self, written: _Shard, protect: bytes) -> None:
-        """Evict until the limit holds: from the shard just written, then from the others."""
-        while self._used_bytes > self.size_bytes_max and len(written.policy) > 1:
+        """Evict until the limit holds: from the shard just written, then from the others, and
+        when no entry but the one written is left, forget the policies' ghosts."""
+        limit = self.size_bytes_max
+        while self._used_bytes > limit and len(written.policy) > 1:
             self._evict_one(written, protect)
         shards = self._shards
         empty_in_a_row = 0
-        while self._used_bytes > self.size_bytes_max:
+        while self._used_bytes > limit and empty_in_a_row <= len(shards):
             shard = shards[self._evict_shard]
             self._evict_shard = (self._evict_shard + 1) & self._shard_mask
             if shard is not written and len(shard.policy):
@@ -495,16 +581,26 @@ class Store:
                 empty_in_a_row = 0
             else:
                 empty_in_a_row += 1
-                # put() refuses entries larger than the limit, so the others always suffice:
-                # a full lap over empty shards means the accounting is wrong.
-                if empty_in_a_row > len(shards):
-                    raise InvariantViolation(
-                        f"over the limit with nothing to evict: used_bytes {self._used_bytes} > "
-                        f"size_bytes_max {self.size_bytes_max} and every other shard is empty"
-                    )
+        # Only the written entry is left. Callers check that it fits alone (``_check_fits``), so
+        # shedding ghosts always suffices; each step drops one, so the loop ends.
+        for shard in shards:
+            policy = shard.policy
+            while self._used_bytes > limit:
+                extra_bytes_before = policy.extra_bytes
+                if not policy.shed_extra():
+                    break
+                self._used_bytes += policy.extra_bytes - extra_bytes_before
+        if self._used_bytes > limit:
+            raise InvariantViolation(
+                f"over the limit with nothing to evict: used_bytes {self._used_bytes} > "
+                f"size_bytes_max {limit}, no entry but the one written and no ghost left"
+            )
 
     def _evict_one(self, shard: _Shard, protect: bytes | None) -> None:
-        victim = shard.policy.evict(protect)
+        policy = shard.policy
+        extra_bytes_before = policy.extra_bytes
+        victim = policy.evict(protect)  # may remember the victim as a ghost
+        self._used_bytes += policy.extra_bytes - extra_bytes_before
         self._drop(shard, victim)
         self._evictions += 1
 
@@ -513,19 +609,27 @@ class Store:
         value = shard.values.pop(key)
         del shard.versions[key]
         self._keys -= 1
-        self._used_bytes -= len(key) + len(value) + ENTRY_OVERHEAD_BYTES
+        self._used_bytes -= len(key) + len(value) + self.entry_overhead_bytes
         self._clear_expiry(shard, key)
 
     def _set_expiry(self, shard: _Shard, key: bytes, expires_at_ms: int) -> None:
-        if key not in shard.expires_at_ms:
+        previous_ms = shard.expires_at_ms.get(key)
+        if previous_ms is None:
             shard.ttl_index[key] = len(shard.ttl_keys)
             shard.ttl_keys.append(key)
             self._used_bytes += TTL_OVERHEAD_BYTES
+            self._keys_with_ttl += 1
+        else:
+            self._expires_at_ms_sum -= previous_ms
+        self._expires_at_ms_sum += expires_at_ms
         shard.expires_at_ms[key] = expires_at_ms
 
     def _clear_expiry(self, shard: _Shard, key: bytes) -> None:
-        if shard.expires_at_ms.pop(key, None) is None:
+        previous_ms = shard.expires_at_ms.pop(key, None)
+        if previous_ms is None:
             return
+        self._keys_with_ttl -= 1
+        self._expires_at_ms_sum -= previous_ms
         self._used_bytes -= TTL_OVERHEAD_BYTES
         slot = shard.ttl_index.pop(key)
         last = shard.ttl_keys.pop()

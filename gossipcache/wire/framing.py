@@ -39,6 +39,16 @@ def frame(body: bytes, frame_size_bytes_max: int = FRAME_SIZE_BYTES_MAX) -> byte
     return _HEADER.pack(length, PROTOCOL_VERSION) + body
 
 
+def frame_parts(
+    parts: tuple[bytes, ...], frame_size_bytes_max: int = FRAME_SIZE_BYTES_MAX
+) -> bytes:
+    """``frame(b"".join(parts))`` copying each part once instead of twice (for large bodies)."""
+    length = sum(map(len, parts)) + 1
+    if length > frame_size_bytes_max:
+        raise ValueTooLarge(f"frame of {length} bytes exceeds {frame_size_bytes_max}")
+    return b"".join((_HEADER.pack(length, PROTOCOL_VERSION), *parts))
+
+
 class FrameDecoder:
     """Splits a byte stream into frame bodies (version byte checked and stripped).
 

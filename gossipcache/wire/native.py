@@ -20,13 +20,14 @@ hold, so a small frame cannot make the unpacker allocate a huge structure.
 
 from __future__ import annotations
 
+import struct
 from typing import NamedTuple
 
 import msgpack
 
 from ..errors import ProtocolError
 from ..limits import FRAME_SIZE_BYTES_MAX, TTL_MS_MAX
-from .framing import frame
+from .framing import frame, frame_parts
 
 #: Request ids are unsigned 32-bit: the client wraps around; ids only need to be unique among
 #: the requests in flight on one connection.
@@ -117,6 +118,12 @@ def _unpack_options(array_len_max: int, map_len_max: int, use_list: bool) -> dic
         "max_ext_len": 0,
     }
 
+
+#: Messages larger than this bypass the reused msgpack packer and unpacker of ``ResponseEncoder``
+#: and ``RequestDecoder``, which keep a buffer grown to the largest message they ever handled:
+#: through them, every connection that once moved a 16 MiB value would hold 16 MiB while idle.
+#: msgpack's initial packer buffer; smaller messages never grow it.
+LARGE_MESSAGE_SIZE_BYTES = 256 * 1024
 
 # Requests unpack to tuples so ``args`` is a slice of the message, no copy into a new type.
 _REQUEST_UNPACK_OPTIONS = _unpack_options(REQUEST_ARRAY_LEN_MAX, 0, use_list=False)
@@ -246,6 +253,8 @@ _VALID_MESSAGE = {
 }
 assert set(_VALID_MESSAGE) == OPS, "every op needs a fast validity check"
 
+_BIN32_HEADER = struct.Struct(">BI")  # msgpack bin 32: type byte, length
+
 _new_request = Request._make  # skips NamedTuple.__new__'s argument handling
 
 
@@ -343,6 +352,11 @@ class RequestDecoder:
 
     def decode_message(self, body: bytes) -> tuple:
         """The message tuple of a valid request body; ``BadRequest`` otherwise."""
+        if len(body) > LARGE_MESSAGE_SIZE_BYTES:
+            # Unpacked in place: no copy into the unpacker's buffer, none kept (and ~3x faster
+            # for a 16 MiB value).
+            request = decode_request(body)
+            return (request.request_id, request.op, *request.args)
         unpacker = self._unpacker
         start = unpacker.tell()
         unpacker.feed(body)
@@ -426,12 +440,24 @@ class ResponseEncoder:
         self._pack = msgpack.Packer().pack
 
     def encode(self, request_id: int, status: int, payload: object) -> bytes:
+        if type(payload) is bytes and len(payload) > LARGE_MESSAGE_SIZE_BYTES:
+            return self._encode_large_value(request_id, status, payload)
         try:
             body = self._pack((request_id, status, payload))
         except (TypeError, OverflowError, ValueError) as error:
             self._pack = msgpack.Packer().pack  # a failed pack may leave state behind
             raise ValueError(f"cannot encode payload: {error}") from None
+        if len(body) > LARGE_MESSAGE_SIZE_BYTES:  # a large stats map or member list
+            self._pack = msgpack.Packer().pack  # do not keep a buffer grown to its size
         return frame(body)
+
+    def _encode_large_value(self, request_id: int, status: int, value: bytes) -> bytes:
+        """The frame of a response carrying a large value, assembled around it: the value is
+        copied once, into the frame (packing copies it twice, and keeps a buffer its size)."""
+        # ``[request_id, status, b""]`` packs to its head followed by b"\xc4\x00" (bin 8, empty);
+        # a value this large takes a bin 32 header instead.
+        head = self._pack((request_id, status, b""))[:-2]
+        return frame_parts((head, _BIN32_HEADER.pack(0xC6, len(value)), value))
 
 
 def decode_response(body: bytes) -> Response:

@@ -13,6 +13,11 @@ CPython's cyclic garbage collector does not track one object per entry (see docs
 "Pauses").
 
 Every operation is O(1) amortized.
+
+Memory: the store charges each entry the policy's ``entry_metadata_bytes`` on top of its own
+per-entry bytes, and charges ``extra_bytes`` (state that outlives entries: S3-FIFO's ghost queue)
+as it changes. Both are resident bytes measured under churn (``tests/test_memory_charges.py``
+checks them against allocation counts, ``benchmarks/memory_fill.py`` against RSS).
 """
 
 from __future__ import annotations
@@ -25,6 +30,15 @@ class EvictionPolicy(Protocol):
 
     #: The name chosen with ``--eviction NAME``.
     name: ClassVar[str]
+    #: Resident bytes of per-key metadata for one tracked key, at the table sizes a dict settles
+    #: at under churn (see ``ENTRY_OVERHEAD_BYTES`` in store.py for the method).
+    entry_metadata_bytes: ClassVar[int]
+    #: Resident bytes held for keys no longer tracked (ghosts), kept current by every call.
+    extra_bytes: int
+
+    def shed_extra(self) -> bool:
+        """Drop the oldest piece of ``extra_bytes`` state; False when there is none. The store
+        calls it only when evicting every other entry could not bring it under its limit."""
 
     def insert(self, key: bytes, weight: int) -> None:
         """A new key was written. It is not tracked yet."""
@@ -49,3 +63,12 @@ class EvictionPolicy(Protocol):
         """How many keys are tracked."""
 
     def __contains__(self, key: bytes) -> bool: ...
+
+
+class NoExtraState:
+    """For policies whose state is only per tracked key: nothing outlives an entry."""
+
+    extra_bytes = 0
+
+    def shed_extra(self) -> bool:
+        return False

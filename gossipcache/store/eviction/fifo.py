@@ -9,12 +9,14 @@ from __future__ import annotations
 from collections import OrderedDict
 
 from ._order import oldest_except
+from .base import NoExtraState
 
 
-class FifoPolicy:
+class FifoPolicy(NoExtraState):
     """FIFO eviction; all operations O(1)."""
 
     name = "fifo"
+    entry_metadata_bytes = 200  # measured: docs/benchmarks.md, "Memory against the limit"
 
     def __init__(self, capacity: int, seed: int = 0) -> None:
         del capacity, seed  # The queue order is the whole state.

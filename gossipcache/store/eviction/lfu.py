@@ -17,14 +17,17 @@ Per entry: one slot in ``_frequency`` and up to two in ``_newer`` / ``_older``.
 
 from __future__ import annotations
 
+from .base import NoExtraState
+
 #: The frequency chain's sentinel: "no list on this side". Frequencies start at 1.
 _NONE = 0
 
 
-class LfuPolicy:
+class LfuPolicy(NoExtraState):
     """LFU with LRU tie-breaking; all operations O(1)."""
 
     name = "lfu"
+    entry_metadata_bytes = 350  # measured: docs/benchmarks.md, "Memory against the limit"
 
     def __init__(self, capacity: int, seed: int = 0) -> None:
         del capacity, seed  # Counts and recency are the whole state.

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import random as _random
 
+from .base import NoExtraState
 
-class RandomPolicy:
+
+class RandomPolicy(NoExtraState):
     """Uniform random eviction; all operations O(1)."""
 
     name = "random"
+    entry_metadata_bytes = 160  # measured: docs/benchmarks.md, "Memory against the limit"
 
     def __init__(self, capacity: int, seed: int = 0) -> None:
         del capacity  # Randomness needs no budget.

@@ -13,11 +13,13 @@
   (libCacheSim's rule). While the cache has never evicted, a key that does not fit in the small
   queue goes to main, so the small queue respects its share from the start (libCacheSim's
   refinement of the paper's warm-up).
-- The ghost queue holds keys and weights only, up to the main queue's share in weight -- as many
-  entries as main can hold.
+- The ghost queue holds each key's hash (a fingerprint, as in the paper: the key's bytes would
+  outlive the entry) and weight, up to the main queue's share in weight -- as many entries as
+  main can hold. A hash collision only sends a new key to main instead of small.
 
 Per entry: one ``OrderedDict`` slot (bytes -> weight) and one ``_frequency`` slot (bytes -> int);
-per ghost key one ``OrderedDict`` slot. O(1) amortized: a small-queue step either moves a key to
+per ghost one ``OrderedDict`` slot (int -> int), charged to the store as ``extra_bytes``
+(``GHOST_ENTRY_BYTES`` each) and dropped oldest first when the store needs the room. O(1) amortized: a small-queue step either moves a key to
 main (once per insertion) or ends the eviction, and a main-queue reinsertion spends one unit of
 frequency that one hit paid for.
 """
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+from ...errors import InvariantViolation
 from ._order import oldest_except
 
 #: Share of the capacity (weight) the small queue may hold; the paper's 10 %.
@@ -34,6 +37,10 @@ SMALL_SHARE_PERCENT = 10
 FREQUENCY_MAX = 3
 #: Reads while in the small queue needed to move to main rather than leave (``freq > 1``).
 MOVE_TO_MAIN_FREQUENCY_MIN = 2
+
+#: Resident bytes of one ghost: its ``OrderedDict`` slot under churn plus the hash and weight
+#: ints (measured with the entry constants, see ``entry_metadata_bytes``).
+GHOST_ENTRY_BYTES = 160
 
 SMALL = "small"
 MAIN = "main"
@@ -44,6 +51,7 @@ class S3FifoPolicy:
     """S3-FIFO eviction with weights."""
 
     name = "s3fifo"
+    entry_metadata_bytes = 240  # measured: docs/benchmarks.md, "Memory against the limit"
 
     def __init__(self, capacity: int, seed: int = 0) -> None:
         del seed  # Deterministic.
@@ -53,18 +61,21 @@ class S3FifoPolicy:
         # Oldest first; key -> weight.
         self._small: OrderedDict[bytes, int] = OrderedDict()
         self._main: OrderedDict[bytes, int] = OrderedDict()
-        self._ghost: OrderedDict[bytes, int] = OrderedDict()
+        self._ghost: OrderedDict[int, int] = OrderedDict()  # hash(key) -> weight
         self._small_weight = 0
         self._main_weight = 0
         self._ghost_weight = 0
         self._frequency: dict[bytes, int] = {}
         self._has_evicted = False
+        #: Resident bytes of the ghost queue: ``len(self._ghost) * GHOST_ENTRY_BYTES``.
+        self.extra_bytes = 0
 
     def insert(self, key: bytes, weight: int) -> None:
         self._frequency[key] = 0
-        ghost_weight = self._ghost.pop(key, None)
+        ghost_weight = self._ghost.pop(hash(key), None)
         if ghost_weight is not None:
             self._ghost_weight -= ghost_weight
+            self.extra_bytes -= GHOST_ENTRY_BYTES
             self._add_to_main(key, weight)
         elif (
             not self._has_evicted
@@ -119,7 +130,7 @@ class S3FifoPolicy:
             return SMALL
         if key in self._main:
             return MAIN
-        if key in self._ghost:
+        if hash(key) in self._ghost:
             return GHOST
         return None
 
@@ -158,7 +169,8 @@ class S3FifoPolicy:
         frequency = self._frequency
         while True:
             key = oldest_except(main, protect)
-            assert key is not None, "main queue has nothing to evict"
+            if key is None:  # an explicit raise: ``python -O`` drops asserts
+                raise InvariantViolation("s3fifo: the main queue has nothing to evict")
             count = frequency[key]
             if count > 0:
                 frequency[key] = count - 1
@@ -171,8 +183,17 @@ class S3FifoPolicy:
     def _remember(self, key: bytes, weight: int) -> None:
         """Put an evicted small-queue key in the ghost queue, dropping the oldest ghosts."""
         ghost = self._ghost
-        ghost[key] = weight
+        ghost[hash(key)] = weight
         self._ghost_weight += weight
+        self.extra_bytes += GHOST_ENTRY_BYTES
         while self._ghost_weight > self._ghost_budget:
-            _, dropped_weight = ghost.popitem(last=False)
-            self._ghost_weight -= dropped_weight
+            self.shed_extra()
+
+    def shed_extra(self) -> bool:
+        """Forget the oldest ghost; False when the ghost queue is empty."""
+        if not self._ghost:
+            return False
+        _, weight = self._ghost.popitem(last=False)
+        self._ghost_weight -= weight
+        self.extra_bytes -= GHOST_ENTRY_BYTES
+        return True

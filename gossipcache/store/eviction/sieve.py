@@ -15,11 +15,14 @@ visited, one set slot. O(1) amortized: each step of the hand past an entry clear
 
 from __future__ import annotations
 
+from .base import NoExtraState
 
-class SievePolicy:
+
+class SievePolicy(NoExtraState):
     """SIEVE eviction."""
 
     name = "sieve"
+    entry_metadata_bytes = 250  # measured: docs/benchmarks.md, "Memory against the limit"
 
     def __init__(self, capacity: int, seed: int = 0) -> None:
         del capacity, seed  # The queue, the bits and the hand are the whole state.
