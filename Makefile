@@ -4,8 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench-eviction bench-store bench-server bench-membership bench-memory-fill \
-	bench-memory-attacks clean
+.PHONY: run test lint bench-eviction bench-store bench-server bench-server-cost bench-membership \
+	bench-memory-fill bench-memory-attacks clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,12 @@ bench-store: $(STAMP)
 # Needs redis-server and redis-benchmark (apt-get install redis-server redis-tools).
 bench-server: $(STAMP)
 	$(BIN)/python -m benchmarks.compare --rounds 3 --out docs/server-results.md
+
+# Instructions per operation of the node (and of BASELINE's node, and Redis) under callgrind;
+# needs valgrind too. BASELINE: the revision to compare with (main before the hardening issue).
+BASELINE ?= f4559dc
+bench-server-cost: $(STAMP)
+	$(BIN)/python -m benchmarks.server_cost --baseline $(BASELINE)
 
 bench-membership: $(STAMP)
 	$(BIN)/python -m sim bench membership
