@@ -345,10 +345,11 @@ class ClientReactor:
                 read = True
             else:
                 return
-            held = connection.session.input_bytes
-            if connection.unsent is not None:
-                held += len(connection.unsent)
-            if held or connection.held_bytes:
+            session = connection.session
+            if session.input_parser.holding or connection.unsent or connection.held_bytes:
+                held = session.input_bytes
+                if connection.unsent is not None:
+                    held += len(connection.unsent)
                 self._account(connection, held, read)
         except BlockingIOError:
             pass  # a spurious readiness report: wait for the next one
@@ -408,13 +409,17 @@ class ClientReactor:
         session = connection.session
         if connection.unsent is not None:
             interest = _WRITE
-        elif session.closing and not session.pending_count:
-            self._close(connection)  # everything answered before QUIT / bad input is written
-            return
-        elif session.resumable:
-            interest = _WRITE  # writable at once: ``_serve`` resumes it on the next pass
+        elif session.closing:
+            if not session.pending_count:
+                self._close(connection)  # everything answered before QUIT / bad input is written
+                return
+            interest = 0
+        elif session.waiting:
+            # Parsed requests wait for a bound: once it allows, the socket is writable at once
+            # and ``_serve`` resumes them on the next pass.
+            interest = _WRITE if session.resumable else 0
         else:
-            interest = _READ if session.wants_input else 0
+            interest = _READ
         if interest != connection.interest:
             connection.interest = interest
             self._epoll.modify(connection.fd, interest)
@@ -438,10 +443,10 @@ class ClientReactor:
             except OSError:
                 self._close(connection)
                 continue
-            held = session.input_bytes
-            if connection.unsent is not None:
-                held += len(connection.unsent)
-            if held or connection.held_bytes:
+            if session.input_parser.holding or connection.unsent or connection.held_bytes:
+                held = session.input_bytes
+                if connection.unsent is not None:
+                    held += len(connection.unsent)
                 self._account(connection, held, False)
 
     def _connection_of(self, session) -> Connection | None:

@@ -127,7 +127,7 @@ class NativeSession(Session):
 
     def __init__(self, core: NodeCore, client_id: int, table: NativeTable) -> None:
         super().__init__(core, client_id)
-        self.decoder = FrameDecoder()
+        self.decoder = self.input_parser = FrameDecoder()
         self._table = self._initial_table(table)
         self._request_decoder = table.request_decoder
         self._encoder = table.response_encoder
@@ -147,8 +147,8 @@ class NativeSession(Session):
             return self.take_ready() + self._encoder.encode(0, STATUS_ERROR, (code, str(error)))
         if not bodies:
             return b""
-        if self._waiting:
-            self._waiting.extend(bodies)
+        if self.waiting:
+            self.waiting.extend(bodies)
             return b""
         return self._run(bodies)
 
@@ -189,8 +189,8 @@ class NativeSession(Session):
         remaining = iter(bodies)
         for body in remaining:
             if produced >= produced_max:
-                self._waiting.append(body)
-                self._waiting.extend(remaining)
+                self.waiting.append(body)
+                self.waiting.extend(remaining)
                 break
             try:
                 message = decode(body)
@@ -219,7 +219,7 @@ class NativeSession(Session):
                     self._note_pending(result)
                     result.reply_tag = (request_id, encode)
                     if self._at_bound():
-                        self._waiting.extend(remaining)
+                        self.waiting.extend(remaining)
                         break
                     continue
                 reply = encode(pack, request_id, result)

@@ -95,7 +95,7 @@ class RespSession(Session):
     def __init__(self, core: NodeCore, client_id: int, table: dict[bytes, tuple]) -> None:
         """``table`` is ``resp_table(core)``, built once per node and shared by its sessions."""
         super().__init__(core, client_id)
-        self.parser = RespParser()
+        self.parser = self.input_parser = RespParser()
         self.name = b""
         self.protocol_version = 2
         #: Replies waiting behind a pending command: ``bytes`` when ready, else
@@ -119,8 +119,8 @@ class RespSession(Session):
             return self.take_ready() + encode_error(f"ERR {error}")
         if not commands:
             return b""
-        if self._waiting:
-            self._waiting.extend(commands)
+        if self.waiting:
+            self.waiting.extend(commands)
             return b""
         return self._run(commands)
 
@@ -193,8 +193,8 @@ class RespSession(Session):
         remaining = iter(commands)
         for args in remaining:
             if produced >= produced_max:
-                self._waiting.append(args)
-                self._waiting.extend(remaining)
+                self.waiting.append(args)
+                self.waiting.extend(remaining)
                 break
             entry = table.get(args[0])
             if entry is None:
@@ -231,7 +231,7 @@ class RespSession(Session):
                         if handler is None:
                             resp3 = self.protocol_version == 3  # HELLO may have changed it
                             if self.closing:  # QUIT: nothing after it is answered
-                                self._waiting.clear()
+                                self.waiting.clear()
                                 break
                         continue
                     result = handler(command, wall_ms)
@@ -239,7 +239,7 @@ class RespSession(Session):
                     self._note_pending(result)
                     replies.append([result, encode])
                     if self._at_bound():
-                        self._waiting.extend(remaining)
+                        self.waiting.extend(remaining)
                         break
                     continue
                 reply = encode(result)

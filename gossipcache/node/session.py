@@ -7,10 +7,10 @@ returns; when the core completes a command the session had left pending, the dri
 Bounds, per connection: at most ``pending_per_connection_max`` commands pending at once, and at
 most ``connection_reply_bytes_max`` of reply bytes produced by one batch (plus, for RESP, replies
 queued behind a pending command). At either bound the session stops executing: the rest of what
-it parsed waits in ``_waiting`` (in order), ``wants_input`` turns False so the driver stops
+it parsed waits in ``waiting`` (in order), ``wants_input`` turns False so the driver stops
 reading the socket (TCP pushes back on the client), and the driver calls ``resume`` once what it
 wrote has drained and ``resumable`` says the bounds allow more. Nothing is dropped: a request
-waits parsed in ``_waiting`` or unread in the kernel's socket buffer.
+waits parsed in ``waiting`` or unread in the kernel's socket buffer.
 
 The reply bound is what makes a pipeline of ``GET`` of a 16 MiB value cost one reply of memory
 at a time instead of one per request (a 64 KiB read holds ~3,000 such requests: 46 GiB).
@@ -88,7 +88,10 @@ class DispatchTable(dict):
 class Session:
     """State shared by both protocols: see the module docstring."""
 
-    __slots__ = ("core", "client_id", "connection", "closing", "closed", "_pending", "_waiting")
+    __slots__ = (
+        "core", "client_id", "connection", "closing", "closed", "_pending", "waiting",
+        "input_parser",
+    )  # fmt: skip
 
     def __init__(self, core: NodeCore, client_id: int) -> None:
         self.core = core
@@ -102,26 +105,30 @@ class Session:
         #: Commands of this session executed but not completed.
         self._pending = 0
         #: Parsed requests not yet executed because the pending bound was reached.
-        self._waiting: deque = deque()
+        #: Parsed requests not yet executed (a bound was reached), in order; drivers read it.
+        self.waiting: deque = deque()
+        #: The protocol's parser of received bytes; its ``holding`` flag says whether it keeps
+        #: any (a partial request), so drivers look at ``input_bytes`` only then.
+        self.input_parser = None
 
     @property
     def wants_input(self) -> bool:
         """Whether the driver should read more from the connection now."""
-        return not self.closing and not self._waiting
+        return not self.closing and not self.waiting
 
     @property
     def resumable(self) -> bool:
         """Parsed requests wait and the bounds now let some run: call ``resume`` (once what
         was written has drained)."""
-        return bool(self._waiting) and not self.closing and not self._at_bound()
+        return bool(self.waiting) and not self.closing and not self._at_bound()
 
     def resume(self) -> bytes:
         """Run the requests that waited, as far as the bounds allow; return what can be
         written now."""
         if not self.resumable:
             return self.take_ready()
-        waiting = list(self._waiting)
-        self._waiting.clear()
+        waiting = list(self.waiting)
+        self.waiting.clear()
         ready = self._run(waiting)
         return ready + self.take_ready()
 
@@ -138,7 +145,7 @@ class Session:
     def close(self) -> None:
         """The connection is gone; pending commands still complete in the core."""
         self.closed = True
-        self._waiting.clear()
+        self.waiting.clear()
         # The driver's connection refers back to this session: break the cycle, so a closed
         # connection's buffers are freed now, not at a full collection that may never come
         # (the node collects rarely, docs/design.md "Pauses").

@@ -72,6 +72,9 @@ class FrameDecoder:
         # copying the rest only when it shrinks below half its allocation (amortised O(1)/byte).
         self._buffer = bytearray()
         self._error: ProtocolError | None = None
+        #: Whether any received bytes are held (a partial frame): False after a read split
+        #: whole, so a driver need not ask ``buffered_size_bytes`` on the hot path.
+        self.holding = False
 
     @property
     def buffered_size_bytes(self) -> int:
@@ -84,6 +87,7 @@ class FrameDecoder:
         if self._error is not None:
             raise self._error
         self._buffer += data
+        self.holding = True
         if len(self._buffer) >= FRAME_HEADER_SIZE_BYTES:
             self._check_length(_LENGTH.unpack_from(self._buffer)[0])
 
@@ -141,6 +145,7 @@ class FrameDecoder:
             buffer.clear()
         elif offset:
             del buffer[:offset]
+        self.holding = bool(buffer)
         return frames
 
     def _check_length(self, length: int) -> None:

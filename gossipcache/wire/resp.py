@@ -105,6 +105,9 @@ class _ByteStream:
         # 16 MiB value is not rescanned on every 64 KiB read.
         self._size_bytes_needed = 1
         self._error: ProtocolError | None = None
+        #: Whether any received bytes are held (a partial command): False after a read parsed
+        #: whole, so a driver need not ask ``buffered_size_bytes`` on the hot path.
+        self.holding = False
 
     @property
     def buffered_size_bytes(self) -> int:
@@ -116,6 +119,7 @@ class _ByteStream:
         if self._error is not None:
             raise self._error
         self._buffer += data
+        self.holding = True
 
     def _snapshot(self) -> bytes | None:
         """The buffered bytes, or None when they cannot hold anything new."""
@@ -189,6 +193,11 @@ class RespParser(_ByteStream):
 
     def pop_commands(self) -> list[list[bytes]]:
         """Return every complete command buffered, in order; keep an incomplete tail."""
+        commands = self._pop_commands()
+        self.holding = bool(self._buffer) or bool(self._partial_remaining)
+        return commands
+
+    def _pop_commands(self) -> list[list[bytes]]:
         done = None
         # ``_suspend`` validated a large argument's length line and waits for all of it.
         needed = self._size_bytes_needed
