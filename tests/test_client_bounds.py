@@ -262,3 +262,28 @@ async def test_a_client_silent_in_the_middle_of_a_request_is_closed(nursery, por
     )
     with trio.fail_after(WAIT_S_MAX):
         assert await idle.receive_some(100)
+
+
+def test_the_parsers_say_when_they_hold_input() -> None:
+    """The reactor asks for buffer sizes only when ``holding`` says a parser keeps bytes; a
+    command cut exactly between two arguments leaves the buffer empty but holds the first."""
+    resp = RespParser()
+    assert resp.parse(encode_command("GET", "k")) and not resp.holding
+    assert resp.parse(b"*2\r\n$3\r\nGET\r\n") == [] and resp.holding
+    assert resp.buffered_size_bytes > 0
+    assert resp.parse(b"$1\r\nk\r\n") == [[b"GET", b"k"]] and not resp.holding
+    resp.feed(b"*1\r\n")
+    assert resp.holding  # fed, not yet parsed
+    frames = FrameDecoder()
+    frames.feed(b"\x00")
+    assert frames.holding
+    assert frames.pop_frames() == [] and frames.holding
+    assert frames.parse(b"\x00\x00\x02\x01x") == [b"x"] and not frames.holding
+
+
+async def test_a_command_cut_between_arguments_is_timed_out_too(nursery) -> None:
+    server = await start(nursery, partial_request_timeout_s=0.2)
+    stream = await trio.open_tcp_stream("127.0.0.1", server.ports["resp"])
+    await stream.send_all(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n")  # the value never comes
+    assert await closed_by_node(stream)
+    assert server.core.metrics.clients_closed_partial_timeout == 1
