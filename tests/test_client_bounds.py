@@ -13,6 +13,7 @@ import socket
 
 import pytest
 import trio
+from slow_command import Slow
 from test_deferred import EXTRA_RESP, serve_slow
 from test_reactor import POLL_S, WAIT_S_MAX, wait_until
 
@@ -287,3 +288,75 @@ async def test_a_command_cut_between_arguments_is_timed_out_too(nursery) -> None
     await stream.send_all(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n")  # the value never comes
     assert await closed_by_node(stream)
     assert server.core.metrics.clients_closed_partial_timeout == 1
+
+
+def _complete_all(core, waiting, result) -> None:
+    for pending in waiting:
+        core.complete(pending, result)
+    for pending in core.take_completed():
+        pending.reply_to.completed(pending)
+
+
+@pytest.mark.parametrize("protocol", ["resp", "native"])
+def test_completed_replies_are_taken_one_bounded_batch_at_a_time(protocol) -> None:
+    """Deferred replies (a quorum read, later) complete together; they are encoded as they are
+    taken, at most the reply bound at a time, not all at once."""
+    core = core_with_big_value()
+    waiting = serve_slow(core)
+    big = b"w" * VALUE_SIZE_BYTES
+    if protocol == "resp":
+        session = RespSession(core, 1, resp_table(core, EXTRA_RESP))
+        request = b"".join(encode_command("SLOW", str(i)) for i in range(GETS))
+    else:
+        table = native_table(core)
+        handler, metrics = core.handler_of(Slow)
+        table["ping"] = (lambda m: Slow(b"%d" % m[0]), handler, _native_value, metrics)
+        session = NativeSession(core, 1, table)
+        request = b"".join(encode_request(Request(i + 1, OP_PING, ())) for i in range(GETS))
+    assert session.receive(request) == b"" and len(waiting) == GETS
+    _complete_all(core, waiting, big)
+    one_reply_bytes_max = VALUE_SIZE_BYTES + 64
+    out = session.take_ready()
+    assert len(out) <= REPLY_BYTES_MAX + one_reply_bytes_max and session.has_ready
+    while session.has_ready:
+        batch = session.resume()
+        assert 0 < len(batch) <= REPLY_BYTES_MAX + one_reply_bytes_max
+        out += batch
+    if protocol == "resp":
+        assert resp_replies(out) == [big.decode()] * GETS  # SLOW answers a simple string
+    else:
+        decoded = [decode_response(body) for body in FrameDecoder().parse(out)]
+        assert sorted(r.request_id for r in decoded) == list(range(1, GETS + 1))
+        assert all(r.payload == big for r in decoded)
+
+
+def _native_value(pack, request_id, value):
+    return pack(request_id, STATUS_OK, value)
+
+
+@pytest.mark.parametrize("then_quit", [True, False])
+async def test_completed_replies_reach_a_client_that_reads_slowly(nursery, then_quit) -> None:
+    """Through the reactor: completions held back by the bound are written as the socket
+    drains, and the connection closes only after the last one (QUIT after them)."""
+    server = await start(nursery, connection_reply_bytes_max=REPLY_BYTES_MAX)
+    waiting = serve_slow(server.core)
+    server.reactor._resp_table = resp_table(server.core, EXTRA_RESP)
+    stream = await resp_connect(server)
+    request = b"".join(encode_command("SLOW", str(i)) for i in range(GETS))
+    await stream.send_all(request + (encode_command("QUIT") if then_quit else b""))
+    await wait_until(lambda: len(waiting) == GETS)
+    for pending in waiting:  # the reactor delivers the completions
+        server.core.complete(pending, b"w" * VALUE_SIZE_BYTES)
+    server.reactor.wake()
+    parser = RespReplyParser()
+    replies: list[object] = []
+    expected = ["w" * VALUE_SIZE_BYTES] * GETS + (["OK"] if then_quit else [])
+    with trio.fail_after(WAIT_S_MAX):
+        while len(replies) < len(expected):
+            data = await stream.receive_some(1 << 20)
+            assert data, "closed before every reply was written"
+            parser.feed(data)
+            replies += parser.pop_replies()
+        if then_quit:
+            assert await stream.receive_some(1) == b""  # closed after the last reply
+    assert replies == expected

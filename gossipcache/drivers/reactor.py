@@ -323,8 +323,9 @@ class ClientReactor:
         try:
             if events & _WRITE:
                 session = connection.session
-                if connection.unsent is None and session.resumable:
-                    # Replies drained: run the requests the reply bound held back.
+                if connection.unsent is None and (session.resumable or session.has_ready):
+                    # Replies drained: the completed replies and the requests the reply bound
+                    # held back.
                     self._write(connection, session.resume())
                 else:
                     self._flush(connection)
@@ -410,14 +411,15 @@ class ClientReactor:
         if connection.unsent is not None:
             interest = _WRITE
         elif session.closing:
-            if not session.pending_count:
+            if not session.pending_count and not session.replies_held:
                 self._close(connection)  # everything answered before QUIT / bad input is written
                 return
-            interest = 0
-        elif session.waiting:
-            # Parsed requests wait for a bound: once it allows, the socket is writable at once
-            # and ``_serve`` resumes them on the next pass.
-            interest = _WRITE if session.resumable else 0
+            interest = _WRITE if session.has_ready else 0
+        elif session.waiting or session.replies_held:
+            # Parsed requests wait for a bound, or completed replies for the socket: once the
+            # bounds allow, the socket is writable at once and ``_serve`` resumes on the next
+            # pass.
+            interest = _WRITE if session.resumable or session.has_ready else 0
         else:
             interest = _READ
         if interest != connection.interest:

@@ -8,6 +8,7 @@ requests (docs/protocol.md: clients match replies by request id).
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from operator import itemgetter
 
@@ -123,7 +124,7 @@ def native_table(core: NodeCore) -> NativeTable:
 class NativeSession(Session):
     """One native connection: its frame decoder and its replies ready to write."""
 
-    __slots__ = ("decoder", "_table", "_request_decoder", "_encoder", "_ready")
+    __slots__ = ("decoder", "_table", "_request_decoder", "_encoder")
 
     def __init__(self, core: NodeCore, client_id: int, table: NativeTable) -> None:
         super().__init__(core, client_id)
@@ -131,8 +132,8 @@ class NativeSession(Session):
         self._table = self._initial_table(table)
         self._request_decoder = table.request_decoder
         self._encoder = table.response_encoder
-        #: Frames of completed pending commands, not yet taken.
-        self._ready: list[bytes] = []
+        #: Completed pending commands whose replies are not yet taken.
+        self.replies_held: deque[Pending] = deque()
 
     def receive(self, data: bytes) -> bytes:
         try:
@@ -153,12 +154,14 @@ class NativeSession(Session):
         return self._run(bodies)
 
     def completed(self, pending: Pending) -> None:
+        """``pending`` has its result; it is encoded when taken (``take_ready``), so completed
+        replies waiting for the socket hold their results, not copies of them."""
         self._note_completed()
-        request_id, encode = pending.reply_tag
-        if pending.error is not None:
-            self._ready.append(self._error(request_id, pending.error))
-        else:
-            self._ready.append(self._encode(encode, request_id, pending.result))
+        self.replies_held.append(pending)
+
+    @property
+    def has_ready(self) -> bool:
+        return bool(self.replies_held)
 
     @property
     def input_bytes(self) -> int:
@@ -166,11 +169,24 @@ class NativeSession(Session):
         return self.decoder.buffered_size_bytes
 
     def take_ready(self) -> bytes:
-        ready = self._ready
+        """Completed replies, encoded, up to ``connection_reply_bytes_max`` (plus the one that
+        crosses it); the rest stay for the next call, once this is written."""
+        ready = self.replies_held
         if not ready:
             return b""
-        self._ready = []
-        return b"".join(ready)
+        limit = self.core.config.connection_reply_bytes_max
+        out = []
+        size = 0
+        while ready and size < limit:
+            pending = ready.popleft()
+            request_id, encode = pending.reply_tag
+            if pending.error is not None:
+                frame = self._error(request_id, pending.error)
+            else:
+                frame = self._encode(encode, request_id, pending.result)
+            out.append(frame)
+            size += len(frame)
+        return b"".join(out)
 
     def _run(self, bodies: list[bytes]) -> bytes:
         core = self.core

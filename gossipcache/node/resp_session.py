@@ -101,6 +101,7 @@ class RespSession(Session):
         #: Replies waiting behind a pending command: ``bytes`` when ready, else
         #: ``[Pending, encoder]``. Empty whenever nothing is pending (the hot path).
         self._replies: deque = deque()
+        self.replies_held = self._replies
         #: Bytes of the ready replies in ``_replies`` (they count against the reply bound).
         self._queued_bytes = 0
         self._table = self._initial_table(table)
@@ -116,7 +117,11 @@ class RespSession(Session):
             # Commands complete before the bad one are lost with the connection, as in Redis.
             self.core.metrics.protocol_errors += 1
             self.closing = True
-            return self.take_ready() + encode_error(f"ERR {error}")
+            reply = encode_error(f"ERR {error}")
+            if self._replies:  # after the replies still queued, in order
+                self._queue(reply)
+                return self.take_ready()
+            return reply
         if not commands:
             return b""
         if self.waiting:
@@ -146,10 +151,15 @@ class RespSession(Session):
         self._note_completed()
 
     def take_ready(self) -> bytes:
-        """The replies at the head of the queue that are complete, in order."""
+        """The replies at the head of the queue that are complete, in order, up to
+        ``connection_reply_bytes_max`` (plus the one that crosses it): a completed reply is
+        encoded only when taken, so those left for the next call hold their results, not
+        copies of them."""
         replies = self._replies
+        limit = self.core.config.connection_reply_bytes_max
         out = []
-        while replies:
+        size = 0
+        while replies and size < limit:
             head = replies[0]
             if type(head) is bytes:
                 self._queued_bytes -= len(head)
@@ -159,8 +169,19 @@ class RespSession(Session):
                     break
                 head = self._reply_to_completion(pending, encode)
             out.append(head)
+            size += len(head)
             replies.popleft()
         return b"".join(out)
+
+    @property
+    def has_ready(self) -> bool:
+        """A completed reply waits at the head of the queue (``take_ready`` stopped at the
+        bound)."""
+        replies = self._replies
+        if not replies:
+            return False
+        head = replies[0]
+        return type(head) is bytes or head[0].done
 
     def _queued_reply_bytes(self) -> int:
         return self._queued_bytes

@@ -90,7 +90,7 @@ class Session:
 
     __slots__ = (
         "core", "client_id", "connection", "closing", "closed", "_pending", "waiting",
-        "input_parser",
+        "input_parser", "replies_held",
     )  # fmt: skip
 
     def __init__(self, core: NodeCore, client_id: int) -> None:
@@ -110,6 +110,9 @@ class Session:
         #: The protocol's parser of received bytes; its ``holding`` flag says whether it keeps
         #: any (a partial request), so drivers look at ``input_bytes`` only then.
         self.input_parser = None
+        #: The protocol's container of replies held back (pending, or completed and not yet
+        #: taken); drivers test it for emptiness, cheaply, before asking ``has_ready``.
+        self.replies_held = None
 
     @property
     def wants_input(self) -> bool:
@@ -122,9 +125,14 @@ class Session:
         was written has drained)."""
         return bool(self.waiting) and not self.closing and not self._at_bound()
 
+    @property
+    def has_ready(self) -> bool:  # pragma: no cover - each protocol defines it
+        """Completed replies wait to be taken (``take_ready`` stops at the reply bound)."""
+        raise NotImplementedError
+
     def resume(self) -> bytes:
         """Run the requests that waited, as far as the bounds allow; return what can be
-        written now."""
+        written now (completed replies first, up to the reply bound)."""
         if not self.resumable:
             return self.take_ready()
         waiting = list(self.waiting)
