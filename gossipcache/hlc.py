@@ -47,9 +47,10 @@ last-writer-wins races to writes it has not seen, as any node does.
 **Logical overflow.** When ``c`` would pass 65535 (more than 65,536 stamps within one
 millisecond of ``l``), the stamp advances to ``(l + 1, 0)`` instead: one int increment carries
 into the wall part. Stamps stay strictly increasing; ``l`` then runs ahead of the wall clock by
-one millisecond per 65,536 stamps, counted in ``overflow_total``. At about 1 µs per stamp a node
-cannot issue stamps faster than the wall clock moves, so in practice the carry is rare and
-recovers within a millisecond.
+one millisecond per 65,536 stamps, counted in ``overflow_total``. A stamp costs hundreds of
+nanoseconds, so one node issues a few thousand per millisecond at most: in practice the carry
+follows a received stamp whose counter was already near the maximum, and the wall clock catches
+up within a millisecond.
 
 **Restarts.** The clock lives in memory, like the cache: a restarted node starts from its wall
 clock again and relearns from its peers' stamps.
@@ -166,9 +167,9 @@ def decode_version(obj: object) -> Version:
     return Version(stamp, tag)
 
 
-def _check_wall_ms(wall_ms: int) -> None:
-    if not 0 <= wall_ms <= WALL_MS_MAX:
-        raise ValueError(f"wall clock reading {wall_ms} ms outside [0, {WALL_MS_MAX}]")
+def _refuse_wall_ms(wall_ms: int) -> None:
+    """A wall reading outside the 48-bit field: a broken clock, not input."""
+    raise ValueError(f"wall clock reading {wall_ms} ms outside [0, {WALL_MS_MAX}]")
 
 
 class HybridClock:
@@ -206,7 +207,8 @@ class HybridClock:
         """Stamp a local or send event: ``l' = max(l, wall)``; ``c' = c + 1`` if ``l'`` is ``l``,
         else 0. With packed stamps that is ``max(stamp + 1, wall << 16)``: the ``+ 1`` carries
         into the wall part when ``c`` is at its maximum (the overflow rule)."""
-        _check_wall_ms(wall_ms)
+        if not 0 <= wall_ms <= WALL_MS_MAX:  # inline: this is on every write's path
+            _refuse_wall_ms(wall_ms)
         return self._advance(self._stamp, wall_ms)
 
     def observe(self, remote_stamp: int, wall_ms: int) -> int:
@@ -215,7 +217,8 @@ class HybridClock:
         ``max(stamp, remote) + 1`` or ``wall << 16``, whichever is greater. A remote stamp more
         than ``max_offset_ms`` ahead of ``wall_ms`` raises ``VersionTooFarAhead`` and changes
         nothing but ``refused_total``."""
-        _check_wall_ms(wall_ms)
+        if not 0 <= wall_ms <= WALL_MS_MAX:
+            _refuse_wall_ms(wall_ms)
         if not 0 <= remote_stamp <= STAMP_MAX:
             raise ValueError(f"stamp {remote_stamp} outside [0, {STAMP_MAX}]")
         remote_wall_ms = remote_stamp >> LOGICAL_BITS

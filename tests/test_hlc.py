@@ -19,6 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
+from benchmarks import hlc_bench
 from gossipcache.errors import ProtocolError
 from gossipcache.hlc import (
     LOGICAL_MAX,
@@ -123,10 +124,16 @@ def test_stamp_layout_is_48_bits_of_ms_and_16_of_counter() -> None:
 
 
 @pytest.mark.parametrize(
-    ("wall_ms", "logical"), [(-1, 0), (WALL_MS_MAX + 1, 0), (0, -1), (0, LOGICAL_MAX + 1)]
+    ("wall_ms", "logical", "message"),
+    [
+        (-1, 0, r"wall_ms -1 outside \[0, 281474976710655\]"),
+        (WALL_MS_MAX + 1, 0, "wall_ms 281474976710656 outside"),
+        (0, -1, r"logical -1 outside \[0, 65535\]"),
+        (0, LOGICAL_MAX + 1, "logical 65536 outside"),
+    ],
 )
-def test_make_stamp_refuses_fields_out_of_range(wall_ms: int, logical: int) -> None:
-    with pytest.raises(ValueError):
+def test_make_stamp_refuses_fields_out_of_range(wall_ms: int, logical: int, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
         make_stamp(wall_ms, logical)
 
 
@@ -178,6 +185,13 @@ def test_node_tag_is_an_unsigned_64_bit_int_for_any_id(node_id: str) -> None:
     HybridClock(tag)  # accepted as a clock's tag
 
 
+def test_node_tag_of_an_id_with_a_lone_surrogate() -> None:
+    """A ``str`` that is not valid Unicode still has a tag (no UnicodeEncodeError), the tag of
+    its surrogate-escaped bytes."""
+    assert node_tag("node-\ud800") == node_tag("node-\ud800")
+    assert node_tag("node-\ud800") != node_tag("node-")
+
+
 def test_node_tags_of_distinct_ids_differ() -> None:
     ids = [f"node-{i}" for i in range(10_000)]
     assert len({node_tag(i) for i in ids}) == len(ids)
@@ -199,32 +213,37 @@ def test_decode_accepts_a_tuple_and_the_extremes() -> None:
     assert decode_version([STAMP_MAX, NODE_TAG_MAX]) == Version(STAMP_MAX, NODE_TAG_MAX)
 
 
+NOT_A_PAIR = r"a version is \[stamp, node_tag\], not "
+BAD_STAMP = "a version's stamp must be an unsigned 64-bit int"
+BAD_TAG = "a version's node tag must be an unsigned 64-bit int"
+
+
 @pytest.mark.parametrize(
-    "obj",
+    ("obj", "message"),
     [
-        None,
-        7,
-        b"\x00" * 16,
-        "1,2",
-        {"stamp": 1, "node_tag": 2},
-        [],
-        [1],
-        [1, 2, 3],
-        [-1, 0],
-        [0, -1],
-        [STAMP_MAX + 1, 0],
-        [0, NODE_TAG_MAX + 1],
-        [1.0, 2],
-        [1, 2.0],
-        [True, 0],
-        [0, False],
-        ["1", 2],
-        [None, 2],
-        [1, b"\x02"],
+        (None, NOT_A_PAIR + "NoneType"),
+        (7, NOT_A_PAIR + "int"),
+        (b"\x00" * 16, NOT_A_PAIR + "bytes"),
+        ("1,2", NOT_A_PAIR + "str"),
+        ({"stamp": 1, "node_tag": 2}, NOT_A_PAIR + "dict"),
+        ([], NOT_A_PAIR + "list"),
+        ([1], NOT_A_PAIR + "list"),
+        ([1, 2, 3], NOT_A_PAIR + "list"),
+        ([-1, 0], BAD_STAMP),
+        ([0, -1], BAD_TAG),
+        ([STAMP_MAX + 1, 0], BAD_STAMP),
+        ([0, NODE_TAG_MAX + 1], BAD_TAG),
+        ([1.0, 2], BAD_STAMP),
+        ([1, 2.0], BAD_TAG),
+        ([True, 0], BAD_STAMP),
+        ([0, False], BAD_TAG),
+        (["1", 2], BAD_STAMP),
+        ([None, 2], BAD_STAMP),
+        ([1, b"\x02"], BAD_TAG),
     ],
 )
-def test_decode_refuses_what_is_not_a_version(obj: object) -> None:
-    with pytest.raises(InvalidVersion):
+def test_decode_refuses_what_is_not_a_version(obj: object, message: str) -> None:
+    with pytest.raises(InvalidVersion, match=f"^{message}$"):
         decode_version(obj)
 
 
@@ -281,10 +300,10 @@ def test_constructor_validates_its_bounds() -> None:
     HybridClock(NODE_TAG_MAX, max_offset_ms=0)
     HybridClock(0, max_offset_ms=MAX_OFFSET_MS_MAX)
     for tag in (-1, NODE_TAG_MAX + 1):
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match=rf"node_tag {tag} outside \[0, {NODE_TAG_MAX}\]"):
             HybridClock(tag)
     for offset_ms in (-1, MAX_OFFSET_MS_MAX + 1):
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match=rf"max_offset_ms {offset_ms} outside \[0, 3600000\]"):
             HybridClock(0, max_offset_ms=offset_ms)
 
 
@@ -334,6 +353,9 @@ def test_refusal_exactly_beyond_the_bound() -> None:
     assert clock.refused_total == 1
     assert clock.last_stamp == before  # a refusal changes nothing else
     assert clock.now(WALL_MS + 500) == before + 1
+    with pytest.raises(VersionTooFarAhead):
+        clock.observe(make_stamp(WALL_MS + 1001, 0), WALL_MS + 500)
+    assert clock.refused_total == 2  # counted, not flagged
 
 
 def test_bound_zero_refuses_anything_ahead() -> None:
@@ -352,10 +374,14 @@ def test_logical_overflow_advances_the_wall_part_by_one_ms() -> None:
     assert clock.now(WALL_MS) == make_stamp(WALL_MS + 1, 0)
     assert clock.overflow_total == 1
     assert clock.now(WALL_MS) == make_stamp(WALL_MS + 1, 1)
+    assert clock.observe(make_stamp(WALL_MS + 1, LOGICAL_MAX), WALL_MS) == make_stamp(
+        WALL_MS + 2, 0
+    )
+    assert clock.overflow_total == 2  # counted, not flagged
     # The wall clock reaching the carried ms is not an overflow.
-    clock.observe(make_stamp(WALL_MS + 1, LOGICAL_MAX - 1), WALL_MS)
-    assert clock.now(WALL_MS + 2) == make_stamp(WALL_MS + 2, 0)
-    assert clock.overflow_total == 1
+    clock.observe(make_stamp(WALL_MS + 2, LOGICAL_MAX - 1), WALL_MS)
+    assert clock.now(WALL_MS + 3) == make_stamp(WALL_MS + 3, 0)
+    assert clock.overflow_total == 2
 
 
 def test_overflow_on_receive_of_a_full_counter() -> None:
@@ -386,7 +412,7 @@ def test_a_full_millisecond_of_stamps_stays_increasing() -> None:
 def test_the_last_stamp_has_no_successor() -> None:
     clock = HybridClock(0)
     assert clock.observe(STAMP_MAX - 1, WALL_MS_MAX) == STAMP_MAX
-    with pytest.raises(ClockExhausted):
+    with pytest.raises(ClockExhausted, match=f"no stamp follows {STAMP_MAX}"):
         clock.now(WALL_MS_MAX)
     with pytest.raises(ClockExhausted):
         clock.observe(0, WALL_MS_MAX)
@@ -397,9 +423,10 @@ def test_the_last_stamp_has_no_successor() -> None:
 @pytest.mark.parametrize("wall_ms", [-1, WALL_MS_MAX + 1])
 def test_wall_readings_outside_48_bits_are_refused(wall_ms: int) -> None:
     clock = HybridClock(0)
-    with pytest.raises(ValueError):
+    message = rf"wall clock reading {wall_ms} ms outside \[0, {WALL_MS_MAX}\]"
+    with pytest.raises(ValueError, match=message):
         clock.now(wall_ms)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=message):
         clock.observe(0, wall_ms)
     assert clock.last_stamp == 0
 
@@ -413,7 +440,7 @@ def test_wall_readings_at_both_ends_are_accepted() -> None:
 @pytest.mark.parametrize("remote", [-1, STAMP_MAX + 1])
 def test_observe_refuses_stamps_outside_64_bits(remote: int) -> None:
     clock = HybridClock(0, max_offset_ms=MAX_OFFSET_MS_MAX)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=rf"stamp {remote} outside \[0, {STAMP_MAX}\]"):
         clock.observe(remote, WALL_MS_MAX)
     assert clock.refused_total == 0
     assert clock.observe(0, 0) == 1  # the smallest is accepted...
@@ -576,3 +603,10 @@ ClusterOfClocks.TestCase.settings = settings(
     max_examples=200, stateful_step_count=50, deadline=None
 )
 TestClusterOfClocks = ClusterOfClocks.TestCase
+
+
+def test_benchmark_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    """The micro-benchmark docs/benchmarks.md quotes still runs (tiny rounds)."""
+    hlc_bench.main(["--rounds", "1", "--number", "10"])
+    table = capsys.readouterr().out
+    assert "`now(wall_ms)`" in table and "`observe(stamp, wall_ms)`" in table
