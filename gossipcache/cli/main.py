@@ -15,7 +15,7 @@ import time
 
 from ..errors import GossipCacheError
 from ..store.eviction import POLICY_NAMES
-from . import bench, tracesim
+from . import bench, cluster, tracesim
 
 EXIT_OK = 0
 EXIT_MISSING = 1
@@ -298,6 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     _register_node(sub)
     _register_keygen(sub)
     _register_client_commands(sub)
+    cluster.register(sub)
     tracesim.register(sub)
     bench.register(sub)
     return parser
