@@ -182,6 +182,31 @@ def test_join_and_leave_incrementally_equal_a_rebuild_and_move_only_what_they_mu
                 assert leaver in old  # a leave moves only the leaver's buckets
 
 
+@pytest.mark.parametrize(
+    ("members", "newcomer", "replicas"),
+    [
+        # Fewer members than R: the newcomer joins every bucket, even on a known host.
+        ([PlacementMember("a", "laptop")], PlacementMember("b", "laptop"), 3),
+        # Fewer hosts than R: a new host joins every bucket, though it may rank last.
+        (
+            [PlacementMember("a", "laptop"), PlacementMember("b", "laptop")],
+            PlacementMember("c", "desktop"),
+            2,
+        ),
+        # Fewer zones than R: a new zone joins every bucket.
+        (
+            [PlacementMember("a", "h1", "zone-a"), PlacementMember("b", "h2", "zone-a")],
+            PlacementMember("c", "h3", "zone-b"),
+            2,
+        ),
+    ],
+)
+def test_a_join_that_must_enter_every_bucket(members, newcomer, replicas) -> None:
+    joined = Placement.build(members, replicas).with_member_added(newcomer)
+    assert all_owners(joined) == all_owners(Placement.build([*members, newcomer], replicas))
+    assert all(newcomer.node_id in owners for owners in all_owners(joined))
+
+
 @settings(max_examples=TABLE_EXAMPLES)
 @given(
     member_sets(min_size=2, max_size=5, zones_per_host=False),
