@@ -49,9 +49,13 @@ __all__ = [
     "placement_epoch",
 ]
 
-#: Scores a build computes per step by default: about 5-10 ms of CPython on the shared machine
-#: (docs/benchmarks.md, "Placement"), inside the loop's ~10 ms budget for one step.
+#: Work a build does per step by default, in scores (one mmh3 hash and one log, ~0.35 us of
+#: CPython): about 6 ms on the shared machine (docs/benchmarks.md, "Placement"), inside the
+#: loop's ~10 ms budget for one step with room for a slow machine.
 STEP_SCORES_DEFAULT = 16_384
+#: What ranking one bucket costs beyond its N scores (sorting, picking, the owner tuple), in
+#: scores: measured ~5 us a bucket at N = 3, i.e. ~15 scores.
+_BUCKET_OVERHEAD_SCORES = 16
 
 # Positional call (key, seed) -> (h1, h2) as unsigned 64-bit ints; keyword parsing costs time.
 _hash_pair = mmh3.mmh3_x64_128_utupledigest
@@ -372,8 +376,9 @@ class PlacementBuild:
         return self._next_bucket >= BUCKET_COUNT
 
     def step(self, scores_max: int = STEP_SCORES_DEFAULT) -> bool:
-        """Work through buckets until about ``scores_max`` scores were computed (a bucket is
-        never split, so a step may run one bucket's N scores over). True when finished."""
+        """Work through buckets until about ``scores_max`` scores' worth of work is done (a
+        bucket costs its N scores plus a fixed overhead; one skipped by a join or leave costs 1-2;
+        a bucket is never split, so a step may run one bucket over). True when finished."""
         ranker = self._ranker
         member_count = len(ranker.node_ids)
         added, removed = self._added, self._removed
@@ -383,7 +388,7 @@ class PlacementBuild:
         spent = 0
         while bucket < BUCKET_COUNT and spent < scores_max:
             if added is not None:
-                spent += 1
+                spent += 2  # the newcomer's score and the comparison
                 score = added_weight / -_log(
                     ((_hash_pair(added_bytes, bucket)[0] >> 11) + 0.5) * _U_SCALE
                 )
@@ -397,7 +402,7 @@ class PlacementBuild:
                 bucket += 1
                 continue
             picked, floor_score, floor_index = ranker.owners(bucket)
-            spent += member_count
+            spent += member_count + _BUCKET_OVERHEAD_SCORES
             names = tuple(ranker.node_ids[i] for i in picked)
             owners[bucket] = self._interned.setdefault(names, names)
             floor_scores[bucket] = floor_score
