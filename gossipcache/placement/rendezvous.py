@@ -50,9 +50,9 @@ __all__ = [
 ]
 
 #: Work a build does per step by default, in scores (one mmh3 hash and one log, ~0.35 us of
-#: CPython): about 6 ms on the shared machine (docs/benchmarks.md, "Placement"), inside the
+#: CPython): about 3-5 ms on the shared machine (docs/benchmarks.md, "Placement"), inside the
 #: loop's ~10 ms budget for one step with room for a slow machine.
-STEP_SCORES_DEFAULT = 16_384
+STEP_SCORES_DEFAULT = 8192
 #: What ranking one bucket costs beyond its N scores (sorting, picking, the owner tuple), in
 #: scores: measured ~5 us a bucket at N = 3, i.e. ~15 scores.
 _BUCKET_OVERHEAD_SCORES = 16
