@@ -46,3 +46,7 @@ PLACEMENT_MEMBERS_MAX = 1024
 PLACEMENT_REPLICAS_MAX = 8
 #: Longest node id, host id or zone name in a placement member, UTF-8 encoded.
 PLACEMENT_NAME_SIZE_BYTES_MAX = 255
+#: Range of a placement member's weight (any capacity unit, e.g. bytes): keeps every weighted
+#: score finite and non-zero, so rankings never tie on infinities or zeros.
+PLACEMENT_WEIGHT_MIN = 2.0**-20
+PLACEMENT_WEIGHT_MAX = 2.0**64

@@ -315,6 +315,8 @@ def test_a_build_in_slices_does_bounded_work_and_equals_one_build() -> None:
         (("n", "h", None, float("nan")), "weight"),
         (("n", "h", None, float("inf")), "weight"),
         (("n", "h", None, True), "weight"),
+        (("n", "h", None, 1e-9), "weight"),
+        (("n", "h", None, 2.0**65), "weight"),
         (("n" * 256, "h"), "longer"),
     ],
 )

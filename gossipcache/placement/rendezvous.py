@@ -38,6 +38,8 @@ from ..limits import (
     PLACEMENT_MEMBERS_MAX,
     PLACEMENT_NAME_SIZE_BYTES_MAX,
     PLACEMENT_REPLICAS_MAX,
+    PLACEMENT_WEIGHT_MAX,
+    PLACEMENT_WEIGHT_MIN,
 )
 from .buckets import BUCKET_COUNT, bucket_of
 
@@ -93,8 +95,8 @@ class PlacementMember:
         weight = self.weight
         if isinstance(weight, bool) or not isinstance(weight, int | float):
             raise ValueError("weight must be a number")
-        if not (math.isfinite(weight) and weight > 0):
-            raise ValueError("weight must be finite and positive")
+        if not PLACEMENT_WEIGHT_MIN <= weight <= PLACEMENT_WEIGHT_MAX:  # NaN fails too
+            raise ValueError(f"weight must be in {PLACEMENT_WEIGHT_MIN}..{PLACEMENT_WEIGHT_MAX}")
 
 
 def placement_epoch(members: Iterable[PlacementMember], replicas: int) -> int:
