@@ -163,3 +163,36 @@ def test_a_node_under_a_low_open_files_limit_stays_responsive(tmp_path) -> None:
     text = log_path.read_text()
     assert "--connections-max lowered from 10000" in text
     assert text.count("accept failed") <= 1
+
+
+def test_a_throttled_warning_is_logged_once_per_interval_with_its_count(caplog) -> None:
+    caplog.set_level(logging.WARNING, logger="gossipcache.reactor")
+    throttled = reactor_module.ThrottledLog(10.0)
+    for now_ms in range(0, 10_000, 100):  # 100 warnings in the first 10 s
+        throttled.warning(now_ms, "closed %s", "x")
+    throttled.warning(10_000, "closed %s", "y")
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == [
+        "closed x [1 time(s) in the last 10 s]",
+        "closed y [100 time(s) in the last 10 s]",
+    ]
+
+
+def test_a_successful_accept_resets_the_back_off() -> None:
+    core = NodeCore(NodeConfig(membership_enabled=False), ManualClock())
+    reactor = ClientReactor(core)
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    reactor.add_listener(listener, RESP)
+    client = socket.create_connection(listener.getsockname())
+    try:
+        reactor._accept_backoff_s = reactor_module.ACCEPT_BACKOFF_S_MAX
+        reactor._accept(listener, RESP)
+        assert core.metrics.connections_accepted == 1
+        assert reactor._accept_backoff_s == reactor_module.ACCEPT_BACKOFF_S
+    finally:
+        client.close()
+        for connection in list(reactor._connections.values()):
+            reactor._close(connection)
+        listener.close()

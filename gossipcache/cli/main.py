@@ -59,7 +59,7 @@ def _run_node(args: argparse.Namespace) -> int:
     from ..drivers.allocator import tune_allocator
     from ..drivers.cluster_keys import load_cluster_keyring
     from ..drivers.server import run_node
-    from ..node.config import NodeConfig, development_key_refusal
+    from ..node.config import development_key_refusal
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     tune_allocator()  # before any value is stored: large values must leave memory when freed
@@ -83,7 +83,19 @@ def _run_node(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as error:
         print(f"error: client password file {args.client_password_file}: {error}", file=sys.stderr)
         return EXIT_ERROR
-    config = NodeConfig(
+    try:
+        config = _node_config(args, client_password)
+    except ValueError as error:  # a setting out of range: say which, before binding anything
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    trio.run(run_node, config)
+    return EXIT_OK
+
+
+def _node_config(args: argparse.Namespace, client_password: bytes | None):
+    from ..node.config import NodeConfig
+
+    return NodeConfig(
         client_password=client_password,
         host=args.host,
         port=args.port,
@@ -96,10 +108,10 @@ def _run_node(args: argparse.Namespace) -> int:
         seeds=tuple(args.seed),
         cluster_key_file=args.cluster_key_file,
         membership_profile=args.membership_profile,
+        host_id=args.host_id,
+        zone=args.zone,
         allow_development_key_on_network=args.allow_development_key_on_network,
     )
-    trio.run(run_node, config)
-    return EXIT_OK
 
 
 def _register_node(sub) -> None:
@@ -121,6 +133,11 @@ def _register_node(sub) -> None:
                         help="membership timers: lan (default) or local (one host, faster)")  # fmt: skip
     parser.add_argument("--no-membership", action="store_true",
                         help="serve alone: no membership sockets or timers")  # fmt: skip
+    parser.add_argument("--host-id", default=None,
+                        help="the host this node runs on, for placing replicas on distinct"
+                             " hosts (default: the machine's name)")  # fmt: skip
+    parser.add_argument("--zone", default=None,
+                        help="the zone (rack, availability zone) of this node; optional")  # fmt: skip
     parser.add_argument("--allow-development-key-on-network", action="store_true",
                         help="without --cluster-key-file, bind a non-loopback --host anyway "
                              "(anyone who reaches the node can then forge membership)")  # fmt: skip
@@ -208,13 +225,17 @@ def _print_members(members: list[dict], as_json: bool) -> None:
         print(json.dumps(members, indent=2, sort_keys=True))
         return
     now_ms = time.time_ns() // 1_000_000
-    rows = [("ID", "ADDRESS", "STATE", "INCARNATION", "SINCE")]
+    rows = [("ID", "ADDRESS", "HOST", "STATE", "INCARNATION", "SINCE")]
     for member in members:
         age_s = max(0, now_ms - member["since_ms"]) / 1000
+        host = member.get("host_id", "")  # absent from nodes before host ids
+        if member.get("zone"):
+            host = f"{host} ({member['zone']})"
         rows.append(
             (
                 member["id"],
                 member["address"],
+                host,
                 member["state"],
                 str(member["incarnation"]),
                 f"{age_s:.1f} s ago",

@@ -81,7 +81,8 @@ CLIENT_SWEEP_INTERVAL_S = 1.0
 #: failure up to the max, instead of retrying on every pass (a spin that starves everyone).
 ACCEPT_BACKOFF_S = 0.1
 ACCEPT_BACKOFF_S_MAX = 2.0
-#: Accept failures are logged at most once per interval, with the count since the last line.
+#: Accept failures (and clients closed over the buffer budget) are logged at most once per
+#: interval, with the count since the last line: an attacker must not be able to flood the log.
 ACCEPT_ERROR_LOG_INTERVAL_S = 10.0
 
 _READ = select.EPOLLIN | select.EPOLLRDHUP
@@ -92,6 +93,31 @@ _ACCEPT_RETRY_ERRNOS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 NATIVE = "native"
 RESP = "resp"
 PEER = "peer"
+
+
+class ThrottledLog:
+    """A warning logged at most once per interval, saying how many times it happened since the
+    last line it wrote."""
+
+    __slots__ = ("interval_ms", "_logged_ms", "_unlogged")
+
+    def __init__(self, interval_s: float) -> None:
+        self.interval_ms = int(interval_s * 1000)
+        self._logged_ms: int | None = None
+        self._unlogged = 0
+
+    def warning(self, now_ms: int, message: str, *args: object) -> None:
+        self._unlogged += 1
+        if self._logged_ms is not None and now_ms - self._logged_ms < self.interval_ms:
+            return
+        log.warning(
+            f"{message} [%d time(s) in the last %.0f s]",
+            *args,
+            self._unlogged,
+            self.interval_ms / 1000,
+        )
+        self._logged_ms = now_ms
+        self._unlogged = 0
 
 
 class Connection:
@@ -166,8 +192,8 @@ class ClientReactor:
         # Accepting is paused (listeners out of the epoll set) until this instant; 0: it is not.
         self._accept_resume_ms = 0
         self._accept_backoff_s = ACCEPT_BACKOFF_S
-        self._accept_failures_unlogged = 0
-        self._accept_logged_ms = -(10**12)
+        self._accept_failures_log = ThrottledLog(ACCEPT_ERROR_LOG_INTERVAL_S)
+        self._over_budget_log = ThrottledLog(ACCEPT_ERROR_LOG_INTERVAL_S)
 
     def add_listener(self, listener: socket.socket, kind: str) -> None:
         listener.setblocking(False)
@@ -274,6 +300,7 @@ class ClientReactor:
                 metrics.connections_refused += 1
                 sock.close()
                 continue
+            self._accept_backoff_s = ACCEPT_BACKOFF_S  # descriptors are back: start over
             metrics.connections_accepted += 1
             metrics.connections_open += 1
             sock.setblocking(False)
@@ -299,19 +326,13 @@ class ClientReactor:
                 self._epoll.modify(fd, 0)
         self._accept_resume_ms = now_ms + int(self._accept_backoff_s * 1000)
         self._accept_backoff_s = min(self._accept_backoff_s * 2, ACCEPT_BACKOFF_S_MAX)
-        self._accept_failures_unlogged += 1
-        if now_ms - self._accept_logged_ms >= ACCEPT_ERROR_LOG_INTERVAL_S * 1000:
-            log.warning(
-                "accept failed %d time(s) in the last %.0f s: %s; not accepting for %.1f s"
-                " (open client connections: %d)",
-                self._accept_failures_unlogged,
-                ACCEPT_ERROR_LOG_INTERVAL_S,
-                error,
-                (self._accept_resume_ms - now_ms) / 1000,
-                metrics.connections_open,
-            )
-            self._accept_logged_ms = now_ms
-            self._accept_failures_unlogged = 0
+        self._accept_failures_log.warning(
+            now_ms,
+            "accept failed: %s; not accepting for %.1f s (open client connections: %d)",
+            error,
+            (self._accept_resume_ms - now_ms) / 1000,
+            metrics.connections_open,
+        )
 
     def _resume_accepting(self) -> None:
         self._accept_resume_ms = 0
@@ -480,8 +501,9 @@ class ClientReactor:
             # Rare (only over budget) and bounded by the connections holding bytes.
             largest = max(self._holding.values(), key=_held_bytes_of)
             metrics.clients_closed_over_budget += 1
-            log.warning(
-                "client buffers at %d bytes, over the %d-byte budget: closing a %s client"
+            self._over_budget_log.warning(
+                self.core.clock.monotonic_ms(),
+                "client buffers at %d bytes, over the %d-byte budget: closed a %s connection"
                 " holding %d bytes",
                 metrics.client_buffers_bytes,
                 budget,

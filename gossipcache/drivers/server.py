@@ -21,6 +21,7 @@ import trio
 
 from ..node.config import NodeConfig
 from ..node.core import NodeCore
+from ..node.metadata import HOST_ID_SIZE_BYTES_MAX
 from ..wire.peer import PeerAuthenticator
 from . import peer as net
 from .clock import TrioClock
@@ -56,6 +57,13 @@ async def _listen(host: str, port: int) -> trio.socket.SocketType:
     return sock
 
 
+def machine_host_id() -> str | None:
+    """The machine's name as a host id (``--host-id``'s default), cut to the cap; None when it
+    has none usable (the core then uses the address's host part)."""
+    name = _stdlib_socket.gethostname().encode()[:HOST_ID_SIZE_BYTES_MAX].decode(errors="ignore")
+    return name if name and name.isprintable() else None
+
+
 def _to_stdlib(sock: trio.socket.SocketType) -> _stdlib_socket.socket:
     """The same listening socket as a plain stdlib socket, for the reactor's epoll set."""
     return _stdlib_socket.socket(fileno=sock.detach())
@@ -85,6 +93,8 @@ class NodeServer:
             self.config = dataclasses.replace(
                 self.config, connections_max=descriptors.connections_max
             )
+        if self.config.host_id is None:
+            self.config = dataclasses.replace(self.config, host_id=machine_host_id())
         config = self.config
         udp_sock = None
         peer_authenticator = None

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..membership import MembershipConfig
+from .metadata import CAPACITY_BYTES_DEFAULT, NodeMetadata
 
 #: Membership profiles selectable by name (``--membership-profile``).
 MEMBERSHIP_PROFILES: dict[str, Callable[[], MembershipConfig]] = {
@@ -61,12 +62,21 @@ class NodeConfig:
     #: anyone who reaches the port can forge any membership message: the node then refuses a
     #: non-loopback ``host`` unless this is set (``--allow-development-key-on-network``).
     allow_development_key_on_network: bool = False
+    #: The host this node runs on, advertised to the cluster: replicas of a key go to distinct
+    #: hosts. None: the machine's name (the driver fills it in; the sans-IO core alone uses the
+    #: address's host part).
+    host_id: str | None = None
+    #: The zone (rack, availability zone) this node is in, advertised with the host; optional.
+    zone: str | None = None
     #: Clients must send this password (RESP ``AUTH`` / ``HELLO ... AUTH``, native ``auth``)
     #: before any other command; None: no client authentication. Not the cluster key, which
     #: authenticates nodes to each other. Kept out of ``repr`` so it never reaches a log.
     client_password: bytes | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
+        if self.host_id is not None or self.zone is not None:
+            # The same checks the metadata's encoding applies (lengths fit the meta field).
+            NodeMetadata(self.host_id or "unset", self.zone, CAPACITY_BYTES_DEFAULT)
         if self.client_password is not None and not self.client_password:
             raise ValueError("client_password must not be empty (None disables it)")
         if self.membership_profile not in MEMBERSHIP_PROFILES:

@@ -39,6 +39,7 @@ from ..sansio import Channel, Outgoing
 from ..store import Store
 from . import commands as c
 from .config import MEMBERSHIP_PROFILES, NodeConfig
+from .metadata import CAPACITY_BYTES_MAX, NodeMetadata, decode_metadata
 
 log = logging.getLogger("gossipcache.node")
 
@@ -282,8 +283,16 @@ class NodeCore:
             now_ms,
             seeds=config.seeds,
             incarnation=incarnation,
+            meta=self.metadata(address).encode(),
         )
         log.info("membership: %s, incarnation %d, seeds %s", node_id, incarnation, config.seeds)
+
+    def metadata(self, address: str) -> NodeMetadata:
+        """What this node advertises for placement: its host (the configured one, else the
+        host part of its address), zone and capacity (its memory limit)."""
+        config = self.config
+        host_id = config.host_id or address.rpartition(":")[0]
+        return NodeMetadata(host_id, config.zone, min(config.size_bytes_max, CAPACITY_BYTES_MAX))
 
     def _after_membership(self) -> None:
         """Consume the membership core's events: logged and kept (bounded) for now; placement
@@ -420,16 +429,22 @@ class NodeCore:
         if core is None:
             raise ServiceUnavailable("membership is not running")
         monotonic_now_ms = self.clock.monotonic_ms()
-        return [
-            {
-                "id": member.node_id,
-                "address": member.address,
-                "state": str(member.state),
-                "incarnation": member.incarnation,
-                "since_ms": wall_ms - (monotonic_now_ms - member.since_ms),
-            }
-            for member in core.members()
-        ]
+        members = []
+        for member in core.members():
+            metadata = decode_metadata(member.meta, member.node_id)
+            members.append(
+                {
+                    "id": member.node_id,
+                    "address": member.address,
+                    "state": str(member.state),
+                    "incarnation": member.incarnation,
+                    "since_ms": wall_ms - (monotonic_now_ms - member.since_ms),
+                    "host_id": metadata.host_id,
+                    "zone": metadata.zone,
+                    "capacity_bytes": metadata.capacity_bytes,
+                }
+            )
+        return members
 
     def _flush(self, command: c.Flush, wall_ms: int) -> bool:
         self.store.flush()
