@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .PHONY: run test lint bench-eviction bench-store bench-server bench-server-cost bench-membership \
-	bench-memory-fill bench-memory-attacks clean
+	bench-memory-fill bench-memory-attacks bench-placement clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -55,6 +55,10 @@ bench-memory-fill: $(STAMP)
 # one attack with ARGS="--only reply-resp").
 bench-memory-attacks: $(STAMP)
 	$(BIN)/python -m benchmarks.memory_attacks $(ARGS)
+
+# Placement balance, movement on join/leave, build times and table memory (~30 s).
+bench-placement: $(STAMP)
+	$(BIN)/python -m benchmarks.placement_bench $(ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

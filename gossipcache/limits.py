@@ -38,3 +38,15 @@ FRAME_OVERHEAD_BYTES_MAX = 1024
 #: Largest length-prefixed frame (version byte + body), client or peer: one key, one value and
 #: their envelope.
 FRAME_SIZE_BYTES_MAX = VALUE_SIZE_BYTES_MAX + KEY_SIZE_BYTES_MAX + FRAME_OVERHEAD_BYTES_MAX
+
+#: Most members one placement table ranks. Building a table costs 16384 x members hashes (about
+#: 0.5 s at 100 members, done in slices), so the cap bounds that work and the table's memory.
+PLACEMENT_MEMBERS_MAX = 1024
+#: Most replicas of a key (R). Each bucket keeps R owners.
+PLACEMENT_REPLICAS_MAX = 8
+#: Longest node id, host id or zone name in a placement member, UTF-8 encoded.
+PLACEMENT_NAME_SIZE_BYTES_MAX = 255
+#: Range of a placement member's weight (any capacity unit, e.g. bytes): keeps every weighted
+#: score finite and non-zero, so rankings never tie on infinities or zeros.
+PLACEMENT_WEIGHT_MIN = 2.0**-20
+PLACEMENT_WEIGHT_MAX = 2.0**64
