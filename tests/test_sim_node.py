@@ -168,7 +168,9 @@ def test_history_records_invocations_completions_and_every_outcome():
     assert put.invoked_wall_ms == WALL_EPOCH_MS + 10 and not put.deferred
     assert (get.kind, get.value, get.outcome, get.result) == ("get", None, OK, b"v")
     assert slow.deferred and slow.outcome == OK and slow.result == b"later"
-    assert 30 < slow.completed_at_ms <= 80  # the next tick (every 50 ms)
+    # At the next tick: the regular one is at most 50 ms away; while the start-up placement
+    # build runs, its slices tick every millisecond.
+    assert 30 <= slow.completed_at_ms <= 80
     assert members.outcome == ERROR and "ServiceUnavailable" in members.error
     assert members.key is None and members.keys == ()
     assert big.outcome == ERROR and "TooLarge" in big.error

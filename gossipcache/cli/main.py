@@ -108,6 +108,7 @@ def _node_config(args: argparse.Namespace, client_password: bytes | None):
         seeds=tuple(args.seed),
         cluster_key_file=args.cluster_key_file,
         membership_profile=args.membership_profile,
+        replicas=args.replicas,
         host_id=args.host_id,
         zone=args.zone,
         allow_development_key_on_network=args.allow_development_key_on_network,
@@ -133,6 +134,8 @@ def _register_node(sub) -> None:
                         help="membership timers: lan (default) or local (one host, faster)")  # fmt: skip
     parser.add_argument("--no-membership", action="store_true",
                         help="serve alone: no membership sockets or timers")  # fmt: skip
+    parser.add_argument("--replicas", type=int, default=3,
+                        help="copies of each key, R (default 3); placement only, for now")  # fmt: skip
     parser.add_argument("--host-id", default=None,
                         help="the host this node runs on, for placing replicas on distinct"
                              " hosts (default: the machine's name)")  # fmt: skip

@@ -6,6 +6,7 @@ import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ..limits import PLACEMENT_REPLICAS_MAX
 from ..membership import MembershipConfig
 from .metadata import CAPACITY_BYTES_DEFAULT, NodeMetadata
 
@@ -62,6 +63,8 @@ class NodeConfig:
     #: anyone who reaches the port can forge any membership message: the node then refuses a
     #: non-loopback ``host`` unless this is set (``--allow-development-key-on-network``).
     allow_development_key_on_network: bool = False
+    #: Copies of each key (R): a key's owners are the top R members of its bucket's ranking.
+    replicas: int = 3
     #: The host this node runs on, advertised to the cluster: replicas of a key go to distinct
     #: hosts. None: the machine's name (the driver fills it in; the sans-IO core alone uses the
     #: address's host part).
@@ -74,6 +77,8 @@ class NodeConfig:
     client_password: bytes | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
+        if not 1 <= self.replicas <= PLACEMENT_REPLICAS_MAX:
+            raise ValueError(f"replicas must be in [1, {PLACEMENT_REPLICAS_MAX}]")
         if self.host_id is not None or self.zone is not None:
             # The same checks the metadata's encoding applies (lengths fit the meta field).
             NodeMetadata(self.host_id or "unset", self.zone, CAPACITY_BYTES_DEFAULT)

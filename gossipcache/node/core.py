@@ -33,16 +33,20 @@ from dataclasses import asdict
 from ..clock import Clock
 from ..errors import InvariantViolation, ServiceUnavailable
 from ..limits import EXPIRES_AT_MS_MAX
-from ..membership import Keyring, MemberEvent, Membership
+from ..membership import Keyring, MemberEvent, Membership, MemberState
 from ..metrics.counters import CommandMetrics, ServerMetrics
+from ..placement import PlacementMember
 from ..sansio import Channel, Outgoing
 from ..store import Store
 from . import commands as c
 from .config import MEMBERSHIP_PROFILES, NodeConfig
 from .metadata import CAPACITY_BYTES_MAX, NodeMetadata, decode_metadata
+from .placement_view import PlacementView
 
 log = logging.getLogger("gossipcache.node")
 
+#: The placement id of a node that runs without membership (it is alone).
+LOCAL_NODE_ID = "local"
 #: Membership events kept for the placement layer and for inspection; older ones are dropped.
 MEMBERSHIP_EVENTS_KEPT = 4096
 
@@ -129,6 +133,14 @@ class NodeCore:
             if rng is None or keyring is None:
                 raise ValueError("membership needs an rng and a keyring")
             self._start_membership(address, rng, keyring, now_ms)
+        # Where keys live: this node alone until membership says more.
+        own_id = self.membership.node_id if self.membership is not None else LOCAL_NODE_ID
+        own = self.metadata(address or f"{config.host}:{config.port}")
+        self.placement = PlacementView(
+            config.replicas,
+            PlacementMember(own_id, own.host_id, own.zone, float(own.capacity_bytes)),
+        )
+        self._last_tick_ms = now_ms
 
     def add_command(self, command_type: type[c.Command], handler: Callable) -> None:
         """Serve ``command_type`` with ``handler(command, wall_ms)``; its metrics series is
@@ -216,7 +228,11 @@ class NodeCore:
             self._after_membership()
 
     def tick(self, now_ms: int) -> None:
-        """Run what is due at ``now_ms``: membership timers and the active-expiry cycle."""
+        """Run what is due at ``now_ms``: membership timers, the active-expiry cycle and a
+        bounded step of a placement build."""
+        self._last_tick_ms = now_ms
+        if self.placement.busy:
+            self.placement.step()
         membership = self.membership
         if membership is not None:
             deadline_ms = membership.next_deadline_ms()
@@ -229,6 +245,8 @@ class NodeCore:
             self._next_expire_ms = now_ms + self.config.expire_interval_ms
 
     def next_deadline_ms(self) -> int:
+        if self.placement.busy:  # the next slice of the build, right after this turn
+            return self._last_tick_ms + 1
         deadline_ms = self._next_expire_ms
         if self.membership is not None:
             membership_ms = self.membership.next_deadline_ms()
@@ -307,6 +325,25 @@ class NodeCore:
                 event.incarnation,
             )
         self.membership_events.extend(events)
+        if events:
+            self.placement.update(self._placement_members())
+
+    def _placement_members(self) -> list[PlacementMember]:
+        """The members placement uses: the live ones (alive or suspect: a suspect may be
+        fine), as their metadata describes them."""
+        members = []
+        for member in self.membership.members():
+            if member.state in (MemberState.ALIVE, MemberState.SUSPECT):
+                metadata = decode_metadata(member.meta, member.node_id)
+                members.append(
+                    PlacementMember(
+                        member.node_id,
+                        metadata.host_id,
+                        metadata.zone,
+                        float(metadata.capacity_bytes),
+                    )
+                )
+        return members
 
     # -- command handlers: (command, wall_ms) -> result ------------------------------------------
 
@@ -464,5 +501,10 @@ class NodeCore:
             protocol_errors=server.protocol_errors,
             internal_errors=server.internal_errors,
             pending=self._pending_count,
+            placement_epoch=self.placement.epoch,
+            placement_members=len(self.placement.table.members) if self.placement.table else 0,
+            placement_rebuilding=self.placement.busy,
+            buckets_owned=self.placement.buckets_owned,
+            buckets_primary=self.placement.buckets_primary,
         )
         return result
