@@ -35,16 +35,17 @@ class PlacementView:
         #: Tables completed since start, and members left out over the cap.
         self.builds_completed = 0
         self.members_over_cap = 0
+        self.busy = True
 
     @property
     def epoch(self) -> int | None:
         """The epoch of the current table (equal on nodes that agree on the members)."""
         return None if self.table is None else self.table.epoch
 
-    @property
-    def busy(self) -> bool:
-        """A build is under way, or the table's members are not the ones wanted."""
-        return self._build is not None or self._current != self._wanted
+    def _refresh_busy(self) -> None:
+        #: A build is under way, or the table's members are not the ones wanted. A plain
+        #: attribute: the reactor reads it (through ``next_deadline_ms``) on every pass.
+        self.busy = self._build is not None or self._current != self._wanted
 
     def update(self, members: Iterable[PlacementMember]) -> None:
         """Placement should use ``members`` (this node is always among them). Over
@@ -60,11 +61,13 @@ class PlacementView:
         else:
             self.members_over_cap = 0
         self._wanted = wanted
+        self._refresh_busy()
 
     def step(self, scores_max: int = STEP_SCORES_DEFAULT) -> None:
         """Do at most about ``scores_max`` scores of work toward the wanted table."""
         if self._build is None:
             if self._current == self._wanted:
+                self._refresh_busy()
                 return
             self._build = self._begin()
         self._build.step(scores_max)
@@ -72,6 +75,7 @@ class PlacementView:
             self._install(self._build.result())
             self._build = None
             self.builds_completed += 1
+            self._refresh_busy()  # the wanted set may have moved on meanwhile
 
     def _begin(self) -> PlacementBuild:
         """One join or one leave (nothing else changed): incremental; else a full build."""
