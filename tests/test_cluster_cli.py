@@ -69,9 +69,13 @@ def test_a_local_cluster_starts_sees_itself_and_stops_on_ctrl_c(tmp_path) -> Non
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=30) == 0
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        if process.poll() is None:  # a failed assertion: let the supervisor stop its nodes
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
     # Every node is gone: its ports are free again.
     ports = [base + i for base in bases for i in range(3)]
     deadline = time.monotonic() + 10
@@ -95,3 +99,20 @@ def test_bad_arguments_and_busy_ports_are_clear_errors(tmp_path) -> None:
             _cluster_command(2, bases, tmp_path), capture_output=True, text=True, timeout=30
         )
     assert result.returncode == 2 and f"ports already in use: [{bases[1] + 1}]" in result.stderr
+
+
+def test_nodes_do_not_outlive_a_killed_supervisor(tmp_path) -> None:
+    bases = _free_runs(2)
+    process = subprocess.Popen(
+        _cluster_command(2, bases, tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    try:
+        _read_until_ready(process)
+    finally:
+        process.kill()  # SIGKILL: the supervisor cannot stop anything itself
+        process.wait()
+    ports = [base + i for base in bases for i in range(2)]
+    deadline = time.monotonic() + 15
+    while ports_taken(ports):  # the kernel told each node to leave, and it did
+        assert time.monotonic() < deadline, f"nodes outlived the supervisor: {ports_taken(ports)}"
+        time.sleep(0.1)

@@ -11,6 +11,7 @@ the command fails, showing the end of that node's log.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
 import secrets
 import signal
@@ -34,6 +35,8 @@ LOG_TAIL_LINES = 20
 
 EXIT_OK = 0
 EXIT_ERROR = 2
+#: prctl option: the signal a child gets when its parent dies (linux/prctl.h).
+_PR_SET_PDEATHSIG = 1
 
 
 class _Stop(Exception):
@@ -73,6 +76,17 @@ def ports_taken(ports: list[int]) -> list[int]:
                     taken.append(port)
                     break
     return taken
+
+
+def _stop_with_parent() -> None:
+    """In a node process before it starts: have the kernel send it SIGTERM (a graceful leave)
+    if the supervisor dies, even by SIGKILL, so no node outlives its cluster command. Linux
+    only (prctl PR_SET_PDEATHSIG); elsewhere a killed supervisor leaves its nodes running."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _node_command(args: argparse.Namespace, index: int, key_file: Path) -> list[str]:
@@ -144,6 +158,7 @@ def run_cluster(args: argparse.Namespace) -> int:
                         stderr=log,
                         env=dict(os.environ, PYTHONUNBUFFERED="1"),
                         start_new_session=True,  # Ctrl-C reaches the supervisor, which stops them
+                        preexec_fn=_stop_with_parent,
                     )  # fmt: skip
                 )
             if index == 0:
