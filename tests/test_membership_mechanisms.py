@@ -1040,3 +1040,57 @@ def test_no_join_exchanges_once_joined() -> None:
                 _send(core, now_ms, Ack(message.seq))
     assert joins and not any(joins)  # periodic syncs only, never a join
     assert core.stats()["join_attempts"] == 1
+
+
+def _reference_take(items: dict, budget_bytes: int, transmit_limit: int) -> list[bytes]:
+    """The queue's take as it was (a sort of the whole queue per datagram): the model."""
+    chosen = []
+    for key, entry in sorted(items.items(), key=lambda kv: (kv[1][1], -kv[1][2])):
+        encoded, transmits, order = entry
+        if len(encoded) > budget_bytes:
+            continue
+        budget_bytes -= len(encoded)
+        chosen.append(encoded)
+        if transmits + 1 >= transmit_limit:
+            del items[key]
+        else:
+            items[key] = [encoded, transmits + 1, order]
+        if budget_bytes < 16:
+            break
+    return chosen
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    operations=st.lists(
+        st.one_of(
+            st.tuples(st.just("put"), st.integers(0, 12), st.integers(16, 90)),
+            st.tuples(st.just("take"), st.integers(0, 400), st.integers(1, 4)),
+        ),
+        max_size=120,
+    ),
+    length_max=st.integers(1, 10),
+)
+def test_queue_take_sends_exactly_what_sorting_the_queue_would(operations, length_max) -> None:
+    """The heap-ordered take picks the same updates, in the same order, as sorting the whole
+    queue by (transmits, newest) did, through puts, replacements, drops and sends."""
+    queue = BroadcastQueue(length_max)
+    model: dict[str, list] = {}  # key -> [encoded, transmits, order]
+    order = 0
+    for index, (kind, a, b) in enumerate(operations):
+        if kind == "put":
+            key = f"m{a}"
+            encoded = bytes([index % 256]) * b
+            queue.put(key, encoded)
+            order += 1
+            model.pop(key, None)
+            model[key] = [encoded, 0, order]
+            if len(model) > length_max:  # the most sent, oldest among equals, is dropped
+                worst = max(model, key=lambda k: (model[k][1], -model[k][2]))
+                del model[worst]
+        else:
+            assert queue.take(a, b) == _reference_take(model, a, b)
+        assert {k: v.encoded for k, v in queue._items.items()} == {
+            k: v[0] for k, v in model.items()
+        }
+        queue.check_invariants()

@@ -4,6 +4,8 @@ dissemination; the ordering follows memberlist's TransmitLimitedQueue).
 - Each update is sent ``retransmit_mult * ceil(log10(N + 1))`` times, then forgotten: with N
   members that many random forwards reach everyone with high probability.
 - Least-transmitted updates go first, newest first among equals: fresh news spreads fastest.
+  A heap of (transmits, -order) entries keeps that order, so a datagram pops only the updates it
+  sends or passes over (sorting the whole queue per datagram cost ~1 ms at 4,096 updates).
 - A newer update about a member replaces any queued one about the same member (only the latest
   state matters, and the older one would waste bytes).
 - The queue is bounded; beyond the bound the most-transmitted (best spread) updates are dropped.
@@ -37,10 +39,6 @@ class _Queued:
         self.order = order
 
 
-def _priority(item: _Queued) -> tuple[int, int]:
-    return (item.transmits, -item.order)
-
-
 #: The eviction heap is rebuilt from the queue once it holds this many times more entries than
 #: the queue has items (every take adds one entry per update sent), so it stays O(queue).
 HEAP_SLACK_FACTOR = 4
@@ -58,6 +56,13 @@ class BroadcastQueue:
         # oldest among equals). An entry is stale once its item is gone or was sent again.
         # None while the queue is less than half full (built when it fills up).
         self._evict_heap: list[tuple[int, int, str]] | None = None
+        # Min-heap of (transmits, -order, key): its top is the update to send first (least sent,
+        # newest among equals); stale entries as above. ``take`` pops only what it sends or
+        # skips, instead of sorting the whole queue for every datagram (~1 ms at 4,096).
+        self._send_heap: list[tuple[int, int, str]] = []
+        # No queued update is shorter than this (the shortest ever put; recomputed when the
+        # send heap is rebuilt): once the budget left is below it, nothing more can fit.
+        self._size_floor = 0
 
     def __len__(self) -> int:
         return len(self._items)
@@ -66,11 +71,15 @@ class BroadcastQueue:
         """Queue ``encoded`` (one update about member ``key``), replacing any older one."""
         self._order += 1
         self._items.pop(key, None)
-        self._items[key] = _Queued(key, encoded, self._order)
-        self._push_heap(self._items[key])
+        self._items[key] = item = _Queued(key, encoded, self._order)
+        self._push_heap(item)
+        heapq.heappush(self._send_heap, (0, -item.order, key))
+        if not self._size_floor or len(encoded) < self._size_floor:
+            self._size_floor = len(encoded)
         if len(self._items) > self.length_max:
             del self._items[self._pop_worst()]
             self.dropped += 1
+        self._compact_send_heap()
 
     def _push_heap(self, item: _Queued) -> None:
         heap = self._evict_heap
@@ -98,24 +107,50 @@ class BroadcastQueue:
             if item is not None and item.order == order and item.transmits == -negative_transmits:
                 return key
 
+    def _compact_send_heap(self) -> None:
+        """Rebuild the send heap, one entry per queued update, once stale entries outnumber
+        the queue several times over (every put and every send files a new entry)."""
+        if len(self._send_heap) >= HEAP_SLACK_FACTOR * (len(self._items) + 16):
+            heap = [(i.transmits, -i.order, i.key) for i in self._items.values()]
+            heapq.heapify(heap)
+            self._send_heap = heap
+            self._size_floor = min((len(i.encoded) for i in self._items.values()), default=0)
+
     def take(self, budget_bytes: int, transmit_limit: int) -> list[bytes]:
         """Updates that fit in ``budget_bytes``, best first; each counts one transmission."""
         if not self._items or budget_bytes <= 0:
             return []
         chosen: list[bytes] = []
-        for item in sorted(self._items.values(), key=_priority):
+        heap = self._send_heap
+        items = self._items
+        passed_over: list[tuple[int, int, str]] = []  # too large for what is left: kept
+        sent: list[_Queued] = []  # re-filed after the loop: each is sent once per take
+        size_floor = self._size_floor
+        while heap and budget_bytes >= size_floor:  # below the floor nothing fits: stop
+            entry = heapq.heappop(heap)
+            transmits, negative_order, key = entry
+            item = items.get(key)
+            if item is None or item.transmits != transmits or item.order != -negative_order:
+                continue  # stale: replaced, dropped or sent since it was filed
             size = len(item.encoded)
             if size > budget_bytes:
+                passed_over.append(entry)
                 continue
             budget_bytes -= size
             chosen.append(item.encoded)
             item.transmits += 1
             if item.transmits >= transmit_limit:
-                del self._items[item.key]
+                del items[key]
             else:
-                self._push_heap(item)
+                sent.append(item)
             if budget_bytes < 16:  # no update is smaller than this: stop scanning
                 break
+        for entry in passed_over:
+            heapq.heappush(heap, entry)
+        for item in sent:
+            self._push_heap(item)
+            heapq.heappush(heap, (item.transmits, -item.order, item.key))
+        self._compact_send_heap()
         if self._evict_heap is not None and len(self._items) < self.length_max // 2:
             self._evict_heap = None
         return chosen
