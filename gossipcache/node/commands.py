@@ -104,13 +104,7 @@ class Get(Command):
     key = _field(1, "The key to read.")
 
     def __new__(cls, key: bytes) -> Get:
-        return make(
-            cls,
-            (
-                cls.name,
-                key,
-            ),
-        )
+        return make(cls, (cls.name, key))
 
 
 class Put(Command):
@@ -172,13 +166,7 @@ class Delete(Command):
 
     def __new__(cls, keys: tuple[bytes, ...]) -> Delete:
         _check_keys(keys)
-        return make(
-            cls,
-            (
-                cls.name,
-                keys,
-            ),
-        )
+        return make(cls, (cls.name, keys))
 
 
 class Exists(Command):
@@ -192,13 +180,7 @@ class Exists(Command):
 
     def __new__(cls, keys: tuple[bytes, ...]) -> Exists:
         _check_keys(keys)
-        return make(
-            cls,
-            (
-                cls.name,
-                keys,
-            ),
-        )
+        return make(cls, (cls.name, keys))
 
 
 class Expire(Command):
@@ -261,13 +243,7 @@ class Persist(Command):
     key = _field(1, "The key whose expiry is removed.")
 
     def __new__(cls, key: bytes) -> Persist:
-        return make(
-            cls,
-            (
-                cls.name,
-                key,
-            ),
-        )
+        return make(cls, (cls.name, key))
 
 
 class Ttl(Command):
@@ -280,13 +256,7 @@ class Ttl(Command):
     key = _field(1, "The key asked about.")
 
     def __new__(cls, key: bytes) -> Ttl:
-        return make(
-            cls,
-            (
-                cls.name,
-                key,
-            ),
-        )
+        return make(cls, (cls.name, key))
 
 
 class Ping(Command):
@@ -298,13 +268,7 @@ class Ping(Command):
     message = _field(1, "What to echo, or None.")
 
     def __new__(cls, message: bytes | None = None) -> Ping:
-        return make(
-            cls,
-            (
-                cls.name,
-                message,
-            ),
-        )
+        return make(cls, (cls.name, message))
 
 
 class Stats(Command):
