@@ -34,6 +34,14 @@ IF_PRESENT = "xx"  # Put: only if the key holds a live value. Expire: only if it
 IF_GREATER = "gt"  # Expire only: only if the new expiry is later than the current one.
 IF_LESS = "lt"  # Expire only: only if the new expiry is earlier than the current one.
 PUT_CONDITIONS = frozenset((IF_ABSENT, IF_PRESENT))
+
+#: Consistency levels of a data command in a cluster: how many of a key's R owners must answer
+#: (a read) or hold the write (a write) before the coordinator answers. None on a command means
+#: the node's default (``NodeConfig.read_consistency`` / ``write_consistency``).
+ONE = "one"
+QUORUM = "quorum"
+ALL = "all"
+CONSISTENCY_LEVELS = (ONE, QUORUM, ALL)
 EXPIRE_CONDITIONS = frozenset((IF_ABSENT, IF_PRESENT, IF_GREATER, IF_LESS))
 
 
@@ -57,6 +65,22 @@ def check_expiry_fits(ttl_ms: int, wall_ms: int) -> None:
         )
 
 
+def _check_consistency(consistency: str | None) -> None:
+    if consistency is not None and consistency not in CONSISTENCY_LEVELS:
+        raise InvalidRequest(
+            f"consistency must be one of {', '.join(CONSISTENCY_LEVELS)}, got {consistency!r:.40}"
+        )
+
+
+def _with_level(items: tuple, consistency: str | None) -> tuple:
+    """A data command's items, with the consistency level appended only when one is given:
+    the common case (the node's default) keeps the short tuple the hot paths build."""
+    if consistency is None:
+        return items
+    _check_consistency(consistency)
+    return (*items, consistency)
+
+
 def _check_keys(keys: tuple[bytes, ...]) -> None:
     if not keys:
         raise InvalidRequest("at least one key is required")
@@ -70,6 +94,14 @@ make = tuple.__new__
 
 def _field(index: int, doc: str) -> property:
     return property(itemgetter(index), doc=doc)
+
+
+def _optional_field(index: int, doc: str) -> property:
+    """A trailing field that may be absent from the tuple (None then)."""
+    return property(lambda self: self[index] if len(self) > index else None, doc=doc)
+
+
+_CONSISTENCY_DOC = "ONE, QUORUM or ALL; None: the node's default for this kind of command."
 
 
 class Command(tuple):
@@ -100,11 +132,12 @@ class Get(Command):
 
     __slots__ = ()
     name = "get"
-    fields = ("key",)
+    fields = ("key", "consistency")
     key = _field(1, "The key to read.")
+    consistency = _optional_field(2, _CONSISTENCY_DOC)
 
-    def __new__(cls, key: bytes) -> Get:
-        return make(cls, (cls.name, key))
+    def __new__(cls, key: bytes, *, consistency: str | None = None) -> Get:
+        return make(cls, _with_level((cls.name, key), consistency))
 
 
 class Put(Command):
@@ -122,7 +155,16 @@ class Put(Command):
     __slots__ = ()
     name = "put"
     writes = True
-    fields = ("key", "value", "ttl_ms", "expires_at_ms", "keep_ttl", "condition", "return_old")
+    fields = (
+        "key",
+        "value",
+        "ttl_ms",
+        "expires_at_ms",
+        "keep_ttl",
+        "condition",
+        "return_old",
+        "consistency",
+    )
     key = _field(1, "The key to write.")
     value = _field(2, "The value to write.")
     ttl_ms = _field(3, "Relative expiry in ms, or None.")
@@ -130,6 +172,7 @@ class Put(Command):
     keep_ttl = _field(5, "Keep the overwritten entry's expiry.")
     condition = _field(6, "None, IF_ABSENT or IF_PRESENT.")
     return_old = _field(7, "Answer with the previous live value.")
+    consistency = _optional_field(8, _CONSISTENCY_DOC)
 
     def __new__(
         cls,
@@ -141,6 +184,7 @@ class Put(Command):
         keep_ttl: bool = False,
         condition: str | None = None,
         return_old: bool = False,
+        consistency: str | None = None,
     ) -> Put:
         if ttl_ms is not None:
             _check_int_in("ttl_ms", ttl_ms, 1, TTL_MS_MAX)
@@ -150,9 +194,8 @@ class Put(Command):
                 raise InvalidRequest("at most one of ttl_ms, expires_at_ms and keep_ttl")
             if condition is not None and condition not in PUT_CONDITIONS:
                 raise InvalidRequest(f"put condition must be one of {sorted(PUT_CONDITIONS)}")
-        return make(
-            cls, (cls.name, key, value, ttl_ms, expires_at_ms, keep_ttl, condition, return_old)
-        )
+        items = (cls.name, key, value, ttl_ms, expires_at_ms, keep_ttl, condition, return_old)
+        return make(cls, _with_level(items, consistency))
 
 
 class Delete(Command):
@@ -161,12 +204,13 @@ class Delete(Command):
     __slots__ = ()
     name = "delete"
     writes = True
-    fields = ("keys",)
+    fields = ("keys", "consistency")
     keys = _field(1, "The keys to remove.")
+    consistency = _optional_field(2, _CONSISTENCY_DOC)
 
-    def __new__(cls, keys: tuple[bytes, ...]) -> Delete:
+    def __new__(cls, keys: tuple[bytes, ...], *, consistency: str | None = None) -> Delete:
         _check_keys(keys)
-        return make(cls, (cls.name, keys))
+        return make(cls, _with_level((cls.name, keys), consistency))
 
 
 class Exists(Command):
@@ -175,12 +219,13 @@ class Exists(Command):
 
     __slots__ = ()
     name = "exists"
-    fields = ("keys",)
+    fields = ("keys", "consistency")
     keys = _field(1, "The keys to look for.")
+    consistency = _optional_field(2, _CONSISTENCY_DOC)
 
-    def __new__(cls, keys: tuple[bytes, ...]) -> Exists:
+    def __new__(cls, keys: tuple[bytes, ...], *, consistency: str | None = None) -> Exists:
         _check_keys(keys)
-        return make(cls, (cls.name, keys))
+        return make(cls, _with_level((cls.name, keys), consistency))
 
 
 class Expire(Command):
@@ -201,11 +246,12 @@ class Expire(Command):
     __slots__ = ()
     name = "expire"
     writes = True
-    fields = ("key", "ttl_ms", "expires_at_ms", "conditions")
+    fields = ("key", "ttl_ms", "expires_at_ms", "conditions", "consistency")
     key = _field(1, "The key whose expiry changes.")
     ttl_ms = _field(2, "Relative expiry in ms, or None.")
     expires_at_ms = _field(3, "Absolute wall-clock expiry in ms, or None.")
     conditions = _field(4, "A frozenset of IF_* conditions, all of which must hold.")
+    consistency = _optional_field(5, _CONSISTENCY_DOC)
 
     def __new__(
         cls,
@@ -214,6 +260,7 @@ class Expire(Command):
         *,
         expires_at_ms: int | None = None,
         conditions: frozenset[str] = frozenset(),
+        consistency: str | None = None,
     ) -> Expire:
         if (ttl_ms is None) == (expires_at_ms is None):
             raise InvalidRequest("exactly one of ttl_ms and expires_at_ms")
@@ -230,7 +277,8 @@ class Expire(Command):
                 raise InvalidRequest("nx excludes the other expire conditions")
             if IF_GREATER in conditions and IF_LESS in conditions:
                 raise InvalidRequest("gt and lt exclude each other")
-        return make(cls, (cls.name, key, ttl_ms, expires_at_ms, frozenset(conditions)))
+        items = (cls.name, key, ttl_ms, expires_at_ms, frozenset(conditions))
+        return make(cls, _with_level(items, consistency))
 
 
 class Persist(Command):
@@ -239,11 +287,12 @@ class Persist(Command):
     __slots__ = ()
     name = "persist"
     writes = True
-    fields = ("key",)
+    fields = ("key", "consistency")
     key = _field(1, "The key whose expiry is removed.")
+    consistency = _optional_field(2, _CONSISTENCY_DOC)
 
-    def __new__(cls, key: bytes) -> Persist:
-        return make(cls, (cls.name, key))
+    def __new__(cls, key: bytes, *, consistency: str | None = None) -> Persist:
+        return make(cls, _with_level((cls.name, key), consistency))
 
 
 class Ttl(Command):
@@ -252,11 +301,12 @@ class Ttl(Command):
 
     __slots__ = ()
     name = "ttl"
-    fields = ("key",)
+    fields = ("key", "consistency")
     key = _field(1, "The key asked about.")
+    consistency = _optional_field(2, _CONSISTENCY_DOC)
 
-    def __new__(cls, key: bytes) -> Ttl:
-        return make(cls, (cls.name, key))
+    def __new__(cls, key: bytes, *, consistency: str | None = None) -> Ttl:
+        return make(cls, _with_level((cls.name, key), consistency))
 
 
 class Ping(Command):

@@ -58,6 +58,7 @@ class Pending:
 
     __slots__ = (
         "command_type", "items", "started_ns", "reply_to", "reply_tag", "result", "error", "done",
+        "version",
     )  # fmt: skip
 
     def __init__(self, command_type: type[c.Command], items: tuple, started_ns: int) -> None:
@@ -69,6 +70,9 @@ class Pending:
         self.result: object = None
         self.error: Exception | None = None
         self.done = False
+        #: A replicated write's version (``replication.pack_version``) once the coordinator
+        #: stamped it, kept after completion for checkers; None for reads.
+        self.version: int | None = None
 
     @property
     def command(self) -> c.Command:
