@@ -81,6 +81,18 @@ def _with_level(items: tuple, consistency: str | None) -> tuple:
     return (*items, consistency)
 
 
+def expire_conditions_hold(conditions, current_ms: int | None, new_ms: int) -> bool:
+    """Whether Redis 7's EXPIRE conditions (NX / XX / GT / LT) allow moving an expiry at
+    ``current_ms`` (None: persistent, which counts as infinite) to ``new_ms``."""
+    if IF_ABSENT in conditions and current_ms is not None:
+        return False
+    if IF_PRESENT in conditions and current_ms is None:
+        return False
+    if IF_GREATER in conditions and (current_ms is None or new_ms <= current_ms):
+        return False
+    return not (IF_LESS in conditions and current_ms is not None and new_ms >= current_ms)
+
+
 def _check_keys(keys: tuple[bytes, ...]) -> None:
     if not keys:
         raise InvalidRequest("at least one key is required")
