@@ -211,3 +211,15 @@ def test_bad_replication_payloads_are_dropped_and_counted():
     for payload in (b"R", b"R\xff", b"R\x91\x93\x01", b"R" + b"\x91" * 100_000):
         core.handle(addresses[1], Channel.STREAM, payload, sim.now_ms)
     assert core.stats_dict()["replication_bad_messages"] == 4
+
+
+def test_mget_and_mset_fan_out_by_owner_and_gather_in_order():
+    sim, addresses, workload = cluster()
+    pairs = tuple((b"m:%d" % i, b"v%d" % i) for i in range(30))
+    assert run(sim, workload, addresses[0], c.PutMany(pairs)) is True
+    keys = tuple(key for key, _ in pairs) + (b"absent",)
+    expected = [value for _, value in pairs] + [None]
+    for reader in addresses:
+        assert run(sim, workload, reader, c.GetMany(keys, consistency=c.QUORUM), 500) == expected
+    for key, _ in pairs:  # every key on its own three owners
+        assert sum(held(sim, a, key) is not None for a in addresses) == 3

@@ -225,6 +225,38 @@ class Delete(Command):
         return make(cls, _with_level((cls.name, keys), consistency))
 
 
+class GetMany(Command):
+    """The live values of ``keys`` (Redis' MGET). Result: a list, None where missing."""
+
+    __slots__ = ()
+    name = "get_many"
+    fields = ("keys", "consistency")
+    keys = _field(1, "The keys to read.")
+    consistency = _optional_field(2, _CONSISTENCY_DOC)
+
+    def __new__(cls, keys: tuple[bytes, ...], *, consistency: str | None = None) -> GetMany:
+        _check_keys(keys)
+        return make(cls, _with_level((cls.name, keys), consistency))
+
+
+class PutMany(Command):
+    """Write every ``(key, value)`` of ``pairs``, persistent (Redis' MSET). Result: True.
+    In a cluster each key is its own replicated write: not atomic across keys."""
+
+    __slots__ = ()
+    name = "put_many"
+    writes = True
+    fields = ("pairs", "consistency")
+    pairs = _field(1, "The (key, value) pairs to write.")
+    consistency = _optional_field(2, _CONSISTENCY_DOC)
+
+    def __new__(
+        cls, pairs: tuple[tuple[bytes, bytes], ...], *, consistency: str | None = None
+    ) -> PutMany:
+        _check_keys(pairs)
+        return make(cls, _with_level((cls.name, pairs), consistency))
+
+
 class Exists(Command):
     """Result: how many of ``keys`` hold a live value (a key named twice counts twice, as in
     Redis). Not a lookup: touches no hit counter and no recency."""
@@ -369,6 +401,8 @@ class Flush(Command):
 COMMAND_TYPES: tuple[type[Command], ...] = (
     Get,
     Put,
+    GetMany,
+    PutMany,
     Delete,
     Exists,
     Expire,

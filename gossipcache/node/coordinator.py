@@ -32,6 +32,8 @@ from . import commands as c
 
 _LEVEL_INDEX = {
     c.Get: 2,
+    c.GetMany: 2,
+    c.PutMany: 2,
     c.Delete: 2,
     c.Exists: 2,
     c.Persist: 2,
@@ -96,6 +98,8 @@ class Coordinator:
         return {
             c.Get: self.get,
             c.Put: self.put,
+            c.GetMany: self.get_many,
+            c.PutMany: self.put_many,
             c.Delete: self.delete,
             c.Exists: self.exists,
             c.Expire: self.expire,
@@ -225,6 +229,44 @@ class Coordinator:
                 )  # fmt: skip
 
         return self._run(c.Exists, command, start)
+
+    def get_many(self, command, wall_ms: int):
+        """MGET: one read per key (each at the command's level), gathered in order."""
+        keys = command[1]
+        level = self._level(command, self.read_level)
+
+        def start(finish):
+            gather = _Gather(len(keys), finish, [None] * len(keys))
+            for index, key in enumerate(keys):
+
+                def entry_read(entry, error, index=index):
+                    now_ms = self.core.clock.wall_ms()
+                    if error is None:
+                        self._count_lookup(entry, now_ms)
+                    gather.one(live_value(entry, now_ms), error, index)
+
+                self._read(key, level, wall_ms, entry_read)
+
+        return self._run(c.GetMany, command, start)
+
+    def put_many(self, command, wall_ms: int):
+        """MSET: one replicated write per key, answered once all reached the level."""
+        pairs = command[1]
+        level = self._level(command, self.write_level)
+        for key, value in pairs:
+            self.store.check_sizes(key, value)
+
+        def start(finish):
+            def all_written(result, error=None):
+                finish(None if error else True, error)
+
+            gather = _Gather(len(pairs), all_written)
+            for key, value in pairs:
+                self._write(
+                    key, value, None, level, wall_ms, lambda op, error: gather.one(0, error)
+                )
+
+        return self._run(c.PutMany, command, start)
 
     def ttl(self, command, wall_ms: int):
         def decide(entry, now_ms, finish):
@@ -367,22 +409,25 @@ class Coordinator:
 
 
 class _Gather:
-    """Sums per-key results of a multi-key command; finishes once all are in (with the first
-    error, if any: the other keys' operations still ran)."""
+    """Sums (or lists) per-key results of a multi-key command; finishes once all are in (with
+    the first error, if any: the other keys' operations still ran)."""
 
     __slots__ = ("remaining", "total", "error", "finish")
 
-    def __init__(self, count: int, finish: Callable) -> None:
+    def __init__(self, count: int, finish: Callable, slots: list | None = None) -> None:
         self.remaining = count
-        self.total = 0
+        #: The sum of the results, or with ``slots`` the results in key order.
+        self.total = 0 if slots is None else slots
         self.error: Exception | None = None
         self.finish = finish
 
-    def one(self, result: int, error: Exception | None) -> None:
+    def one(self, result, error: Exception | None, index: int | None = None) -> None:
         if error is not None:
             self.error = self.error or error
-        else:
+        elif index is None:
             self.total += result
+        else:
+            self.total[index] = result
         self.remaining -= 1
         if self.remaining == 0:
             if self.error is not None:

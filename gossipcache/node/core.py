@@ -129,6 +129,8 @@ class NodeCore:
         for command_type, handler in (
             (c.Get, self._get_handler()),
             (c.Put, self._put_handler()),
+            (c.GetMany, self._get_many),
+            (c.PutMany, self._put_many),
             (c.Delete, self._delete),
             (c.Exists, self._exists),
             (c.Expire, self._expire),
@@ -525,6 +527,18 @@ class NodeCore:
                 return old if return_old else True
         store.put(key, value, wall_ms, ttl_ms, keep_ttl=keep_ttl)
         return old if return_old else True
+
+    def _get_many(self, command: c.GetMany, wall_ms: int) -> list:
+        get = self.store.get
+        return [get(key, wall_ms) for key in command[1]]
+
+    def _put_many(self, command: c.PutMany, wall_ms: int) -> bool:
+        store = self.store
+        for key, value in command[1]:
+            store.check_sizes(key, value)  # all or nothing, as far as sizes go
+        for key, value in command[1]:
+            store.put(key, value, wall_ms)
+        return True
 
     def _delete(self, command: c.Delete, wall_ms: int) -> int:
         keys = command[1]
