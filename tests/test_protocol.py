@@ -15,10 +15,10 @@ from gossipcache.errors import ProtocolError, ValueTooLarge
 from gossipcache.limits import FRAME_SIZE_BYTES_MAX, TTL_MS_MAX
 from gossipcache.wire.framing import PROTOCOL_VERSION, FrameDecoder, FrameTooLarge, frame
 from gossipcache.wire.native import (
+    CONSISTENCY_LEVELS,
     ERROR_BAD_REQUEST,
     ERROR_CODES,
     ERROR_UNKNOWN_OP,
-    CONSISTENCY_LEVELS,
     OP_ARGS,
     OPS,
     OPS_WITH_CONSISTENCY,
@@ -682,7 +682,7 @@ def test_responses_are_unpacked_within_limits():
 
 
 def test_data_ops_take_an_optional_consistency_level():
-    assert OPS_WITH_CONSISTENCY == {"get", "put", "del", "exists", "expire", "ttl", "persist"}
+    assert {"get", "put", "del", "exists", "expire", "ttl", "persist"} == OPS_WITH_CONSISTENCY
     decoder = RequestDecoder()
     for level in CONSISTENCY_LEVELS:
         for op, args in (("get", (b"k",)), ("put", (b"k", b"v", None)), ("expire", (b"k", 5))):

@@ -813,4 +813,3 @@ class SyncClient:
 
     def __exit__(self, *exc_info) -> None:
         self.close()
-
