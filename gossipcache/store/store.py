@@ -94,6 +94,28 @@ EXPIRE_TICK_KEYS_MAX = 1000
 RECLAIM_TICK_ENTRIES_MAX = 32768
 
 
+class _Tombstone(bytes):
+    """The type of ``TOMBSTONE``: an empty bytes object that is not ``b""``."""
+
+    __slots__ = ()
+
+
+#: The value of a deleted entry that replication keeps for a while (a tombstone): it holds the
+#: delete's version, so an older write arriving late (a hint, a repair) cannot bring the value
+#: back. Compared by identity; it weighs 0 bytes of value, its key and overhead are charged.
+TOMBSTONE = _Tombstone()
+
+#: ``apply`` outcomes: a version at least as new was held (nothing changed); written where no
+#: live value was; written over a live value.
+APPLY_STALE = 0
+APPLY_NEW = 1
+APPLY_REPLACED = 2
+
+#: Evictions remembered for ``take_evicted`` (replication tells a key's other owners); past it
+#: the oldest are forgotten and counted (``evictions_unreported``).
+EVICTED_RECORD_MAX = 4096
+
+
 def shard_count_for(size_bytes_max: int) -> int:
     """Shards for a limit: the smallest power of two giving each at most the target share."""
     count = 1
@@ -119,6 +141,8 @@ class StoreStats:
     expires: int
     ttls: int
     eviction_policy: str
+    #: Tombstones held (replicated deletes and expiries), not counted in ``keys``.
+    tombstones: int = 0
 
     @property
     def hit_ratio(self) -> float:
@@ -153,8 +177,16 @@ class Store:
         key_size_bytes_max: int = KEY_SIZE_BYTES_MAX_DEFAULT,
         value_size_bytes_max: int = VALUE_SIZE_BYTES_MAX_DEFAULT,
         shard_count: int | None = None,
+        expired_tombstone_ms: int | None = None,
+        record_evictions: bool = False,
     ) -> None:
-        """``shard_count`` (a power of two) overrides ``shard_count_for(size_bytes_max)``."""
+        """``shard_count`` (a power of two) overrides ``shard_count_for(size_bytes_max)``.
+
+        Replication sets the last two. ``expired_tombstone_ms``: an entry that expires turns
+        into a ``TOMBSTONE`` of the same version, kept that long past its expiry, so an older
+        write delivered late cannot take its place (None: expired entries just go).
+        ``record_evictions``: remember ``(key, version)`` of evicted entries for
+        ``take_evicted``."""
         if size_bytes_max <= 0:
             raise ValueError(f"size_bytes_max must be positive, got {size_bytes_max}")
         self.size_bytes_max = size_bytes_max
@@ -184,8 +216,12 @@ class Store:
         # Entries up to this weight fit even with a TTL: put() checks the exact sum only above.
         self._entry_bytes_max_without_ttl = size_bytes_max - TTL_OVERHEAD_BYTES
         self._keys = 0
+        self._tombstones = 0
         self._used_bytes = 0
         self._version_last = 0
+        self._expired_tombstone_ms = expired_tombstone_ms
+        self._evicted: deque[tuple[bytes, int]] | None = deque() if record_evictions else None
+        self.evictions_unreported = 0
         self._expire_shard = 0  # active expiry: shard and slot where the next tick resumes
         self._expire_cursor = 0
         self._evict_shard = 0  # where eviction continues once the written shard is exhausted
@@ -225,7 +261,11 @@ class Store:
         self._gets += 1
         shard = self._shards[hash(key) & self._shard_mask]
         value = shard.values.get(key)
-        if value is None or (key in shard.expires_at_ms and self._expired(shard, key, now_ms)):
+        if (
+            value is None
+            or (key in shard.expires_at_ms and self._expired(shard, key, now_ms))
+            or value is TOMBSTONE
+        ):
             self._misses += 1
             return None
         self._hits += 1
@@ -235,12 +275,12 @@ class Store:
     def contains(self, key: bytes, now_ms: int) -> bool:
         """Whether ``key`` holds a live value. Not a lookup: touches no counter and no recency."""
         shard = self._shard(key)
-        return key in shard.values and not self._expired(shard, key, now_ms)
+        return self._live(shard, key, now_ms)
 
     def version(self, key: bytes, now_ms: int) -> int | None:
         """The version of the live entry at ``key``, or None."""
         shard = self._shard(key)
-        if key not in shard.values or self._expired(shard, key, now_ms):
+        if not self._live(shard, key, now_ms):
             return None
         return shard.versions[key]
 
@@ -249,7 +289,7 @@ class Store:
         when there is no live entry."""
         self._ttls += 1
         shard = self._shard(key)
-        if key not in shard.values or self._expired(shard, key, now_ms):
+        if not self._live(shard, key, now_ms):
             return TTL_MISSING
         expires_at_ms = shard.expires_at_ms.get(key)
         if expires_at_ms is None:
@@ -259,9 +299,29 @@ class Store:
     def expires_at_ms(self, key: bytes, now_ms: int) -> int | None:
         """The absolute expiry of the live entry at ``key``, or None (no entry, or no TTL)."""
         shard = self._shard(key)
-        if key not in shard.values or self._expired(shard, key, now_ms):
+        if not self._live(shard, key, now_ms):
             return None
         return shard.expires_at_ms.get(key)
+
+    def lookup(self, key: bytes, now_ms: int, *, touch: bool = False) -> tuple | None:
+        """What replication compares: None when nothing is held, else ``(value, version,
+        expires_at_ms)`` with ``value`` None for a tombstone and ``expires_at_ms`` None for a
+        persistent value (a tombstone's is when it will be collected). A value that expired
+        meanwhile is turned into its tombstone first. Counts nothing; ``touch`` records an
+        access with the eviction policy (a read served for a coordinator)."""
+        shard = self._shards[hash(key) & self._shard_mask]
+        value = shard.values.get(key)
+        if value is None:
+            return None
+        if key in shard.expires_at_ms and self._expired(shard, key, now_ms):
+            value = shard.values.get(key)
+            if value is None:
+                return None
+        if value is TOMBSTONE:
+            return None, shard.versions[key], shard.expires_at_ms.get(key)
+        if touch:
+            shard.policy.access(key)
+        return value, shard.versions[key], shard.expires_at_ms.get(key)
 
     # -- writes ------------------------------------------------------------------------------
 
@@ -295,8 +355,10 @@ class Store:
         expires = shard.expires_at_ms
         old = values.get(key)
         if old is not None and key in expires and self._expired(shard, key, now_ms):
-            old = None
-        keeps_ttl = keep_ttl and old is not None and key in expires
+            old = values.get(key)  # None, or the tombstone it turned into
+        if old is TOMBSTONE:
+            self._tombstones -= 1
+        keeps_ttl = keep_ttl and old is not None and old is not TOMBSTONE and key in expires
         weight = len(key) + len(value) + self.entry_overhead_bytes
         if weight > self._entry_bytes_max_without_ttl:
             self._check_fits(weight, ttl_ms is not None or keeps_ttl)
@@ -327,7 +389,7 @@ class Store:
         """Remove ``key``; True when a live entry was removed."""
         self._deletes += 1
         shard = self._shard(key)
-        if key not in shard.values or self._expired(shard, key, now_ms):
+        if not self._live(shard, key, now_ms):
             return False
         shard.policy.remove(key)
         self._drop(shard, key)
@@ -343,7 +405,7 @@ class Store:
         """
         self._expires += 1
         shard = self._shard(key)
-        if key not in shard.values or self._expired(shard, key, now_ms):
+        if not self._live(shard, key, now_ms):
             return False
         if ttl_ms is not None and ttl_ms > 0 and key not in shard.expires_at_ms:
             self._check_fits(len(key) + len(shard.values[key]) + self.entry_overhead_bytes, True)
@@ -358,6 +420,112 @@ class Store:
                 self._evict_to_limit(shard, key)
         return True
 
+    def apply(
+        self,
+        key: bytes,
+        value: bytes | None,
+        version: int,
+        expires_at_ms: int | None,
+        now_ms: int,
+    ) -> int:
+        """Write a replicated entry if ``version`` is newer than what is held (last writer
+        wins); return ``APPLY_STALE``, ``APPLY_NEW`` or ``APPLY_REPLACED`` (over a live value).
+
+        ``value`` None writes a tombstone collected at ``expires_at_ms`` (required). A value
+        whose ``expires_at_ms`` has passed is never stored: it becomes its tombstone, as it
+        would have had it arrived in time. Raises like ``put`` (sizes) and changes nothing then.
+        """
+        shard = self._shards[hash(key) & self._shard_mask]
+        values = shard.values
+        held = values.get(key)
+        if held is not None and key in shard.expires_at_ms:
+            self._expired(shard, key, now_ms)  # an expired value turns into its tombstone
+            held = values.get(key)
+        if held is not None and shard.versions[key] >= version:
+            return APPLY_STALE
+        replaced_live = held is not None and held is not TOMBSTONE
+        if value is None or (expires_at_ms is not None and expires_at_ms <= now_ms):
+            if value is not None:
+                expires_at_ms += self._expired_tombstone_ms or 0
+            if expires_at_ms is None:
+                raise ValueError("a tombstone needs the instant it is collected")
+            if len(key) > self.key_size_bytes_max:
+                raise KeyTooLarge(
+                    f"key is {len(key)} bytes; the maximum is {self.key_size_bytes_max}"
+                )
+            if expires_at_ms <= now_ms:
+                # Nothing worth keeping: the older value goes, no tombstone stays.
+                if held is not None:
+                    if held is TOMBSTONE:
+                        self._tombstones -= 1
+                    shard.policy.remove(key)
+                    self._drop(shard, key)
+                return APPLY_REPLACED if replaced_live else APPLY_NEW
+            self._check_fits(len(key) + self.entry_overhead_bytes, True)
+            self._write(shard, key, TOMBSTONE, held, version)
+            self._set_expiry(shard, key, expires_at_ms)
+        else:
+            if len(key) > self.key_size_bytes_max:
+                raise KeyTooLarge(
+                    f"key is {len(key)} bytes; the maximum is {self.key_size_bytes_max}"
+                )
+            if len(value) > self.value_size_bytes_max:
+                raise ValueTooLarge(
+                    f"value is {len(value)} bytes; the maximum is {self.value_size_bytes_max}"
+                )
+            self._check_fits(
+                len(key) + len(value) + self.entry_overhead_bytes, expires_at_ms is not None
+            )
+            self._write(shard, key, value, held, version)
+            if expires_at_ms is not None:
+                self._set_expiry(shard, key, expires_at_ms)
+            elif key in shard.expires_at_ms:
+                self._clear_expiry(shard, key)
+        self._puts += 1
+        if self._used_bytes > self.size_bytes_max:
+            self._evict_to_limit(shard, key)
+        return APPLY_REPLACED if replaced_live else APPLY_NEW
+
+    def _write(self, shard: _Shard, key: bytes, value: bytes, held: bytes | None, version: int):
+        """Put ``value`` (maybe ``TOMBSTONE``) with ``version`` in place of ``held``."""
+        weight = len(key) + len(value) + self.entry_overhead_bytes
+        if held is None:
+            policy = shard.policy
+            extra_bytes_before = policy.extra_bytes
+            policy.insert(key, weight)
+            self._keys += 1
+            self._used_bytes += weight + policy.extra_bytes - extra_bytes_before
+        else:
+            self._used_bytes += len(value) - len(held)
+            shard.policy.update(key, weight)
+            if held is TOMBSTONE:
+                self._tombstones -= 1
+        if value is TOMBSTONE:
+            self._tombstones += 1
+        shard.values[key] = value
+        shard.versions[key] = version
+
+    def evict_version(self, key: bytes, version: int) -> bool:
+        """Remove ``key`` if it holds exactly ``version`` (another owner evicted that write; a
+        newer one stays). True when removed. Counted as an eviction, not reported again."""
+        shard = self._shards[hash(key) & self._shard_mask]
+        if shard.versions.get(key) != version or shard.values[key] is TOMBSTONE:
+            return False
+        shard.policy.remove(key)
+        self._drop(shard, key)
+        self._evictions += 1
+        return True
+
+    def take_evicted(self) -> list[tuple[bytes, int]]:
+        """``(key, version)`` of the values evicted since the last call, oldest first (empty
+        unless built with ``record_evictions``)."""
+        evicted = self._evicted
+        if not evicted:
+            return []
+        taken = list(evicted)
+        evicted.clear()
+        return taken
+
     def flush(self) -> None:
         """Remove every entry. Counters are kept.
 
@@ -367,6 +535,7 @@ class Store:
         self._flushed_shards.extend(shard for shard in self._shards if shard.values)
         self._shards = self._new_shards(len(self._shards))
         self._keys = 0
+        self._tombstones = 0
         self._used_bytes = 0
         self._expire_cursor = 0
         self._keys_with_ttl = 0
@@ -414,10 +583,9 @@ class Store:
                     continue
                 key = ttl_keys[self._expire_cursor]
                 if shard.expires_at_ms[key] <= now_ms:
-                    # The last key moves into this slot: it is examined next.
-                    shard.policy.remove(key)
-                    self._drop(shard, key)
-                    self._expirations += 1
+                    if self._expire(shard, key):
+                        self._expire_cursor += 1  # it stays, as a tombstone, in this slot
+                    # Otherwise the last key moved into this slot: it is examined next.
                     expired += 1
                 else:
                     self._expire_cursor += 1
@@ -430,7 +598,8 @@ class Store:
 
     def stats(self) -> StoreStats:
         return StoreStats(
-            keys=self._keys,
+            keys=self._keys - self._tombstones,
+            tombstones=self._tombstones,
             used_bytes=self._used_bytes,
             size_bytes_max=self.size_bytes_max,
             hits=self._hits,
@@ -526,6 +695,13 @@ class Store:
                     )
         if keys != self._keys:
             raise InvariantViolation(f"key count is {self._keys}, the shards hold {keys}")
+        tombstones = sum(
+            1 for shard in self._shards for value in shard.values.values() if value is TOMBSTONE
+        )
+        if tombstones != self._tombstones:
+            raise InvariantViolation(
+                f"tombstone count is {self._tombstones}, the shards hold {tombstones}"
+            )
         keys_with_ttl = sum(len(shard.expires_at_ms) for shard in self._shards)
         expires_at_ms_sum = sum(sum(shard.expires_at_ms.values()) for shard in self._shards)
         if (keys_with_ttl, expires_at_ms_sum) != (self._keys_with_ttl, self._expires_at_ms_sum):
@@ -545,14 +721,42 @@ class Store:
 
     # -- internals ---------------------------------------------------------------------------
 
+    def _live(self, shard: _Shard, key: bytes, now_ms: int) -> bool:
+        """Whether ``key`` holds a live value (expiring it lazily if due)."""
+        value = shard.values.get(key)
+        return (
+            value is not None
+            and value is not TOMBSTONE
+            and not (key in shard.expires_at_ms and self._expired(shard, key, now_ms))
+        )
+
     def _expired(self, shard: _Shard, key: bytes, now_ms: int) -> bool:
-        """True when ``key`` has expired; the entry is then removed (lazy expiry)."""
+        """True when ``key`` has expired; the entry is then removed or, for a value with
+        ``expired_tombstone_ms`` set, turned into its tombstone (lazy expiry)."""
         expires_at_ms = shard.expires_at_ms.get(key)
         if expires_at_ms is None or expires_at_ms > now_ms:
             return False
-        shard.policy.remove(key)
-        self._drop(shard, key)
+        self._expire(shard, key)
+        return True
+
+    def _expire(self, shard: _Shard, key: bytes) -> bool:
+        """Expire ``key`` (due): True when it stays as a tombstone, False when it went."""
+        value = shard.values[key]
+        if value is TOMBSTONE:  # its grace is over
+            self._tombstones -= 1
+            shard.policy.remove(key)
+            self._drop(shard, key)
+            return False
         self._expirations += 1
+        if self._expired_tombstone_ms is None:
+            shard.policy.remove(key)
+            self._drop(shard, key)
+            return False
+        self._used_bytes -= len(value)
+        shard.values[key] = TOMBSTONE
+        self._tombstones += 1
+        shard.policy.update(key, len(key) + self.entry_overhead_bytes)
+        self._set_expiry(shard, key, shard.expires_at_ms[key] + self._expired_tombstone_ms)
         return True
 
     def _check_fits(self, weight: int, with_ttl: bool) -> None:
@@ -601,6 +805,14 @@ class Store:
         extra_bytes_before = policy.extra_bytes
         victim = policy.evict(protect)  # may remember the victim as a ghost
         self._used_bytes += policy.extra_bytes - extra_bytes_before
+        evicted = self._evicted
+        if shard.values[victim] is TOMBSTONE:
+            self._tombstones -= 1
+        elif evicted is not None:
+            if len(evicted) >= EVICTED_RECORD_MAX:
+                evicted.popleft()
+                self.evictions_unreported += 1
+            evicted.append((victim, shard.versions[victim]))
         self._drop(shard, victim)
         self._evictions += 1
 
