@@ -17,11 +17,10 @@ seeds = sys.argv[1:] or ["127.0.0.1:7000", "127.0.0.1:7001", "127.0.0.1:7002"]
 
 with SyncClient(seeds) as cache:
     topology = cache.topology()
-    print(
-        f"cluster: {len(topology['members'])} nodes, each key on {topology['replicas']} of them"
-        f" (learned from {cache.address})"
-    )
-    for member in topology["members"]:
+    members = topology["members"]
+    copies = min(topology["replicas"], len(members))  # R, capped by the nodes there are
+    print(f"cluster: {len(members)} nodes, each key on {copies} of them (from {cache.address})")
+    for member in members:
         print(f"  node {member['address']}  host {member['host_id']}  id {member['id']}")
 
     # Writes and reads go to a key's owners, the primary (listed first) when it is up.

@@ -7,6 +7,7 @@ import msgpack
 import pytest
 import trio
 
+from gossipcache.cli.status import collect_status, print_status
 from gossipcache.client.client import Client, SyncClient, build_route, parse_topology
 from gossipcache.clock import ManualClock
 from gossipcache.drivers.server import NodeServer
@@ -374,3 +375,22 @@ async def test_a_client_of_one_standalone_node_sends_it_everything(nursery) -> N
             SyncClient(["127.0.0.1:1", "127.0.0.1:2"])
 
     await trio.to_thread.run_sync(blocking)
+
+
+async def test_status_shows_a_member_that_does_not_answer(nursery, capsys) -> None:
+    nodes = await _cluster(nursery, 3)
+    servers = [server for server, _ in nodes]
+    down, scope = nodes[2]
+    scope.cancel()  # membership still lists it alive for a few seconds: its port refuses
+    with trio.fail_after(5):
+        status = await collect_status(_address(servers[0]), 1.0, None)
+    rows = {row["address"]: row for row in status["members"]}
+    assert not rows[_address(down)]["reachable"] and "error" in rows[_address(down)]
+    assert status["total"]["reachable"] == 2 and status["total"]["members"] == 3
+    answered = [rows[_address(server)] for server in servers[:2]]
+    assert [row["buckets_owned"] for row in answered] == [
+        server.core.placement.buckets_owned for server in servers[:2]
+    ]
+    print_status(status)
+    text = capsys.readouterr().out
+    assert f"{_address(down)}  alive, unreachable" in text and "2/3 answered" in text
