@@ -34,8 +34,8 @@ before the coordinating node answers. What each level guarantees:
 A level that cannot be met within the node's replica timeout fails with ``ServerError`` (code
 ``unavailable``), whose message names how many replicas answered, e.g. "quorum not reached: 1 of
 2 required replicas answered (3 owners)". A write that failed this way MAY still have landed on
-some replicas: it is not rolled back, and a later read may return it. (Replication lands with
-issue 9; until a node runs it, every level reads and writes the one node that answers.)
+some replicas: it is not rolled back, and a later read may return it. (Replication is coming
+with issue 9: until a node runs it, a key lives only on the node that took it.)
 
 Exceptions (all in ``gossipcache.errors``): ``CacheUnavailable`` (no node of the key could be
 reached, or a connection broke), ``CacheTimeout`` (no reply within ``timeout_s``; the request
@@ -247,6 +247,10 @@ class _NodeConnection:
         self.closed = False
 
     @property
+    def _usable(self) -> bool:
+        return self._stream is not None and self._broken is None and not self.closed
+
+    @property
     def idle(self) -> bool:
         return not self._waiting and self._opening is None
 
@@ -290,10 +294,17 @@ class _NodeConnection:
         if self.closed:
             raise CacheUnavailable(f"connection to {self.address} is closed")
         if self._opening is not None:
+            # Share the attempt under way. If it fails, it may have begun before the node came
+            # back (the topology refresh opens connections too): one fresh attempt of our own,
+            # shared with whoever else waited, before giving up.
             await self._opening.wait()
-            if self._stream is None or self._broken is not None:
+            if self._usable:
+                return
+            if self._opening is not None:
+                await self._opening.wait()
+                if self._usable:
+                    return
                 raise self._open_error or CacheUnavailable(f"cannot connect to {self.address}")
-            return
         self._opening = trio.Event()
         try:
             self._open_error = None
@@ -311,6 +322,8 @@ class _NodeConnection:
             await self._authenticate()
         except BaseException as error:
             self._open_error = error
+            if self._stream is not None and self._broken is None:
+                self._broken = error  # not usable unauthenticated: the next call reconnects
             raise
         finally:
             self._opening.set()
