@@ -15,7 +15,7 @@ import time
 
 from ..errors import GossipCacheError
 from ..store.eviction import POLICY_NAMES
-from . import bench, cluster, tracesim
+from . import bench, cluster, status, tracesim
 
 EXIT_OK = 0
 EXIT_MISSING = 1
@@ -326,6 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     _register_keygen(sub)
     _register_client_commands(sub)
     cluster.register(sub)
+    status.register(sub)
     tracesim.register(sub)
     bench.register(sub)
     return parser

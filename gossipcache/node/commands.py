@@ -386,6 +386,20 @@ class Members(Command):
         return make(cls, (cls.name,))
 
 
+class Topology(Command):
+    """Result: what a smart client needs to route keys itself, as a dict: ``epoch`` (the
+    placement table's, None before the first build), ``replicas`` (R), ``self`` (this node's
+    id) and ``members``, the members of that table (the live ones: alive or suspect), each a
+    dict of ``id``, ``address`` (its native ``host:port``), ``host_id``, ``zone`` and
+    ``capacity_bytes``. Works without membership too (one member, this node). O(members)."""
+
+    __slots__ = ()
+    name = "topology"
+
+    def __new__(cls) -> Topology:
+        return make(cls, (cls.name,))
+
+
 class Flush(Command):
     """Remove every entry of this node. Result: True."""
 
@@ -412,4 +426,5 @@ COMMAND_TYPES: tuple[type[Command], ...] = (
     Stats,
     Members,
     Flush,
+    Topology,
 )

@@ -140,6 +140,7 @@ class NodeCore:
             (c.Stats, self._stats),
             (c.Members, self._members),
             (c.Flush, self._flush),
+            (c.Topology, self._topology),
         ):
             self.add_command(command_type, handler)
         #: Commands waiting for completion, and those completed but not yet taken.
@@ -605,6 +606,38 @@ class NodeCore:
                 }
             )
         return members
+
+    def _topology(self, command: c.Topology, wall_ms: int) -> dict:
+        # The members of the table the epoch names (not the membership of this instant, which
+        # the table may lag by a build), so a client that builds its own table from them gets
+        # the same owners and the same epoch. Before the first build: the members wanted.
+        view = self.placement
+        if self.membership is not None:
+            placed = view.table.members if view.table is not None else self._placement_members()
+            addresses = {member.node_id: member.address for member in self.membership.members()}
+        else:  # standalone: the one member is this node, at its configured address
+            address = f"{self.config.host}:{self.config.port}"
+            own = self.metadata(address)
+            placed = (
+                PlacementMember(view.own_id, own.host_id, own.zone, float(own.capacity_bytes)),
+            )
+            addresses = {view.own_id: address}
+        return {
+            "epoch": view.epoch,
+            "replicas": self.config.replicas,
+            "self": view.own_id,
+            "members": [
+                {
+                    # A node id is "host:port#nonce": its address, should the record be gone.
+                    "id": member.node_id,
+                    "address": addresses.get(member.node_id) or member.node_id.rpartition("#")[0],
+                    "host_id": member.host_id,
+                    "zone": member.zone,
+                    "capacity_bytes": int(member.weight),  # the capacity, exact below 2**53
+                }
+                for member in placed
+            ],
+        }
 
     def _flush(self, command: c.Flush, wall_ms: int) -> bool:
         self.store.flush()
