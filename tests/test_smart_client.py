@@ -93,7 +93,7 @@ def test_every_node_of_a_simulated_cluster_reports_its_own_table() -> None:
         sim.run_until(sim.now_ms + 100)
     for core in cores:
         topology = core.execute(c.Topology(), WALL_MS)
-        assert topology["self"] == core.membership.node_id
+        assert topology["self"] == core.placement.own_id == core.membership.address
         assert sorted(m["address"] for m in topology["members"]) == addresses
         epoch, replicas, members, ids_to_addresses = parse_topology(topology)
         assert (epoch, replicas) == (core.placement.epoch, 3)
@@ -297,7 +297,7 @@ async def test_the_client_sends_each_key_to_its_owners(nursery) -> None:
     servers = [server for server, _ in nodes]
     by_address = {_address(server): server for server in servers}
     table = servers[0].core.placement.table
-    node_address = {server.core.membership.node_id: _address(server) for server in servers}
+    node_address = {server.core.placement.own_id: _address(server) for server in servers}
     # Seeds: the first is not listening; the second answers.
     async with Client(["127.0.0.1:1", _address(servers[1])], timeout_s=2) as client:
         assert client.address == _address(servers[1])
@@ -306,12 +306,13 @@ async def test_the_client_sends_each_key_to_its_owners(nursery) -> None:
             assert client.owners(key) == [node_address[i] for i in table.owners_of_key(key)]
         for key in KEYS[:60]:
             await client.put(key, b"v:" + key)
-        # One hop: each key went straight to its primary, which holds it (the nodes do not
-        # forward yet; once they replicate, the primary holds it too).
+        # One hop: each key went straight to its primary, which holds it and coordinated it:
+        # no node coordinated a key it does not own.
         for key in KEYS[:60]:
             primary = by_address[client.owners(key)[0]]
             assert primary.core.store.get(key, WALL_MS) == b"v:" + key
             assert await client.get(key) == b"v:" + key
+        assert all(server.core.coordinator.forwarded == 0 for server in servers)
         assert await client.exists(KEYS[0]) and await client.ttl(KEYS[0]) == float("inf")
         assert await client.expire(KEYS[0], 30, consistency=None)
         assert await client.delete(KEYS[0]) and await client.get(KEYS[0]) is None
@@ -333,9 +334,10 @@ async def test_the_client_fails_over_when_an_owner_is_down(nursery) -> None:
         assert keys, "R = 2 of 3 nodes: about a third of the keys have it as primary"
         with trio.fail_after(5):
             for key in keys:
-                await client.put(key, b"after")
+                # R = 2 with one owner down: quorum (2) cannot be met, one can.
+                await client.put(key, b"after", consistency="one")
                 assert await client.get(key) == b"after"
-        # The next owner got them: one of the two live nodes, per key.
+        # The other owner got them: one of the two live nodes, per key.
         held = sum(s.core.store.get(key, WALL_MS) == b"after" for s in servers[:2] for key in keys)
         assert held == len(keys)
         # The failure asked for a topology refresh at once (the periodic one is 5 s away).

@@ -613,8 +613,10 @@ class NodeCore:
         # the same owners and the same epoch. Before the first build: the members wanted.
         view = self.placement
         if self.membership is not None:
-            placed = view.table.members if view.table is not None else self._placement_members()
-            addresses = {member.node_id: member.address for member in self.membership.members()}
+            # Placement ids are addresses; a dead member within its hint window is listed too
+            # (it keeps its buckets meanwhile: a client fails over from it).
+            placed = view.table.members if view.table is not None else self._placement_members()[0]
+            addresses = {member.node_id: member.node_id for member in placed}
         else:  # standalone: the one member is this node, at its configured address
             address = f"{self.config.host}:{self.config.port}"
             own = self.metadata(address)
@@ -628,9 +630,8 @@ class NodeCore:
             "self": view.own_id,
             "members": [
                 {
-                    # A node id is "host:port#nonce": its address, should the record be gone.
                     "id": member.node_id,
-                    "address": addresses.get(member.node_id) or member.node_id.rpartition("#")[0],
+                    "address": addresses[member.node_id],
                     "host_id": member.host_id,
                     "zone": member.zone,
                     "capacity_bytes": int(member.weight),  # the capacity, exact below 2**53
