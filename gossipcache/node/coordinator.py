@@ -22,13 +22,17 @@ writes ``quorum``).
 from __future__ import annotations
 
 import random
+from binascii import crc_hqx
 from collections.abc import Callable
 
 from ..errors import ServiceUnavailable
 from ..limits import EXPIRES_AT_MS_MAX
+from ..placement import BUCKET_COUNT, bucket_of
 from ..replication import Replication
 from ..store import TTL_MISSING, TTL_PERSISTENT
 from . import commands as c
+
+BUCKET_MASK = BUCKET_COUNT - 1
 
 _LEVEL_INDEX = {
     c.Get: 2,
@@ -89,14 +93,15 @@ class Coordinator:
         self.tombstone_grace_ms = config.tombstone_grace_ms
         self.read_repair_chance = config.read_repair_chance
         self.by_level = {level: LevelCounters() for level in c.CONSISTENCY_LEVELS}
-        #: Reads at ``one`` served by this node as an owner without asking anyone.
+        #: Reads at ``one`` served by this node as an owner without asking anyone, besides the
+        #: fast path's (``by_level["one"].reads`` counts both).
         self.local_reads = 0
         #: Requests for keys this node does not own (it coordinated them for the client).
         self.forwarded = 0
 
     def handlers(self) -> dict[type[c.Command], Callable]:
         return {
-            c.Get: self.get,
+            c.Get: self.get_handler(),
             c.Put: self.put,
             c.GetMany: self.get_many,
             c.PutMany: self.put_many,
@@ -182,6 +187,31 @@ class Coordinator:
         )  # fmt: skip
 
     # -- reads ------------------------------------------------------------------------------
+
+    def get_handler(self) -> Callable:
+        """The GET handler. Its fast path, a read at ``one`` of a key this node owns (what a
+        smart client sends), is a closure over what it reads, like the standalone handler:
+        one bucket computation and one byte test more than a standalone GET."""
+        store_get = self.store.get
+        placement = self.placement
+        one_counters = self.by_level[c.ONE]
+        slow_get = self.get
+        default_is_one = self.read_level == c.ONE and not self.read_repair_chance
+
+        def get(command, wall_ms: int):
+            key = command[1]
+            if (
+                default_is_one
+                and len(command) == 2
+                and placement.owned[
+                    crc_hqx(key, 0) & BUCKET_MASK if b"{" not in key else bucket_of(key)
+                ]
+            ):
+                one_counters.reads += 1
+                return store_get(key, wall_ms)
+            return slow_get(command, wall_ms)
+
+        return get
 
     def get(self, command, wall_ms: int):
         key = command[1]

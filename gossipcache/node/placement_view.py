@@ -14,7 +14,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from ..limits import PLACEMENT_MEMBERS_MAX
-from ..placement import STEP_SCORES_DEFAULT, Placement, PlacementBuild, PlacementMember
+from ..placement import (
+    BUCKET_COUNT,
+    STEP_SCORES_DEFAULT,
+    Placement,
+    PlacementBuild,
+    PlacementMember,
+)
 
 
 class PlacementView:
@@ -32,6 +38,10 @@ class PlacementView:
         #: Buckets this node holds a replica of, and is the primary of, in ``table``.
         self.buckets_owned = 0
         self.buckets_primary = 0
+        #: ``owned[bucket]`` is 1 when this node is one of the bucket's owners in ``table``
+        #: (all 1 before the first table: the node alone owns everything). The read fast path
+        #: tests it instead of searching the owner tuple.
+        self.owned = bytearray(b"\x01" * BUCKET_COUNT)
         #: Tables completed since start, and members left out over the cap.
         self.builds_completed = 0
         self.members_over_cap = 0
@@ -95,4 +105,8 @@ class PlacementView:
         self.table = table
         self._current = {member.node_id: member for member in table.members}
         self.buckets_owned = table.bucket_counts().get(self.own_id, 0)
+        own = self.own_id
+        self.owned = bytearray(
+            own in table.owners_of_bucket(bucket) for bucket in range(BUCKET_COUNT)
+        )
         self.buckets_primary = table.bucket_counts(primary_only=True).get(self.own_id, 0)
