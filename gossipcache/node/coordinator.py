@@ -134,8 +134,10 @@ class Coordinator:
             core.defer(command_type, command)  # raises ServiceUnavailable, counted
         state: list = []
 
-        def finish(result, error=None):
+        def finish(result, error=None, version=None):
             if state and state[0] is not None:
+                if version:
+                    state[0].version = version
                 core.complete(state[0], result, error)
             else:
                 state.append((result, error))
@@ -287,8 +289,8 @@ class Coordinator:
             self.store.check_sizes(key, value)
 
         def start(finish):
-            def all_written(result, error=None):
-                finish(None if error else True, error)
+            def all_written(result, error=None, version=None):
+                finish(None if error else True, error, version)
 
             gather = _Gather(len(pairs), all_written)
             for key, value in pairs:
@@ -341,6 +343,8 @@ class Coordinator:
             expires_at_ms = wall_ms + ttl_ms
         self.store.check_sizes(key, value)
         if not keep_ttl and condition is None and not return_old:
+            if expires_at_ms is None or expires_at_ms > wall_ms:
+                return self._plain_put(command, key, value, expires_at_ms, level, wall_ms)
 
             def start(finish):
                 self._write_entry(key, value, expires_at_ms, level, wall_ms, finish, True)
@@ -360,6 +364,37 @@ class Coordinator:
 
         return self._read_then(c.Put, command, self.write_level, wall_ms, decide)
 
+    def _plain_put(self, command, key, value, expires_at_ms, level, wall_ms):
+        """SET without conditions: one replicated write, no read, no closures: the
+        ``Pending`` rides with the write as its token."""
+        owners = self.owners(key)
+        counters = self.by_level[level]
+        counters.writes += 1
+        if self.own not in owners:
+            self.forwarded += 1
+        core = self.core
+        pending = core.defer(c.Put, command)
+        pending.version = self.replication.write(
+            key, value, expires_at_ms, owners, required_for(level, len(owners)),
+            self._plain_put_done, wall_ms, core.clock.monotonic_ms(), token=pending,
+        )  # fmt: skip
+        return pending
+
+    def _plain_put_done(self, op, error) -> None:
+        pending = op.token
+        pending.version = op.version
+        if error is not None:
+            self.by_level_failures(op)
+        self.core.complete(pending, None if error else True, error)
+
+    def by_level_failures(self, op) -> None:
+        """Count a plain write that missed its level (its level from the op's ``required``)."""
+        owners = len(op.owners)
+        for level in (c.ALL, c.QUORUM, c.ONE):
+            if required_for(level, owners) == op.required:
+                self.by_level[level].failures += 1
+                return
+
     def _write_entry(self, key, value, expires_at_ms, level, wall_ms, finish, result, **kw):
         """Write ``value`` (or, with an expiry already past, a tombstone: Redis deletes the
         key) and ``finish(result)`` once the level holds it."""
@@ -367,7 +402,7 @@ class Coordinator:
             value, expires_at_ms = None, wall_ms + self.tombstone_grace_ms
 
         def written(op, error):
-            finish(None if error else result, error)
+            finish(None if error else result, error, op.version)
 
         op_version = self._write(key, value, expires_at_ms, level, wall_ms, written, **kw)
         del op_version
@@ -382,9 +417,7 @@ class Coordinator:
             for key in keys:
                 self._write(
                     key, None, collect_at_ms, level, wall_ms,
-                    lambda op, error: gather.one(
-                        int(op is not None and op.replaced_live), error
-                    ),
+                    lambda op, error: gather.one(int(op.replaced_live), error, version=op.version),
                 )  # fmt: skip
 
         return self._run(c.Delete, command, start)
@@ -442,16 +475,20 @@ class _Gather:
     """Sums (or lists) per-key results of a multi-key command; finishes once all are in (with
     the first error, if any: the other keys' operations still ran)."""
 
-    __slots__ = ("remaining", "total", "error", "finish")
+    __slots__ = ("remaining", "total", "error", "finish", "version")
 
     def __init__(self, count: int, finish: Callable, slots: list | None = None) -> None:
         self.remaining = count
+        #: The version of the last write gathered (a single-key command's write version).
+        self.version = None
         #: The sum of the results, or with ``slots`` the results in key order.
         self.total = 0 if slots is None else slots
         self.error: Exception | None = None
         self.finish = finish
 
-    def one(self, result, error: Exception | None, index: int | None = None) -> None:
+    def one(self, result, error: Exception | None, index: int | None = None, version=None):
+        if version:
+            self.version = version
         if error is not None:
             self.error = self.error or error
         elif index is None:
@@ -461,9 +498,9 @@ class _Gather:
         self.remaining -= 1
         if self.remaining == 0:
             if self.error is not None:
-                self.finish(None, self.error)
+                self.finish(None, self.error, self.version)
             else:
-                self.finish(self.total)
+                self.finish(self.total, None, self.version)
 
 
 __all__ = ["Coordinator", "ServiceUnavailable", "live_value", "required_for"]
