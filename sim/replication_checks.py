@@ -233,9 +233,12 @@ def _version_text(version: int | None) -> str:
 # ---------------------------------------------------------------------------- checkers
 
 
-def check_no_lost_writes(run: ReplicationRun, sim: Simulation) -> tuple[bool, str]:
+def check_no_lost_writes(
+    run: ReplicationRun, sim: Simulation, cluster: ClusterView | None = None
+) -> tuple[bool, str]:
+    """See the module docstring; ``cluster`` (default: the live one) is what (b) reads."""
     index = run.index()
-    cluster = ClusterView(sim)
+    cluster = ClusterView(sim) if cluster is None else cluster
     now_true = true_wall_ms(sim.now_ms)
     violations = Violations()
     checked = unversioned = owners_read = keys = 0
@@ -318,15 +321,15 @@ def check_no_lost_writes(run: ReplicationRun, sim: Simulation) -> tuple[bool, st
         f"{checked} acknowledged quorum/all writes checked over {keys} keys, "
         f"{owners_read} owner copies read"
     )
+    # Run-wide findings first: the per-key examples are capped.
+    notes = list(cluster.problems)
     if unversioned:
-        violations.add(
+        notes.append(
             f"{unversioned} acknowledged quorum/all writes carry no version (is the write "
             "replicated?)"
         )
-    for problem in cluster.problems:
-        violations.add(problem)
-    if violations.count:
-        return False, f"{violations}; {summary}"
+    if violations.count or notes:
+        return False, "; ".join([*notes, str(violations), summary])
     if not checked:
         return False, f"nothing checked: no acknowledged quorum/all write; {summary}"
     return True, summary
@@ -412,9 +415,11 @@ def check_deletes_hold(run: ReplicationRun, sim: Simulation) -> tuple[bool, str]
     return True, summary
 
 
-def check_replicas_agree(run: ReplicationRun, sim: Simulation) -> tuple[bool, str]:
+def check_replicas_agree(
+    run: ReplicationRun, sim: Simulation, cluster: ClusterView | None = None
+) -> tuple[bool, str]:
     index = run.index()
-    cluster = ClusterView(sim)
+    cluster = ClusterView(sim) if cluster is None else cluster
     now_true = true_wall_ms(sim.now_ms)
     violations = Violations()
     keys = copies = 0
@@ -452,10 +457,8 @@ def check_replicas_agree(run: ReplicationRun, sim: Simulation) -> tuple[bool, st
             }
             violations.add(f"{key!r}: owners differ: {shown}")
     summary = f"{keys} written keys, {copies} owner copies compared"
-    for problem in cluster.problems:
-        violations.add(problem)
-    if violations.count:
-        return False, f"{violations}; {summary}"
+    if violations.count or cluster.problems:
+        return False, "; ".join([*cluster.problems, str(violations), summary])
     if not keys:
         return False, f"nothing checked: no key was written; {summary}"
     return True, summary

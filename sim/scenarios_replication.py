@@ -255,7 +255,7 @@ class ReplicationRun:
         addresses = sim.addresses
         for _ in range(faults.crashes):
             at_ms, down_ms = self._window(start_ms, end_ms, CRASH_DOWN_MS)
-            sim.schedule(at_ms, self._crash, rng.choice(addresses), down_ms)
+            sim.schedule(at_ms, self._crash, down_ms)
         partitions = [True] * faults.partitions_symmetric + [False] * faults.partitions_asymmetric
         for symmetric in partitions:
             at_ms, duration = self._window(start_ms, end_ms, PARTITION_MS)
@@ -270,14 +270,26 @@ class ReplicationRun:
             sim.schedule(at_ms, self._jump, rng.choice(addresses), offset)
         for _ in range(faults.pauses):
             at_ms, duration = self._window(start_ms, end_ms, PAUSE_MS)
-            sim.schedule(at_ms, sim.pause, rng.choice(addresses), duration)
+            sim.schedule(at_ms, self._pause, duration)
 
-    def _crash(self, address: str, down_ms: int) -> None:
+    def _crash(self, down_ms: int) -> None:
+        """Crash a running node (chosen now, so a planned crash never hits a node that is down
+        already) and restart it ``down_ms`` later, empty."""
         sim = self.sim
-        if self.wipes >= WIPES_MAX or not sim.crash(address):
+        running = [a for a in sim.live_addresses() if not sim.is_paused(a)]
+        if self.wipes >= WIPES_MAX or not running:
             return
+        address = self.rng.choice(running)
+        sim.crash(address)
         self.wipes += 1
         sim.schedule(sim.now_ms + down_ms, sim.restart, address)
+
+    def _pause(self, duration_ms: int) -> None:
+        """Freeze a running node (chosen now: never one that is down) for ``duration_ms``."""
+        sim = self.sim
+        running = [a for a in sim.live_addresses() if not sim.is_paused(a)]
+        if running:
+            sim.pause(self.rng.choice(running), duration_ms)
 
     def _partition(self, side_a: list[str], side_b: list[str], symmetric: bool, ms: int) -> None:
         sim = self.sim
