@@ -47,6 +47,7 @@ from gossipcache.membership import MemberState
 from gossipcache.node import commands as c
 from gossipcache.node.core import NodeCore
 
+from .bench import register_bench
 from .faults import FaultPlan
 from .lazy_placement import LazyPlacementObserver
 from .network import NetworkConfig
@@ -60,6 +61,7 @@ from .replication_checks import (
     check_stale_reads_one,
     level_of,
 )
+from .replication_cost import main as replication_cost_main
 from .scenarios import Checker, CheckMode, Scenario, register
 from .simulation import WALL_EPOCH_MS, Simulation, node_addresses
 from .workload import OK, ClientWorkload, HistoryEntry
@@ -560,3 +562,10 @@ REPLICATION_SCENARIOS = {
     name: register(replication_scenario(name, description, faults))
     for name, (description, faults) in SCENARIO_FAULTS.items()
 }
+
+
+register_bench(
+    "replication-cost",
+    "node-to-node messages and bytes per put/get/delete at one/quorum/all (simulated cluster)",
+    replication_cost_main,
+)
