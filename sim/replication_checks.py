@@ -34,9 +34,11 @@ Checkers (each returns ``(passed, message)``; all run once, at the end of the ru
 - ``reads-valid``: every value a read returned was written by a put invoked before the read
   completed, and was not past its latest possible expiry plus the clock error when the read was
   invoked.
-- ``deletes-hold``: no read invoked after an acknowledged strong delete returns a value whose
-  put has a lower version than the delete (unless a later rewrite carried it); without versions,
-  a value whose put completed before the delete began.
+- ``deletes-hold``: no ``quorum`` / ``all`` read (the sweep's included) invoked after an
+  acknowledged strong delete returns a value whose put has a lower version than the delete
+  (unless a later rewrite carried it); without versions, a value whose put completed before the
+  delete began. Reads at ``one`` may lag a delete like any write (``stale-reads-one`` counts
+  them): a stale copy on one replica is not the delete undone.
 - ``replicas-agree``: every live owner of every written key holds the same version and value
   (nothing held equals a tombstone about to be collected).
 - ``stale-reads-one``: reads at ``one`` that returned an older version than the newest write
@@ -127,8 +129,13 @@ class HistoryIndex:
 
     @staticmethod
     def may_have_written(entry: HistoryEntry) -> bool:
-        """An expire or persist answered False found nothing to change: it wrote nothing."""
-        return not (entry.kind in REWRITE_KINDS and entry.outcome == OK and entry.result is False)
+        """An expire or persist answered False found nothing to change, and a delete that
+        found nothing and was never stamped wrote no tombstone: neither wrote anything."""
+        if entry.outcome != OK:
+            return True
+        if entry.kind in REWRITE_KINDS:
+            return entry.result is not False
+        return not (entry.kind == "delete" and entry.result == 0 and entry.version is None)
 
     @staticmethod
     def acked_strong(entry: HistoryEntry) -> bool:
@@ -379,7 +386,7 @@ def check_deletes_hold(run: ReplicationRun, sim: Simulation) -> tuple[bool, str]
     deletes = reads_checked = 0
     reads_by_key: dict[bytes, list[HistoryEntry]] = defaultdict(list)
     for read in index.reads:
-        if read.result is not None:
+        if read.result is not None and level_of(read) in STRONG_LEVELS:
             reads_by_key[read.key].append(read)
     for key, writes in index.writes.items():
         for delete in writes:
