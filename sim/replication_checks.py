@@ -146,28 +146,31 @@ class HistoryIndex:
             return False
         return entry.completed_at_ms < self._last_strong_invoke.get(key, -1)
 
-    def expiry_bound_ms(self, entry: HistoryEntry) -> float:
-        """The latest wall-clock expiry (on the writer's clock) ``entry`` can have given its
-        value; NEVER for none. An expire's new instant may be computed when its read
-        completes, hence the completion bound."""
+    def expiry_window_ms(self, entry: HistoryEntry) -> tuple[float, float]:
+        """The earliest and latest wall-clock expiry (on the writer's clock) ``entry`` can
+        have given its value; NEVER for none. A relative TTL counts from the coordinator's
+        clock when it ran the command at the earliest, and at the latest from when it answered
+        (an expire reads before it writes; a restamped write may take its instant later)."""
         command = entry.command
-        if entry.kind == "put":
-            if command.expires_at_ms is not None:
-                return command.expires_at_ms
-            if command.ttl_ms is not None:
-                return entry.invoked_wall_ms + command.ttl_ms
-            return NEVER
-        if entry.kind == "expire":
-            if command.expires_at_ms is not None:
-                return command.expires_at_ms
-            if entry.completed_at_ms is None:
-                return NEVER
-            return true_wall_ms(entry.completed_at_ms) + self.clock_error_ms + command.ttl_ms
-        return NEVER  # persist; a delete carries no value
+        if entry.kind not in ("put", "expire"):
+            return NEVER, NEVER  # persist; a delete carries no value
+        if command.expires_at_ms is not None:
+            return command.expires_at_ms, command.expires_at_ms
+        if entry.kind == "put" and command.ttl_ms is None:
+            return NEVER, NEVER
+        earliest = entry.invoked_wall_ms + command.ttl_ms
+        if entry.completed_at_ms is None:
+            return earliest, NEVER
+        latest = true_wall_ms(entry.completed_at_ms) + self.clock_error_ms + command.ttl_ms
+        return earliest, max(earliest, latest)
+
+    def expiry_bound_ms(self, entry: HistoryEntry) -> float:
+        """The latest expiry ``entry`` can have given its value (``expiry_window_ms``)."""
+        return self.expiry_window_ms(entry)[1]
 
     def expired_by(self, entry: HistoryEntry, now_true_ms: int) -> bool:
         """Whether ``entry``'s value (or expiry) may have passed on some node by now."""
-        return self.expiry_bound_ms(entry) <= now_true_ms + self.clock_error_ms
+        return self.expiry_window_ms(entry)[0] <= now_true_ms + self.clock_error_ms
 
     def rewritten_after(
         self, key: bytes, put: HistoryEntry, writes: Iterable[HistoryEntry]

@@ -5,14 +5,17 @@ full builds; ``python -m sim run --seeds``."""
 
 from __future__ import annotations
 
+import itertools
 import random
+import weakref
 from dataclasses import dataclass, field, replace
 
 import pytest
 
 from gossipcache.node import commands as c
 from gossipcache.placement import BUCKET_COUNT, Placement, PlacementMember
-from sim import Simulation, scenarios
+from gossipcache.store import Store
+from sim import WALL_EPOCH_MS, Simulation, scenarios
 from sim.cli import main
 from sim.lazy_placement import LazyPlacement, LazyPlacementObserver, LazyPlacementView
 from sim.node import node_factory
@@ -159,6 +162,118 @@ def test_wipes_stay_within_r_minus_1():
         ReplicationFaults(crashes=3)
 
 
+# ---------------------------------------------------------------------------- a reference cluster
+
+#: How long the reference cluster keeps a delete's tombstone (the contract's grace period).
+TOMBSTONE_GRACE_MS = 3_600_000
+_SHARED_STORES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+class ReferenceCore(LevelBlindCore):
+    """A cluster that is right by construction: every node serves one store shared by the
+    whole simulation (it survives crashes), and every write is applied at once with a version
+    from one counter, answered through a ``Pending`` carrying it. Linearizable, never loses a
+    write: the replication checkers must pass on it under every fault (no false alarms)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        sim = self.clock._sim
+        shared = _SHARED_STORES.setdefault(
+            sim,
+            (
+                Store(self.config.size_bytes_max, "lru"),
+                itertools.count(WALL_EPOCH_MS << 80, 1 << 64),
+            ),
+        )
+        self.store, self._versions = shared
+
+    def execute(self, command: c.Command, wall_ms: int) -> object:
+        kind = command.name
+        if kind not in ("get", "put", "delete", "expire", "persist"):
+            return super().execute(command, wall_ms)
+        key = command.keys[0] if kind == "delete" else command.key
+        held = self.store.lookup(key, wall_ms)
+        live = held is not None and held[0] is not None
+        if kind == "get":
+            return held[0] if live else None
+        version = next(self._versions)
+        if kind == "put":
+            expires = None if command.ttl_ms is None else wall_ms + command.ttl_ms
+            self.write(key, command.value, version, expires, wall_ms)
+            return self.answer(command, True, version)
+        if kind == "delete":
+            self.write(key, None, version, wall_ms + TOMBSTONE_GRACE_MS, wall_ms)
+            return self.answer(command, int(live), version)
+        if kind == "expire" and live:
+            self.write(key, held[0], version, wall_ms + command.ttl_ms, wall_ms)
+            return self.answer(command, True, version)
+        if kind == "persist" and live and held[2] is not None:
+            self.write(key, held[0], version, None, wall_ms)
+            return self.answer(command, True, version)
+        return self.answer(command, False, None)
+
+    def write(self, key, value, version, expires_at_ms, wall_ms) -> None:
+        self.store.apply(key, value, version, expires_at_ms, wall_ms)
+
+    def answer(self, command: c.Command, result: object, version: int | None):
+        pending = self.defer(type(command), command)
+        pending.version = version
+        self.complete(pending, result)
+        return pending
+
+
+class LosingCore(ReferenceCore):
+    """Acknowledges every tenth write without applying it."""
+
+    def write(self, key, value, version, expires_at_ms, wall_ms) -> None:
+        if version % 10:
+            super().write(key, value, version, expires_at_ms, wall_ms)
+
+
+class ResurrectingCore(ReferenceCore):
+    """Applies deletes, then brings the deleted value back 300 ms later with its old version
+    raised above the delete (a repair that copies a stale value over a tombstone)."""
+
+    def write(self, key, value, version, expires_at_ms, wall_ms) -> None:
+        held = self.store.lookup(key, wall_ms)
+        super().write(key, value, version, expires_at_ms, wall_ms)
+        if value is None and held is not None and held[0] is not None:
+            self.undo_at = (key, held[0], held[2], self.clock.monotonic_ms() + 300)
+
+    def tick(self, now_ms: int) -> None:
+        undo = getattr(self, "undo_at", None)
+        if undo is not None and undo[3] <= now_ms:
+            self.undo_at = None
+            key, value, expires, _ = undo
+            super().write(key, value, next(self._versions), expires, self.clock.wall_ms())
+        super().tick(now_ms)
+
+
+def _reference_scenario(name: str, core_class: type) -> scenarios.Scenario:
+    description, faults = SCENARIO_FAULTS[name]
+    return replication_scenario(
+        f"test-reference-{name}", description, faults, core_class=core_class
+    )
+
+
+@pytest.mark.parametrize("name", sorted(SCENARIO_FAULTS))
+def test_checkers_pass_a_cluster_that_is_right_by_construction(name: str):
+    scenario_ = _reference_scenario(name, ReferenceCore)
+    for seed in range(5):
+        report = run_scenario(scenario_, seed=seed)
+        assert report.passed, (report.replay_command, _failures(report))
+
+
+def test_checkers_catch_lost_writes_and_resurrected_deletes():
+    losing = _reference_scenario("replication-crash", LosingCore)
+    resurrecting = _reference_scenario("replication-partition", ResurrectingCore)
+    for seed in range(3):
+        failures = _failures(run_scenario(losing, seed=seed))
+        assert "no-lost-writes" in failures, failures
+        failures = _failures(run_scenario(resurrecting, seed=seed))
+        assert "after delete op" in failures.get("deletes-hold", ""), failures
+
+
 # ---------------------------------------------------------------------------- checker rules
 
 
@@ -302,11 +417,13 @@ def test_no_lost_writes_fails_when_nothing_was_checked():
 
 def test_reads_valid_rejects_unwritten_values_and_reads_past_expiry():
     history: list[HistoryEntry] = []
+    # Expires at 1,000 ms if stamped at invocation, 1,110 ms (+ the clock error of 100 ms) if
+    # stamped when answered: readable until 1,210 ms.
     put(history, b"t", 0, 10, ttl_ms=1_000)
-    get(history, b"t", 1_050, 1_060)  # within the clock error of 100 ms
+    get(history, b"t", 1_150, 1_160)
     run = FakeRun(list(history))
     assert check_reads_valid(run, None)[0]
-    get(history, b"t", 1_100, 1_110)  # at expiry + clock error
+    get(history, b"t", 1_210, 1_220)
     get(history, b"ghost", 1_200, 1_210)
     ok, message = check_reads_valid(FakeRun(history), None)
     assert not ok and "2 violations" in message
