@@ -191,9 +191,10 @@ class HistoryIndex:
         )
 
 
-def _owner_address(node_id: str) -> str:
-    """A membership node id is ``host:port#nonce``: the address is before the ``#``."""
-    return node_id.partition("#")[0]
+def _owner_address(owner: str) -> str:
+    """Placement ids are addresses (``host:port``: a restarted process keeps its buckets) or,
+    in an earlier layout, membership ids ``host:port#nonce``: the address is before the ``#``."""
+    return owner.partition("#")[0]
 
 
 class ClusterView:
@@ -229,7 +230,7 @@ class ClusterView:
                 continue
             node = self.sim.core(address)
             membership = node.core.membership
-            if membership is None or membership.node_id != owner:
+            if membership is None or owner not in (address, membership.node_id):
                 result[owner] = f"{address} now runs another process"
                 continue
             result[owner] = node.core.store.lookup(key, node.clock.wall_ms())
