@@ -290,7 +290,8 @@ def check_no_lost_writes(
         if not versioned:
             continue
         top = max(versioned, key=lambda w: w.version)
-        newer = [w for w in writes if w.version is not None and w.version >= top.version]
+        # Writes that may be as new as the newest acknowledged one (a version unknown: maybe).
+        newer = [w for w in writes if w.version is None or w.version >= top.version]
         if isinstance(final_value, bytes):
             put = index.put_of_value.get(final_value)
             if (
@@ -324,9 +325,15 @@ def check_no_lost_writes(
                         f"({top.kind}, version {_version_text(top.version)}) is lost there"
                     )
             elif held[1] < top.version:
+                gone = (
+                    " after it expired: an older write came back"
+                    if index.expired_by(top, now_true)
+                    else ""
+                )
                 violations.add(
                     f"{key!r}: owner {owner} holds version {_version_text(held[1])} < "
                     f"acknowledged op {top.op_id} ({top.kind}, {_version_text(top.version)})"
+                    f"{gone}"
                 )
     summary = (
         f"{checked} acknowledged quorum/all writes checked over {keys} keys, "
@@ -447,15 +454,24 @@ def check_replicas_agree(
                 empty.append(owner)
             else:
                 held[owner] = entry
-        distinct = {(entry[0], entry[1]) for entry in held.values()}
+        versions = {entry[1] for entry in held.values()}
+        # The same version as a value on one owner and a tombstone on another: the value
+        # expired on the clocks that are ahead (an expired value turns into its tombstone).
+        expired_apart = all(
+            entry[0] is None
+            or (entry[2] is not None and entry[2] <= now_true + index.clock_error_ms)
+            for entry in held.values()
+        )
         # Nothing held matches a tombstone whose collection instant may have passed somewhere.
         collectable = all(
             entry[0] is None
             and entry[2] is not None
-            and entry[2] <= now_true + 2 * run.clock_error_ms_max
+            and entry[2] <= now_true + 2 * index.clock_error_ms
             for entry in held.values()
         )
-        if len(distinct) > 1 or (empty and held and not collectable):
+        kinds = {entry[0] is None for entry in held.values()}
+        differ = len(versions) > 1 or (len(kinds) > 1 and not expired_apart)
+        if differ or (empty and held and not collectable):
             shown = {
                 owner: (
                     "nothing"

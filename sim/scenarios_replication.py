@@ -51,8 +51,9 @@ from .bench import register_bench
 from .faults import FaultPlan
 from .lazy_placement import LazyPlacementObserver
 from .network import NetworkConfig
-from .node import SIM_NODE_CONFIG, node_factory
+from .node import SIM_NODE_CONFIG, SimNode, node_factory
 from .replication_checks import (
+    WRITE_KINDS,
     HistoryIndex,
     check_deletes_hold,
     check_no_lost_writes,
@@ -91,6 +92,7 @@ QUIET_AFTER_SWEEP_MS = 1_000
 CRASH_DOWN_MS = (300, 2_000)
 PARTITION_MS = (300, 2_000)
 PAUSE_MS = (200, 1_000)
+BURST_MS = (200, 400)
 
 NODE_CONFIG = replace(
     SIM_NODE_CONFIG,
@@ -112,8 +114,8 @@ class ReplicationFaults:
     partitions_asymmetric: int = 0
     clock_jumps: int = 0
     pauses: int = 0
-    # Membership sends ~100 datagrams in a 6 s safety phase: at these rates a run without a
-    # loss (or a duplicate) has a probability of about 3e-5 (2e-4), so coverage can demand both.
+    # Membership sends ~100 datagrams in a 6 s safety phase; a scripted burst of each (rate 1
+    # for 200-400 ms) makes sure both fire in every run.
     datagram_loss_rate: float = 0.1
     datagram_duplicate_rate: float = 0.08
     spike_rate: float = 0.01
@@ -270,6 +272,12 @@ class ReplicationRun:
             at_ms = rng.randint(start_ms, end_ms - 1)
             offset = rng.randint(-CLOCK_OFFSET_MS_MAX, CLOCK_OFFSET_MS_MAX)
             sim.schedule(at_ms, self._jump, rng.choice(addresses), offset)
+        # One burst each of total loss and of duplication, so both surely fire (at the plan's
+        # rates a run of ~100 datagrams may by chance see neither).
+        for rate_name in ("datagram_loss_rate", "datagram_duplicate_rate"):
+            if getattr(faults, rate_name):
+                at_ms, duration = self._window(start_ms, end_ms, BURST_MS)
+                sim.schedule(at_ms, self._burst, rate_name, duration)
         for _ in range(faults.pauses):
             at_ms, duration = self._window(start_ms, end_ms, PAUSE_MS)
             sim.schedule(at_ms, self._pause, duration)
@@ -285,6 +293,16 @@ class ReplicationRun:
         sim.crash(address)
         self.wipes += 1
         sim.schedule(sim.now_ms + down_ms, sim.restart, address)
+
+    def _burst(self, rate_name: str, duration_ms: int) -> None:
+        """Set one datagram rate to 1 for ``duration_ms``, then back to the plan's rate (over
+        whatever else changed meanwhile: the other burst may overlap)."""
+        self._set_rate(rate_name, 1.0)
+        planned = getattr(self.faults, rate_name)
+        self.sim.schedule(self.sim.now_ms + duration_ms, self._set_rate, rate_name, planned)
+
+    def _set_rate(self, rate_name: str, rate: float) -> None:
+        self.sim.set_network(replace(self.sim.network, **{rate_name: rate}))
 
     def _pause(self, duration_ms: int) -> None:
         """Freeze a running node (chosen now: never one that is down) for ``duration_ms``."""
@@ -333,7 +351,9 @@ class ReplicationRun:
         self._sweep_ops[len(self.workload.history) + 1] = key
         self.workload.submit(self.rng.choice(live), c.Get(key, consistency=c.ALL))
 
-    def _completed(self, entry: HistoryEntry, node: object) -> None:
+    def _completed(self, entry: HistoryEntry, node: SimNode | None) -> None:
+        if entry.version is None and entry.outcome == OK and not entry.deferred:
+            note_immediate_version(entry, node)
         key = self._sweep_ops.pop(entry.op_id, None)
         if key is None:
             return
@@ -347,6 +367,19 @@ class ReplicationRun:
         self._sweep_errors[key] = f"{entry.outcome}: {entry.error}"
         if self._sweep_attempts[key] < SWEEP_ATTEMPTS_MAX:
             self.sim.schedule(self.sim.now_ms + SWEEP_RETRY_MS, self._sweep_read, key)
+
+
+def note_immediate_version(entry: HistoryEntry, node: SimNode | None) -> None:
+    """A replicated write answered at once (at ``one`` by an owner, which applied it locally)
+    returns no ``Pending`` to carry its version: read it from that owner's store, which holds
+    exactly that write at this instant (white-box, as the checkers read owners)."""
+    if entry.kind not in WRITE_KINDS or node is None or entry.key is None:
+        return
+    if getattr(node.core, "replication", None) is None:
+        return
+    held = node.core.store.lookup(entry.key, node.clock.wall_ms())
+    if held is not None:
+        entry.version = held[1]
 
 
 def unsettled_reason(sim: Simulation, workload: ClientWorkload) -> str | None:
@@ -501,7 +534,7 @@ REPLICATION_CHECKERS = tuple(
 # ---------------------------------------------------------------------------- scenarios
 
 #: Safety phase (workload and faults) and liveness phase (heal, settle, sweep) defaults.
-DURATION_S_DEFAULT = 6.0
+DURATION_S_DEFAULT = 5.0
 #: Long enough for the slowest membership convergence seen (a suspicion nobody refutes runs to
 #: its full Lifeguard timeout, ~13 s in the local profile); a run ends as soon as its sweep is done.
 LIVENESS_S = 40.0

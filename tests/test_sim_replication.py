@@ -112,7 +112,7 @@ def test_checkers_reject_islands(name: str):
     islands = replication_scenario(
         f"test-islands-{name}", description, faults, core_class=LevelBlindCore, membership=False
     )
-    for seed in range(3):
+    for seed in range(2):
         report = run_scenario(islands, seed=seed)
         failures = _failures(report)
         assert "no-exception" not in failures and "core-invariants" not in failures
@@ -259,7 +259,7 @@ def _reference_scenario(name: str, core_class: type) -> scenarios.Scenario:
 @pytest.mark.parametrize("name", sorted(SCENARIO_FAULTS))
 def test_checkers_pass_a_cluster_that_is_right_by_construction(name: str):
     scenario_ = _reference_scenario(name, ReferenceCore)
-    for seed in range(5):
+    for seed in range(3):
         report = run_scenario(scenario_, seed=seed)
         assert report.passed, (report.replay_command, _failures(report))
 
@@ -521,4 +521,4 @@ def test_run_seeds_prints_each_failing_seed_with_its_replay(capsys):
     assert code == 1
     assert "seeds: 4..5" in out and "result: 0/2 seeds passed" in out
     assert "FAIL seed 4: " in out and "FAIL seed 5: " in out
-    assert "replay: python -m sim run test-cli-islands --nodes 5 --seed 5 --duration-s 6" in out
+    assert "replay: python -m sim run test-cli-islands --nodes 5 --seed 5 --duration-s 5" in out
