@@ -16,8 +16,11 @@ $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# A local cluster of 3 node processes on 127.0.0.1 (native 7000-7002, RESP 6379-6381, metrics
+# 9100-9102); it prints how to reach each node, and Ctrl-C stops all of them. Other ports or
+# sizes: ARGS="--base-port 17000 --resp-base-port 16379 --metrics-base-port 19100".
 run: $(STAMP)
-	$(BIN)/gossipcache node --port 7000 --resp-port 6379 --metrics-port 9100 --max-memory 256MiB --eviction sieve
+	$(BIN)/gossipcache cluster --nodes 3 --max-memory 256MiB --eviction sieve $(ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

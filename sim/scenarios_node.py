@@ -474,6 +474,7 @@ def setup_single_nodes(
         configure=lambda address, config: replace(
             config,
             expire_interval_ms=EXPIRE_INTERVALS_MS[addresses.index(address) % 3],
+            replication_enabled=False,  # each node its own cache, checked against its model
         ),
     )
     for address in addresses:

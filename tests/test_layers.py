@@ -21,7 +21,7 @@ PACKAGE = ROOT / "gossipcache"
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("base", ("errors.py", "limits.py", "sansio.py", "clock.py", "hlc.py")),
     ("structures", ("store", "placement", "wire", "metrics")),
-    ("cores", ("membership",)),
+    ("cores", ("membership", "replication")),
     ("node", ("node",)),
     ("drivers", ("drivers",)),
     ("surfaces", ("client", "cli")),

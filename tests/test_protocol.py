@@ -15,11 +15,13 @@ from gossipcache.errors import ProtocolError, ValueTooLarge
 from gossipcache.limits import FRAME_SIZE_BYTES_MAX, TTL_MS_MAX
 from gossipcache.wire.framing import PROTOCOL_VERSION, FrameDecoder, FrameTooLarge, frame
 from gossipcache.wire.native import (
+    CONSISTENCY_LEVELS,
     ERROR_BAD_REQUEST,
     ERROR_CODES,
     ERROR_UNKNOWN_OP,
     OP_ARGS,
     OPS,
+    OPS_WITH_CONSISTENCY,
     REQUEST_ID_MAX,
     RESPONSE_ARRAY_LEN_MAX,
     STATUS_ERROR,
@@ -61,12 +63,24 @@ ARG_STRATEGIES = {
     "exists": st.tuples(keys),
     "persist": st.tuples(keys),
     "auth": st.tuples(st.binary(min_size=1, max_size=64)),
+    "topology": st.tuples(),
 }
 
 assert set(ARG_STRATEGIES) == OPS == set(OP_ARGS)
 
+levels = st.sampled_from(CONSISTENCY_LEVELS)
+
+
+def _args_of(op: str) -> st.SearchStrategy[tuple]:
+    """An op's arguments, with a consistency level after them or not where the op takes one."""
+    args = ARG_STRATEGIES[op]
+    if op not in OPS_WITH_CONSISTENCY:
+        return args
+    return args | st.tuples(args, levels).map(lambda pair: (*pair[0], pair[1]))
+
+
 requests = st.sampled_from(sorted(OPS)).flatmap(
-    lambda op: st.builds(Request, request_ids, st.just(op), ARG_STRATEGIES[op])
+    lambda op: st.builds(Request, request_ids, st.just(op), _args_of(op))
 )
 
 # What an OK payload can be: results of get / ttl / stats / members, and anything msgpack holds.
@@ -248,6 +262,7 @@ arg_values = st.one_of(
     st.booleans(),
     st.binary(max_size=4),
     st.text(max_size=4),
+    st.sampled_from([*CONSISTENCY_LEVELS, "ONE", "any", ""]),
     st.integers(-(2**50), 2**50),
     st.sampled_from([0, 1, -1, TTL_MS_MAX, TTL_MS_MAX + 1, -TTL_MS_MAX, -TTL_MS_MAX - 1]),
     st.floats(allow_nan=False),
@@ -473,7 +488,12 @@ def test_parse_keeps_raising_after_an_error():
 MAX = TTL_MS_MAX
 BAD_REQUESTS = [
     # (message, code, request_id, str(BadRequest)) -- the reason a client is told
-    ((1, "get"), ERROR_BAD_REQUEST, 1, "op 'get' takes 1 arguments, got 0"),
+    (
+        (1, "get"),
+        ERROR_BAD_REQUEST,
+        1,
+        "op 'get' takes 1 arguments (2 with a consistency level), got 0",
+    ),
     ((1, "ping", b"x"), ERROR_BAD_REQUEST, 1, "op 'ping' takes 0 arguments, got 1"),
     ((1, "get", "k"), ERROR_BAD_REQUEST, 1, "op 'get' argument 0 (key) must be bin, got str"),
     (
@@ -639,7 +659,9 @@ def test_expire_ttl_bounds_pass_the_fast_checks():
 
 
 def test_encode_request_names_the_reason():
-    with pytest.raises(ValueError, match=r"^op 'get' takes 1 arguments, got 0$"):
+    with pytest.raises(
+        ValueError, match=r"^op 'get' takes 1 arguments \(2 with a consistency level\), got 0$"
+    ):
         encode_request(Request(1, "get", ()))
 
 
@@ -654,3 +676,46 @@ def test_responses_are_unpacked_within_limits():
             decode_response(body)
     fits = msgpack.packb([1, STATUS_OK, [0] * RESPONSE_ARRAY_LEN_MAX])
     assert len(decode_response(fits).payload) == RESPONSE_ARRAY_LEN_MAX
+
+
+# -- the optional consistency level (issue 9) ---------------------------------------------------
+
+
+def test_data_ops_take_an_optional_consistency_level():
+    assert {"get", "put", "del", "exists", "expire", "ttl", "persist"} == OPS_WITH_CONSISTENCY
+    decoder = RequestDecoder()
+    for level in CONSISTENCY_LEVELS:
+        for op, args in (("get", (b"k",)), ("put", (b"k", b"v", None)), ("expire", (b"k", 5))):
+            body = msgpack.packb((3, op, *args, level))
+            assert decode_request(body) == Request(3, op, (*args, level))
+            assert decoder.decode(body) == Request(3, op, (*args, level))
+            # The server's form: the op tagged, so its dispatcher needs no argument count.
+            assert decoder.decode_message(body) == (3, f"{op}+consistency", *args, level)
+    # Without a level the message comes back as it was unpacked (the hot path).
+    assert decoder.decode_message(msgpack.packb((4, "get", b"k"))) == (4, "get", b"k")
+
+
+@pytest.mark.parametrize(
+    ("message", "text"),
+    [
+        ((5, "get", b"k", "eventual"), "op 'get' consistency must be one of one, quorum, all"),
+        ((5, "get", b"k", "ONE"), "op 'get' consistency must be one of one, quorum, all"),
+        ((5, "put", b"k", b"v", None, 3), "op 'put' consistency must be one of one, quorum, all"),
+        ((5, "get", b"k", "one", "one"), "op 'get' takes 1 arguments (2 with a consistency level)"),
+        ((5, "ping", "one"), "op 'ping' takes 0 arguments, got 1"),
+        ((5, "auth", b"pw", "one"), "op 'auth' takes 1 arguments, got 2"),
+        ((5, "topology", "one"), "op 'topology' takes 0 arguments, got 1"),
+        ((5, "get+consistency", b"k", "one"), "unknown op 'get+consistency'"),
+    ],
+)
+def test_a_bad_consistency_level_is_a_bad_request(message, text):
+    body = msgpack.packb(message)
+    for decode in (decode_request, RequestDecoder().decode_message):
+        with pytest.raises(BadRequest) as caught:
+            decode(body)
+        assert str(caught.value).startswith(text)
+        assert caught.value.request_id == 5
+        expected = ERROR_UNKNOWN_OP if "unknown op" in text else ERROR_BAD_REQUEST
+        assert caught.value.code == expected
+    with pytest.raises(ValueError):
+        encode_request(Request(message[0], message[1], message[2:]))

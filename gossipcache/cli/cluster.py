@@ -214,11 +214,19 @@ def _print_ready(args, count: int, log_dir: Path) -> None:
         metrics = f"http://127.0.0.1:{args.metrics_base_port + index}/metrics"
         log = log_dir / f"node-{index + 1}.log"
         print(f"{index + 1:<6}{native:<18}{resp:<18}{metrics:<32}{log}")
-    print(
-        f"try: gossipcache members --node 127.0.0.1:{args.base_port}   |   "
-        f"redis-cli -p {args.resp_base_port} ping   |   Ctrl-C stops the cluster",
-        flush=True,
-    )
+    seeds = " ".join(f"127.0.0.1:{args.base_port + index}" for index in range(count))
+    print(f"seeds for a client (native ports): {seeds}")
+    print(f"  {_python()} examples/client.py {seeds}")
+    print(f"  gossipcache status --node 127.0.0.1:{args.base_port}")
+    print(f"  redis-cli -p {args.resp_base_port} ping   (any node, RESP)")
+    print("Ctrl-C stops the cluster", flush=True)
+
+
+def _python() -> str:
+    """This interpreter (it can import gossipcache), relative to the current directory when
+    inside it (``.venv/bin/python`` under ``make run``)."""
+    relative = os.path.relpath(sys.executable)
+    return sys.executable if relative.startswith("..") else relative
 
 
 def _node_died(index: int, process: subprocess.Popen, log_dir: Path) -> int:

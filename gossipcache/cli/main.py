@@ -15,7 +15,7 @@ import time
 
 from ..errors import GossipCacheError
 from ..store.eviction import POLICY_NAMES
-from . import bench, cluster, tracesim
+from . import bench, cluster, status, tracesim
 
 EXIT_OK = 0
 EXIT_MISSING = 1
@@ -109,6 +109,13 @@ def _node_config(args: argparse.Namespace, client_password: bytes | None):
         cluster_key_file=args.cluster_key_file,
         membership_profile=args.membership_profile,
         replicas=args.replicas,
+        read_consistency=args.read_consistency,
+        write_consistency=args.write_consistency,
+        replica_timeout_ms=args.replica_timeout_ms,
+        max_clock_offset_ms=args.max_clock_offset_ms,
+        tombstone_grace_ms=int(args.tombstone_grace_s * 1000),
+        hint_window_ms=int(args.hint_window_s * 1000),
+        read_repair_chance=args.read_repair_chance,
         host_id=args.host_id,
         zone=args.zone,
         allow_development_key_on_network=args.allow_development_key_on_network,
@@ -135,7 +142,21 @@ def _register_node(sub) -> None:
     parser.add_argument("--no-membership", action="store_true",
                         help="serve alone: no membership sockets or timers")  # fmt: skip
     parser.add_argument("--replicas", type=int, default=3,
-                        help="copies of each key, R (default 3); placement only, for now")  # fmt: skip
+                        help="copies of each key, R (default 3)")  # fmt: skip
+    parser.add_argument("--read-consistency", choices=LEVELS, default="one",
+                        help="level of reads that name none (default one)")  # fmt: skip
+    parser.add_argument("--write-consistency", choices=LEVELS, default="quorum",
+                        help="level of writes that name none (default quorum)")  # fmt: skip
+    parser.add_argument("--replica-timeout-ms", type=int, default=1000,
+                        help="how long a coordinator waits for a key's owners (default 1000)")  # fmt: skip
+    parser.add_argument("--max-clock-offset-ms", type=int, default=500,
+                        help="refuse versions this far ahead of the local clock (default 500)")  # fmt: skip
+    parser.add_argument("--tombstone-grace-s", type=float, default=3600.0,
+                        help="how long deletes are remembered (default 3600)")  # fmt: skip
+    parser.add_argument("--hint-window-s", type=float, default=600.0,
+                        help="hints older than this are dropped (default 600)")  # fmt: skip
+    parser.add_argument("--read-repair-chance", type=float, default=0.0,
+                        help="chance a read at one repairs the key's owners (default 0)")  # fmt: skip
     parser.add_argument("--host-id", default=None,
                         help="the host this node runs on, for placing replicas on distinct"
                              " hosts (default: the machine's name)")  # fmt: skip
@@ -148,6 +169,9 @@ def _register_node(sub) -> None:
                         help="file whose first line is the password clients must send (AUTH)"
                              " before any command (default: none required)")  # fmt: skip
     parser.set_defaults(run=_run_node)
+
+
+LEVELS = ("one", "quorum", "all")
 
 
 def read_password_file(path: str | None) -> bytes | None:
@@ -302,6 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     _register_keygen(sub)
     _register_client_commands(sub)
     cluster.register(sub)
+    status.register(sub)
     tracesim.register(sub)
     bench.register(sub)
     return parser

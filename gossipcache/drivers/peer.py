@@ -64,8 +64,9 @@ DATAGRAM_SIZE_BYTES_MAX = 64 * 1024
 PEER_CONNECTIONS_MAX = 256
 #: Incoming peer connections served at once; more are closed on arrival.
 PEER_INCOMING_MAX = 1024
-#: Bound of one outgoing connection's queue, in frames and in bytes.
-PEER_QUEUE_FRAMES_MAX = 64
+#: Bound of one outgoing connection's queue, in frames and in bytes. Replication sends one frame
+#: per peer per loop pass (many operations each), so a busy node queues many small frames.
+PEER_QUEUE_FRAMES_MAX = 4096
 PEER_QUEUE_BYTES_MAX = 32 * 1024 * 1024
 #: Datagrams waiting for the socket; beyond this new ones are dropped (UDP may lose them anyway).
 DATAGRAM_QUEUE_MAX = 1024

@@ -81,6 +81,18 @@ def _with_level(items: tuple, consistency: str | None) -> tuple:
     return (*items, consistency)
 
 
+def expire_conditions_hold(conditions, current_ms: int | None, new_ms: int) -> bool:
+    """Whether Redis 7's EXPIRE conditions (NX / XX / GT / LT) allow moving an expiry at
+    ``current_ms`` (None: persistent, which counts as infinite) to ``new_ms``."""
+    if IF_ABSENT in conditions and current_ms is not None:
+        return False
+    if IF_PRESENT in conditions and current_ms is None:
+        return False
+    if IF_GREATER in conditions and (current_ms is None or new_ms <= current_ms):
+        return False
+    return not (IF_LESS in conditions and current_ms is not None and new_ms >= current_ms)
+
+
 def _check_keys(keys: tuple[bytes, ...]) -> None:
     if not keys:
         raise InvalidRequest("at least one key is required")
@@ -213,6 +225,38 @@ class Delete(Command):
         return make(cls, _with_level((cls.name, keys), consistency))
 
 
+class GetMany(Command):
+    """The live values of ``keys`` (Redis' MGET). Result: a list, None where missing."""
+
+    __slots__ = ()
+    name = "get_many"
+    fields = ("keys", "consistency")
+    keys = _field(1, "The keys to read.")
+    consistency = _optional_field(2, _CONSISTENCY_DOC)
+
+    def __new__(cls, keys: tuple[bytes, ...], *, consistency: str | None = None) -> GetMany:
+        _check_keys(keys)
+        return make(cls, _with_level((cls.name, keys), consistency))
+
+
+class PutMany(Command):
+    """Write every ``(key, value)`` of ``pairs``, persistent (Redis' MSET). Result: True.
+    In a cluster each key is its own replicated write: not atomic across keys."""
+
+    __slots__ = ()
+    name = "put_many"
+    writes = True
+    fields = ("pairs", "consistency")
+    pairs = _field(1, "The (key, value) pairs to write.")
+    consistency = _optional_field(2, _CONSISTENCY_DOC)
+
+    def __new__(
+        cls, pairs: tuple[tuple[bytes, bytes], ...], *, consistency: str | None = None
+    ) -> PutMany:
+        _check_keys(pairs)
+        return make(cls, _with_level((cls.name, pairs), consistency))
+
+
 class Exists(Command):
     """Result: how many of ``keys`` hold a live value (a key named twice counts twice, as in
     Redis). Not a lookup: touches no hit counter and no recency."""
@@ -342,6 +386,20 @@ class Members(Command):
         return make(cls, (cls.name,))
 
 
+class Topology(Command):
+    """Result: what a smart client needs to route keys itself, as a dict: ``epoch`` (the
+    placement table's, None before the first build), ``replicas`` (R), ``self`` (this node's
+    id) and ``members``, the members of that table (the live ones: alive or suspect), each a
+    dict of ``id``, ``address`` (its native ``host:port``), ``host_id``, ``zone`` and
+    ``capacity_bytes``. Works without membership too (one member, this node). O(members)."""
+
+    __slots__ = ()
+    name = "topology"
+
+    def __new__(cls) -> Topology:
+        return make(cls, (cls.name,))
+
+
 class Flush(Command):
     """Remove every entry of this node. Result: True."""
 
@@ -357,6 +415,8 @@ class Flush(Command):
 COMMAND_TYPES: tuple[type[Command], ...] = (
     Get,
     Put,
+    GetMany,
+    PutMany,
     Delete,
     Exists,
     Expire,
@@ -366,4 +426,5 @@ COMMAND_TYPES: tuple[type[Command], ...] = (
     Stats,
     Members,
     Flush,
+    Topology,
 )

@@ -65,6 +65,29 @@ class NodeConfig:
     allow_development_key_on_network: bool = False
     #: Copies of each key (R): a key's owners are the top R members of its bucket's ranking.
     replicas: int = 3
+    #: With membership, the nodes form one cache (replication). Off: each node stays its own
+    #: cache while it still gossips (the simulator's single-node model uses that).
+    replication_enabled: bool = True
+    #: Consistency levels used when a command names none (``one`` / ``quorum`` / ``all``).
+    read_consistency: str = "one"
+    write_consistency: str = "quorum"
+    #: How long a coordinator waits for owners before it gives up on the ones that have not
+    #: answered (hinting the write to them) and fails a level not reached.
+    replica_timeout_ms: int = 1000
+    #: A version stamped more than this ahead of this node's wall clock is refused (hybrid
+    #: logical clocks' bound on clock skew; docs/design.md, "Versions and clock skew").
+    max_clock_offset_ms: int = 500
+    #: Tombstones of deletes are kept this long, then collected. At least the hint window, plus
+    #: two anti-entropy rounds, plus the clock bound: a stale copy returning later could
+    #: resurrect the value.
+    tombstone_grace_ms: int = 3_600_000
+    #: An expired replicated value is kept as a tombstone this long past its expiry, so an
+    #: older write delivered late (a hint) cannot take its place.
+    expired_tombstone_ms: int = 660_000
+    #: Hints older than this are dropped; a node down longer is refilled by anti-entropy.
+    hint_window_ms: int = 600_000
+    #: Chance that a read at ``one`` also repairs the key's owners in the background.
+    read_repair_chance: float = 0.0
     #: The host this node runs on, advertised to the cluster: replicas of a key go to distinct
     #: hosts. None: the machine's name (the driver fills it in; the sans-IO core alone uses the
     #: address's host part).
@@ -84,6 +107,11 @@ class NodeConfig:
             NodeMetadata(self.host_id or "unset", self.zone, CAPACITY_BYTES_DEFAULT)
         if self.client_password is not None and not self.client_password:
             raise ValueError("client_password must not be empty (None disables it)")
+        for name in ("read_consistency", "write_consistency"):
+            if getattr(self, name) not in ("one", "quorum", "all"):
+                raise ValueError(f"{name} must be one, quorum or all")
+        if not 0.0 <= self.read_repair_chance <= 1.0:
+            raise ValueError("read_repair_chance must be in [0, 1]")
         if self.membership_profile not in MEMBERSHIP_PROFILES:
             raise ValueError(f"unknown membership profile {self.membership_profile!r}")
         refusal = development_key_refusal(
@@ -104,6 +132,11 @@ class NodeConfig:
             "connection_reply_bytes_max",
             "client_buffers_bytes_max",
             "partial_request_timeout_s",
+            "replica_timeout_ms",
+            "max_clock_offset_ms",
+            "tombstone_grace_ms",
+            "expired_tombstone_ms",
+            "hint_window_ms",
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")

@@ -32,14 +32,17 @@ from dataclasses import asdict
 
 from ..clock import Clock
 from ..errors import InvariantViolation, ServiceUnavailable
+from ..hlc import node_tag
 from ..limits import EXPIRES_AT_MS_MAX
 from ..membership import Keyring, MemberEvent, Membership, MemberState
 from ..metrics.counters import CommandMetrics, ServerMetrics
 from ..placement import PlacementMember
+from ..replication import PAYLOAD_TAG, Replication, ReplicationConfig
 from ..sansio import Channel, Outgoing
 from ..store import Store
 from . import commands as c
 from .config import MEMBERSHIP_PROFILES, NodeConfig
+from .coordinator import Coordinator
 from .metadata import CAPACITY_BYTES_MAX, NodeMetadata, decode_metadata
 from .placement_view import PlacementView
 
@@ -49,6 +52,14 @@ log = logging.getLogger("gossipcache.node")
 LOCAL_NODE_ID = "local"
 #: Membership events kept for the placement layer and for inspection; older ones are dropped.
 MEMBERSHIP_EVENTS_KEPT = 4096
+#: How often the core re-reads the member list for placement even without membership events:
+#: a dead member leaves placement once its hint window has passed.
+PLACEMENT_REFRESH_MS = 1000
+#: Hints a node holds in all, at most: this, or 5 % of its memory limit if less.
+HINTS_BYTES_MAX = 256 * 1024 * 1024
+HINTS_MEMORY_SHARE = 0.05
+#: Hints held for one target, at most.
+HINTS_TARGET_BYTES_MAX = 64 * 1024 * 1024
 
 
 class Pending:
@@ -105,12 +116,21 @@ class NodeCore:
         self.clock = clock
         #: The serving process's id (INFO); 0 in the simulator.
         self.process_id = process_id
-        self.store = Store(config.size_bytes_max, config.eviction)
+        replicated = address is not None and config.membership_enabled
+        replicated = replicated and config.replication_enabled
+        self.store = Store(
+            config.size_bytes_max,
+            config.eviction,
+            expired_tombstone_ms=config.expired_tombstone_ms if replicated else None,
+            record_evictions=replicated,
+        )
         self.metrics = ServerMetrics()
         self._handlers: dict[type[c.Command], tuple[Callable, CommandMetrics]] = {}
         for command_type, handler in (
             (c.Get, self._get_handler()),
             (c.Put, self._put_handler()),
+            (c.GetMany, self._get_many),
+            (c.PutMany, self._put_many),
             (c.Delete, self._delete),
             (c.Exists, self._exists),
             (c.Expire, self._expire),
@@ -120,6 +140,7 @@ class NodeCore:
             (c.Stats, self._stats),
             (c.Members, self._members),
             (c.Flush, self._flush),
+            (c.Topology, self._topology),
         ):
             self.add_command(command_type, handler)
         #: Commands waiting for completion, and those completed but not yet taken.
@@ -137,14 +158,43 @@ class NodeCore:
             if rng is None or keyring is None:
                 raise ValueError("membership needs an rng and a keyring")
             self._start_membership(address, rng, keyring, now_ms)
-        # Where keys live: this node alone until membership says more.
-        own_id = self.membership.node_id if self.membership is not None else LOCAL_NODE_ID
+        # Where keys live: this node alone until membership says more. Placement ranks members
+        # by address, which a restarted process keeps (its membership id is new): it takes
+        # back the same buckets.
+        own_id = address if self.membership is not None else LOCAL_NODE_ID
         own = self.metadata(address or f"{config.host}:{config.port}")
         self.placement = PlacementView(
             config.replicas,
             PlacementMember(own_id, own.host_id, own.zone, float(own.capacity_bytes)),
         )
         self._last_tick_ms = now_ms
+        self._next_placement_refresh_ms = now_ms + PLACEMENT_REFRESH_MS
+        self.replication: Replication | None = None
+        self.coordinator: Coordinator | None = None
+        if self.membership is not None and config.replication_enabled:
+            self._start_replication(own_id, rng)
+
+    def _start_replication(self, own_id: str, rng: random.Random) -> None:
+        config = self.config
+        hints_bytes_max = min(HINTS_BYTES_MAX, int(config.size_bytes_max * HINTS_MEMORY_SHARE))
+        self.replication = Replication(
+            own_id,
+            node_tag(self.membership.node_id),
+            self.store,
+            ReplicationConfig(
+                replica_timeout_ms=config.replica_timeout_ms,
+                max_clock_offset_ms=config.max_clock_offset_ms,
+                tombstone_grace_ms=config.tombstone_grace_ms,
+                hint_window_ms=config.hint_window_ms,
+                hint_target_bytes_max=min(HINTS_TARGET_BYTES_MAX, hints_bytes_max),
+                hint_total_bytes_max=hints_bytes_max,
+                read_repair_chance=config.read_repair_chance,
+            ),
+            rng,
+        )
+        self.coordinator = Coordinator(self, self.replication, rng)
+        for command_type, handler in self.coordinator.handlers().items():
+            self.add_command(command_type, handler)
 
     def add_command(self, command_type: type[c.Command], handler: Callable) -> None:
         """Serve ``command_type`` with ``handler(command, wall_ms)``; its metrics series is
@@ -221,15 +271,23 @@ class NodeCore:
     # -- the sans-IO contract (peer payloads and timers) ---------------------------------------
 
     def handle(self, source: str, channel: Channel, payload: bytes, now_ms: int) -> None:
-        """A peer payload. Only membership speaks today; replication will share the streams."""
-        if self.membership is not None:
-            self.membership.handle(source, channel, payload, now_ms)
-            self._after_membership()
+        """A peer payload: replication's (first byte ``PAYLOAD_TAG``, streams only) or
+        membership's."""
+        if self.membership is None:
+            return
+        if payload[:1] == PAYLOAD_TAG:
+            if channel is Channel.STREAM and self.replication is not None:
+                self.replication.handle(source, payload, now_ms, self.clock.wall_ms())
+            return
+        self.membership.handle(source, channel, payload, now_ms)
+        self._after_membership()
 
     def stream_failed(self, peer: str, now_ms: int) -> None:
         if self.membership is not None:
             self.membership.stream_failed(peer, now_ms)
             self._after_membership()
+        if self.replication is not None:
+            self.replication.peer_failed(peer, now_ms, self.clock.wall_ms())
 
     def tick(self, now_ms: int) -> None:
         """Run what is due at ``now_ms``: membership timers, the active-expiry cycle and a
@@ -247,6 +305,14 @@ class NodeCore:
             self.store.expire_tick(self.clock.wall_ms())
             self.store.reclaim_tick()  # what a FLUSHALL left, a bounded share per tick
             self._next_expire_ms = now_ms + self.config.expire_interval_ms
+        replication = self.replication
+        if replication is not None:
+            if self._next_placement_refresh_ms <= now_ms:
+                self._next_placement_refresh_ms = now_ms + PLACEMENT_REFRESH_MS
+                self._update_placement()
+            deadline_ms = replication.next_deadline_ms()
+            if deadline_ms is not None and deadline_ms <= now_ms:
+                replication.tick(now_ms, self.clock.wall_ms())
 
     def next_deadline_ms(self) -> int:
         if self.placement.busy:  # the next slice of the build, right after this turn
@@ -256,14 +322,38 @@ class NodeCore:
             membership_ms = self.membership.next_deadline_ms()
             if membership_ms is not None and membership_ms < deadline_ms:
                 deadline_ms = membership_ms
+        if self.replication is not None:
+            deadline_ms = min(deadline_ms, self._next_placement_refresh_ms)
+            replication_ms = self.replication.next_deadline_ms()
+            if replication_ms is not None and replication_ms < deadline_ms:
+                deadline_ms = replication_ms
         return deadline_ms
 
     def take_outbox(self) -> list[Outgoing]:
         outbox = self._outbox
         if self.membership is not None:
             outbox += self.membership.take_outbox()
+        replication = self.replication
+        if replication is not None:
+            evicted = self.store.take_evicted()
+            if evicted:
+                self._tell_evictions(evicted)
+            outbox += replication.take_outbox()
         self._outbox = []
         return outbox
+
+    def _tell_evictions(self, evicted: list[tuple[bytes, int]]) -> None:
+        """The key's primary decides its eviction: what this node evicted as a key's primary
+        is evicted on the other owners too, by version (never a newer write). What it evicted
+        as a mere replica stays on the others."""
+        table = self.placement.table
+        if table is None:
+            return
+        own = self.placement.own_id
+        for key, version in evicted:
+            owners = table.owners_of_key(key)
+            if owners[0] == own:
+                self.replication.evict_notice(key, version, owners)
 
     def leave(self, now_ms: int) -> None:
         """Announce a graceful leave to the cluster (a no-op without membership)."""
@@ -330,24 +420,50 @@ class NodeCore:
             )
         self.membership_events.extend(events)
         if events:
-            self.placement.update(self._placement_members())
+            self._update_placement()
 
-    def _placement_members(self) -> list[PlacementMember]:
-        """The members placement uses: the live ones (alive or suspect: a suspect may be
-        fine), as their metadata describes them."""
-        members = []
+    def _update_placement(self) -> None:
+        members, down = self._placement_members()
+        self.placement.update(members)
+        replication = self.replication
+        if replication is not None:
+            replication.down = down
+            ranked = {member.node_id for member in members}
+            for target in replication.hints.targets():
+                if target not in ranked:  # gone for good: its buckets moved on
+                    replication.hints.drop_target(target)
+
+    def _placement_members(self) -> tuple[list[PlacementMember], set[str]]:
+        """The members placement uses, by address, as their metadata describes them: the live
+        ones (alive or suspect: a suspect may be fine), and the dead ones still within the
+        hint window, which keep their buckets meanwhile (writes to them become hints, so a
+        node that returns gets them back, and a flapping node moves no data). A member that
+        left gracefully, or is dead longer, is out. Also returns the dead ones' addresses.
+        When one address has several records (a restarted process), the live one counts."""
+        now_ms = self.clock.monotonic_ms()
+        window_ms = self.config.hint_window_ms
+        chosen: dict[str, tuple[bool, PlacementMember]] = {}
         for member in self.membership.members():
-            if member.state in (MemberState.ALIVE, MemberState.SUSPECT):
-                metadata = decode_metadata(member.meta, member.node_id)
-                members.append(
-                    PlacementMember(
-                        member.node_id,
-                        metadata.host_id,
-                        metadata.zone,
-                        float(metadata.capacity_bytes),
-                    )
-                )
-        return members
+            state = member.state
+            live = state in (MemberState.ALIVE, MemberState.SUSPECT)
+            if not live and not (
+                state == MemberState.DEAD and now_ms - member.since_ms < window_ms
+            ):
+                continue
+            if member.address in chosen and (chosen[member.address][0] or not live):
+                continue
+            metadata = decode_metadata(member.meta, member.node_id)
+            chosen[member.address] = (
+                live,
+                PlacementMember(
+                    member.address,
+                    metadata.host_id,
+                    metadata.zone,
+                    float(metadata.capacity_bytes),
+                ),
+            )
+        down = {address for address, (live, _) in chosen.items() if not live}
+        return [member for _, member in chosen.values()], down
 
     # -- command handlers: (command, wall_ms) -> result ------------------------------------------
 
@@ -363,8 +479,7 @@ class NodeCore:
         store_get = self.store.get
 
         def get(command: c.Get, wall_ms: int) -> bytes | None:
-            _, key = command
-            return store_get(key, wall_ms)
+            return store_get(command[1], wall_ms)
 
         return get
 
@@ -390,7 +505,7 @@ class NodeCore:
         return put
 
     def _put(self, command: c.Put, wall_ms: int) -> object:
-        _, key, value, ttl_ms, expires_at_ms, keep_ttl, condition, return_old = command
+        _, key, value, ttl_ms, expires_at_ms, keep_ttl, condition, return_old = command[:8]
         store = self.store
         if ttl_ms is not None and ttl_ms > EXPIRES_AT_MS_MAX - wall_ms:
             c.check_expiry_fits(ttl_ms, wall_ms)  # raises
@@ -414,18 +529,30 @@ class NodeCore:
         store.put(key, value, wall_ms, ttl_ms, keep_ttl=keep_ttl)
         return old if return_old else True
 
+    def _get_many(self, command: c.GetMany, wall_ms: int) -> list:
+        get = self.store.get
+        return [get(key, wall_ms) for key in command[1]]
+
+    def _put_many(self, command: c.PutMany, wall_ms: int) -> bool:
+        store = self.store
+        for key, value in command[1]:
+            store.check_sizes(key, value)  # all or nothing, as far as sizes go
+        for key, value in command[1]:
+            store.put(key, value, wall_ms)
+        return True
+
     def _delete(self, command: c.Delete, wall_ms: int) -> int:
-        _, keys = command
+        keys = command[1]
         delete = self.store.delete
         return sum(delete(key, wall_ms) for key in keys)
 
     def _exists(self, command: c.Exists, wall_ms: int) -> int:
-        _, keys = command
+        keys = command[1]
         contains = self.store.contains
         return sum(contains(key, wall_ms) for key in keys)
 
     def _expire(self, command: c.Expire, wall_ms: int) -> bool:
-        _, key, ttl_ms, expires_at_ms, conditions = command
+        _, key, ttl_ms, expires_at_ms, conditions = command[:5]
         store = self.store
         if ttl_ms is None:
             new_ms = expires_at_ms  # the command checked it is at most EXPIRES_AT_MS_MAX
@@ -435,28 +562,21 @@ class NodeCore:
             new_ms = wall_ms + ttl_ms
         if not store.contains(key, wall_ms):
             return False
-        if conditions:
-            current_ms = store.expires_at_ms(key, wall_ms)  # None: persistent, "infinite"
-            if c.IF_ABSENT in conditions and current_ms is not None:
-                return False
-            if c.IF_PRESENT in conditions and current_ms is None:
-                return False
-            if c.IF_GREATER in conditions and (current_ms is None or new_ms <= current_ms):
-                return False
-            if c.IF_LESS in conditions and current_ms is not None and new_ms >= current_ms:
-                return False
+        if conditions and not c.expire_conditions_hold(
+            conditions, store.expires_at_ms(key, wall_ms), new_ms
+        ):
+            return False
         return store.expire(key, ttl_ms if ttl_ms > 0 else 0, wall_ms)
 
     def _persist(self, command: c.Persist, wall_ms: int) -> bool:
-        _, key = command
+        key = command[1]
         store = self.store
         if store.expires_at_ms(key, wall_ms) is None:
             return False
         return store.expire(key, None, wall_ms)
 
     def _ttl(self, command: c.Ttl, wall_ms: int) -> int:
-        _, key = command
-        return self.store.ttl_ms(key, wall_ms)
+        return self.store.ttl_ms(command[1], wall_ms)
 
     def _ping(self, command: c.Ping, wall_ms: int) -> object:
         _, message = command
@@ -487,6 +607,39 @@ class NodeCore:
             )
         return members
 
+    def _topology(self, command: c.Topology, wall_ms: int) -> dict:
+        # The members of the table the epoch names (not the membership of this instant, which
+        # the table may lag by a build), so a client that builds its own table from them gets
+        # the same owners and the same epoch. Before the first build: the members wanted.
+        view = self.placement
+        if self.membership is not None:
+            # Placement ids are addresses; a dead member within its hint window is listed too
+            # (it keeps its buckets meanwhile: a client fails over from it).
+            placed = view.table.members if view.table is not None else self._placement_members()[0]
+            addresses = {member.node_id: member.node_id for member in placed}
+        else:  # standalone: the one member is this node, at its configured address
+            address = f"{self.config.host}:{self.config.port}"
+            own = self.metadata(address)
+            placed = (
+                PlacementMember(view.own_id, own.host_id, own.zone, float(own.capacity_bytes)),
+            )
+            addresses = {view.own_id: address}
+        return {
+            "epoch": view.epoch,
+            "replicas": self.config.replicas,
+            "self": view.own_id,
+            "members": [
+                {
+                    "id": member.node_id,
+                    "address": addresses[member.node_id],
+                    "host_id": member.host_id,
+                    "zone": member.zone,
+                    "capacity_bytes": int(member.weight),  # the capacity, exact below 2**53
+                }
+                for member in placed
+            ],
+        }
+
     def _flush(self, command: c.Flush, wall_ms: int) -> bool:
         self.store.flush()
         return True
@@ -511,4 +664,22 @@ class NodeCore:
             buckets_owned=self.placement.buckets_owned,
             buckets_primary=self.placement.buckets_primary,
         )
+        replication = self.replication
+        if replication is not None:
+            result.update(
+                {f"replication_{name}": value for name, value in asdict(replication.stats).items()}
+            )
+            hints = replication.hints
+            result.update(
+                replication_hints_held=hints.held,
+                replication_hints_bytes=hints.bytes_held,
+                replication_hints_added=hints.added,
+                replication_hints_delivered=hints.delivered,
+                replication_hints_dropped_full=hints.dropped_full,
+                replication_hints_dropped_expired=hints.dropped_expired,
+                replication_stale_versions_refused=replication.clock.refused_total,
+                replication_in_flight=replication.ops_in_flight,
+                replication_evictions_unreported=self.store.evictions_unreported,
+            )
+            result.update(self.coordinator.stats())
         return result

@@ -68,8 +68,17 @@ def _expire(message: tuple) -> c.Command:
     return c.Persist(message[2]) if ttl_ms is None else c.Expire(message[2], ttl_ms)
 
 
+def _expire_with_level(message: tuple) -> c.Command:
+    _, _, key, ttl_ms, level = message
+    if ttl_ms is None:
+        return c.Persist(key, consistency=level)
+    return c.Expire(key, ttl_ms, consistency=level)
+
+
+_with_level = protocol.with_consistency
+
 #: Ops that translate to more than one command type: ``expire`` with nil is ``Persist``.
-_OPS_OF_SEVERAL_TYPES = frozenset((protocol.OP_EXPIRE,))
+_OPS_OF_SEVERAL_TYPES = frozenset((protocol.OP_EXPIRE, _with_level(protocol.OP_EXPIRE)))
 
 #: op -> (translator of the validated message ``(request_id, op, *args)`` into the command's
 #: fields, encoder of the result into a response frame, the command type whose metrics series
@@ -87,7 +96,30 @@ NATIVE_OPS: dict[str, tuple[Callable, Callable, type[c.Command]]] = {
     protocol.OP_MEMBERS: (lambda m: c.Members(), _ok, c.Members),
     protocol.OP_EXISTS: (lambda m: c.Exists((m[2],)), _found_if_true, c.Exists),
     protocol.OP_PERSIST: (lambda m: c.Persist(m[2]), _found_if_true, c.Persist),
+    protocol.OP_TOPOLOGY: (lambda m: c.Topology(), _ok, c.Topology),
+    # The data ops carrying a consistency level (their last argument, which the decoder
+    # checked, and for which it tagged the op): whole commands, off the hot path.
+    _with_level(protocol.OP_GET): (lambda m: c.Get(m[2], consistency=m[3]), _value, c.Get),
+    _with_level(protocol.OP_PUT): (lambda m: c.Put(m[2], m[3], m[4], consistency=m[5]), _ok, c.Put),
+    _with_level(protocol.OP_DEL): (
+        lambda m: c.Delete((m[2],), consistency=m[3]),
+        _found_if_true,
+        c.Delete,
+    ),
+    _with_level(protocol.OP_EXPIRE): (_expire_with_level, _found_if_true, c.Expire),
+    _with_level(protocol.OP_TTL): (lambda m: c.Ttl(m[2], consistency=m[3]), _ttl, c.Ttl),
+    _with_level(protocol.OP_EXISTS): (
+        lambda m: c.Exists((m[2],), consistency=m[3]),
+        _found_if_true,
+        c.Exists,
+    ),
+    _with_level(protocol.OP_PERSIST): (
+        lambda m: c.Persist(m[2], consistency=m[3]),
+        _found_if_true,
+        c.Persist,
+    ),
 }
+assert {_with_level(op) for op in protocol.OPS_WITH_CONSISTENCY} <= NATIVE_OPS.keys()
 
 
 def _refuse_before_auth(message: tuple) -> c.Command:

@@ -447,6 +447,16 @@ def _del(session, args):
     return c.Delete(tuple(args[1:])) if len(args) >= 2 else _wrong_arity("del")
 
 
+def _mget(session, args):
+    return c.GetMany(tuple(args[1:])) if len(args) >= 2 else _wrong_arity("mget")
+
+
+def _mset(session, args):
+    if len(args) < 3 or len(args) % 2 == 0:
+        return _wrong_arity("mset")
+    return c.PutMany(tuple(zip(args[1::2], args[2::2], strict=True)))
+
+
 def _exists(session, args):
     return c.Exists(tuple(args[1:])) if len(args) >= 2 else _wrong_arity("exists")
 
@@ -964,6 +974,8 @@ def _info_reply(session, args):
 _NAMES: dict[bytes, tuple[Callable, Callable | None, type[c.Command] | None]] = {
     b"GET": (_get, encode_bulk, c.Get),
     b"SET": (_set, _encode_put, c.Put),
+    b"MGET": (_mget, encode_array, c.GetMany),
+    b"MSET": (_mset, _encode_ok, c.PutMany),
     b"DEL": (_del, encode_integer, c.Delete),
     b"EXISTS": (_exists, encode_integer, c.Exists),
     b"EXPIRE": (_expire_translator("expire", 1000, False), _encode_boolean, c.Expire),
@@ -991,7 +1003,7 @@ _NAMES: dict[bytes, tuple[Callable, Callable | None, type[c.Command] | None]] = 
 #: Redis' arity of each command (n: exactly n arguments, name included; -n: at least n).
 #: Before authentication Redis checks arity, then refuses with NOAUTH; so do we.
 _REDIS_ARITY = {
-    b"GET": 2, b"SET": -3, b"DEL": -2, b"EXISTS": -2, b"EXPIRE": -3, b"PEXPIRE": -3,
+    b"GET": 2, b"SET": -3, b"MGET": -2, b"MSET": -3, b"DEL": -2, b"EXISTS": -2, b"EXPIRE": -3, b"PEXPIRE": -3,
     b"EXPIREAT": -3, b"PEXPIREAT": -3, b"PERSIST": 2, b"TTL": 2, b"PTTL": 2, b"DBSIZE": 1,
     b"FLUSHALL": -1, b"FLUSHDB": -1, b"PING": -1, b"INFO": -1, b"ECHO": 2, b"QUIT": -1,
     b"SELECT": 2, b"HELLO": -1, b"CLIENT": -2, b"COMMAND": -1, b"CONFIG": -2, b"AUTH": -2,

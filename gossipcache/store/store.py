@@ -420,6 +420,25 @@ class Store:
                 self._evict_to_limit(shard, key)
         return True
 
+    def check_sizes(self, key: bytes, value: bytes) -> None:
+        """Raise what ``put`` would raise for sizes (``KeyTooLarge``, ``ValueTooLarge``,
+        ``EntryTooLarge``): a coordinator checks before it sends a write anywhere."""
+        if len(key) > self.key_size_bytes_max:
+            raise KeyTooLarge(f"key is {len(key)} bytes; the maximum is {self.key_size_bytes_max}")
+        if len(value) > self.value_size_bytes_max:
+            raise ValueTooLarge(
+                f"value is {len(value)} bytes; the maximum is {self.value_size_bytes_max}"
+            )
+        self._check_fits(len(key) + len(value) + self.entry_overhead_bytes, False)
+
+    def count_lookup(self, hit: bool) -> None:
+        """Count a lookup served elsewhere (a coordinated read) in the hit ratio."""
+        self._gets += 1
+        if hit:
+            self._hits += 1
+        else:
+            self._misses += 1
+
     def apply(
         self,
         key: bytes,

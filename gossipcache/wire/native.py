@@ -45,6 +45,7 @@ OP_MEMBERS = "members"
 OP_EXISTS = "exists"
 OP_PERSIST = "persist"
 OP_AUTH = "auth"
+OP_TOPOLOGY = "topology"
 
 #: Response statuses.
 STATUS_OK = 0
@@ -100,8 +101,25 @@ OP_ARGS: dict[str, tuple[str, ...]] = {
     OP_EXISTS: (_KEY,),
     OP_PERSIST: (_KEY,),
     OP_AUTH: (_PASSWORD,),
+    OP_TOPOLOGY: (),
 }
 OPS = frozenset(OP_ARGS)
+
+#: The consistency levels a data op may carry as an optional last argument (a str), beyond the
+#: arity ``OP_ARGS`` gives; without it the node applies its default for the op.
+CONSISTENCY_LEVELS = ("one", "quorum", "all")
+_CONSISTENCY_LEVEL_SET = frozenset(CONSISTENCY_LEVELS)
+OPS_WITH_CONSISTENCY = frozenset((OP_GET, OP_PUT, OP_DEL, OP_EXPIRE, OP_TTL, OP_EXISTS, OP_PERSIST))
+#: ``RequestDecoder.decode_message`` returns a request that carries a consistency level under
+#: its op plus this suffix (``"get+consistency"``): a name no client can send, so a dispatcher
+#: keyed by op serves the two forms with different translators and the common short form never
+#: counts its arguments.
+CONSISTENCY_OP_SUFFIX = "+consistency"
+
+
+def with_consistency(op: str) -> str:
+    """The name ``RequestDecoder.decode_message`` gives ``op`` carrying a consistency level."""
+    return op + CONSISTENCY_OP_SUFFIX
 
 
 def _unpack_options(array_len_max: int, map_len_max: int, use_list: bool) -> dict[str, object]:
@@ -186,10 +204,21 @@ def _check_request_id(request_id: object) -> int:
 
 
 def _check_args(op: str, args: tuple) -> None:
-    """Raise ``ProtocolError`` unless ``args`` match ``OP_ARGS[op]``."""
+    """Raise ``ProtocolError`` unless ``args`` match ``OP_ARGS[op]`` (and, for the ops of
+    ``OPS_WITH_CONSISTENCY``, an optional consistency level after them)."""
     kinds = OP_ARGS[op]
+    takes_level = op in OPS_WITH_CONSISTENCY
+    if takes_level and len(args) == len(kinds) + 1:
+        level = args[-1]
+        if type(level) is not str or level not in _CONSISTENCY_LEVEL_SET:
+            raise ProtocolError(
+                f"op {op!r} consistency must be one of {', '.join(CONSISTENCY_LEVELS)},"
+                f" got {level!r:.40}"
+            )
+        args = args[:-1]
     if len(args) != len(kinds):
-        raise ProtocolError(f"op {op!r} takes {len(kinds)} arguments, got {len(args)}")
+        also = f" ({len(kinds) + 1} with a consistency level)" if takes_level else ""
+        raise ProtocolError(f"op {op!r} takes {len(kinds)} arguments{also}, got {len(args)}")
     for index, (kind, arg) in enumerate(zip(kinds, args)):
         if kind is _KEY or kind is _VALUE or kind is _PASSWORD:
             if type(arg) is not bytes:
@@ -250,8 +279,31 @@ _VALID_MESSAGE = {
     OP_EXISTS: _valid_key_only,
     OP_PERSIST: _valid_key_only,
     OP_AUTH: _valid_key_only,  # one bin argument, the password
+    OP_TOPOLOGY: _valid_without_args,
 }
 assert set(_VALID_MESSAGE) == OPS, "every op needs a fast validity check"
+
+
+def _valid_with_consistency(message: tuple) -> bool:
+    """A request of an op of ``OPS_WITH_CONSISTENCY`` carrying a level: the short form's
+    checks on the message without its last item, which must name a level. Only tried once the
+    short form's check failed, so the common requests never pay for it."""
+    op = message[1]
+    level = message[-1]
+    return (
+        op in OPS_WITH_CONSISTENCY
+        and type(level) is str
+        and level in _CONSISTENCY_LEVEL_SET
+        and _VALID_MESSAGE[op](message[:-1])
+    )
+
+
+def _tagged(message: tuple) -> tuple:
+    """A valid message as ``decode_message`` returns it: the long form's op tagged."""
+    if len(message) - 2 > len(OP_ARGS[message[1]]):
+        return (message[0], with_consistency(message[1]), *message[2:])
+    return message
+
 
 _BIN32_HEADER = struct.Struct(">BI")  # msgpack bin 32: type byte, length
 _frame_header = FRAME_HEADER.pack
@@ -265,7 +317,7 @@ def _is_valid_request(message: tuple) -> bool:
     if type(request_id) is not int or not 0 <= request_id <= REQUEST_ID_MAX or type(op) is not str:
         return False
     valid = _VALID_MESSAGE.get(op)
-    return valid is not None and valid(message)
+    return valid is not None and (valid(message) or _valid_with_consistency(message))
 
 
 def _explain_invalid(message: object, request_id_readable: int | None) -> BadRequest:
@@ -346,7 +398,8 @@ class RequestDecoder:
     """``decode_request`` for a server's hot path: the same checks and errors, with one reusable
     ``msgpack.Unpacker`` instead of a new one (and its options parsed) per request, and the
     validated message returned as it was unpacked, ``(request_id, op, *args)``, without building
-    a ``Request``. Not thread-safe: one per event loop."""
+    a ``Request``; a request carrying a consistency level comes back with its op tagged
+    (``with_consistency(op)``). Not thread-safe: one per event loop."""
 
     def __init__(self) -> None:
         self._unpacker = msgpack.Unpacker(**_REQUEST_UNPACK_OPTIONS)
@@ -357,7 +410,7 @@ class RequestDecoder:
             # Unpacked in place: no copy into the unpacker's buffer, none kept (and ~3x faster
             # for a 16 MiB value).
             request = decode_request(body)
-            return (request.request_id, request.op, *request.args)
+            return _tagged((request.request_id, request.op, *request.args))
         unpacker = self._unpacker
         start = unpacker.tell()
         unpacker.feed(body)
@@ -371,19 +424,25 @@ class RequestDecoder:
             # one-shot decoder produce the precise error.
             self._unpacker = msgpack.Unpacker(**_REQUEST_UNPACK_OPTIONS)
             request = decode_request(body)
-            return (request.request_id, request.op, *request.args)
+            return _tagged((request.request_id, request.op, *request.args))
         if type(message) is tuple and len(message) >= 2:
             request_id = message[0]
             if type(request_id) is int and 0 <= request_id <= REQUEST_ID_MAX:
                 valid = _VALID_MESSAGE.get(message[1])
-                if valid is not None and valid(message):
-                    return message
+                if valid is not None:
+                    if valid(message):
+                        return message
+                    if _valid_with_consistency(message):
+                        return _tagged(message)
         raise _explain_invalid(message, peek_request_id(body))
 
     def decode(self, body: bytes) -> Request:
-        """Like ``decode_request``."""
+        """Like ``decode_request`` (the op as sent, untagged)."""
         message = self.decode_message(body)
-        return _new_request((message[0], message[1], message[2:]))
+        op = message[1]
+        if op.endswith(CONSISTENCY_OP_SUFFIX):
+            op = op[: -len(CONSISTENCY_OP_SUFFIX)]
+        return _new_request((message[0], op, message[2:]))
 
 
 # -- responses -------------------------------------------------------------------------------

@@ -1,0 +1,439 @@
+"""Data commands in a cluster: each one coordinated over its key's owners by the replication
+core, with the command's semantics (NX/XX, GET, KEEPTTL, EXPIRE conditions, TTL) decided here.
+
+``Coordinator`` provides the node core's handlers for Get, Put, Delete, Exists, Expire, Persist
+and Ttl when replication is on; they take the same ``(command, wall_ms)`` and return a result
+or a ``Pending``, like the standalone ones. A command carries an optional consistency level
+(``commands.ONE`` / ``QUORUM`` / ``ALL``); without one the node's defaults apply (reads ``one``,
+writes ``quorum``).
+
+- A read at ``one`` on an owner of the key is served from the local store at once: the
+  one-hop path a smart client takes costs what a standalone GET costs, plus the bucket lookup.
+- A plain write (SET without conditions) is one replicated write of the whole entry.
+- Commands that depend on the current entry (SET NX/XX/GET/KEEPTTL, EXPIRE, PERSIST) read it
+  first at the command's level, decide, then write with a version newer than the one read. Not
+  atomic against a concurrent writer of the same key: the newest version wins (docs/design.md,
+  "What each level guarantees").
+- DEL writes a tombstone per key, collected after ``tombstone_grace_ms``; its count is of the
+  keys that an acknowledging owner held live.
+- Multi-key commands (DEL, EXISTS) run one operation per key and answer when all have.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+
+from ..errors import ServiceUnavailable
+from ..limits import EXPIRES_AT_MS_MAX
+from ..replication import Replication
+from ..store import TTL_MISSING, TTL_PERSISTENT
+from . import commands as c
+
+_LEVEL_INDEX = {
+    c.Get: 2,
+    c.GetMany: 2,
+    c.PutMany: 2,
+    c.Delete: 2,
+    c.Exists: 2,
+    c.Persist: 2,
+    c.Ttl: 2,
+    c.Expire: 5,
+    c.Put: 8,
+}
+
+
+def required_for(level: str, owners: int) -> int:
+    """Answers (reads) or holders (writes) a level needs among ``owners``."""
+    if level == c.ONE:
+        return 1
+    if level == c.QUORUM:
+        return owners // 2 + 1
+    return owners
+
+
+def live_value(entry: tuple | None, wall_ms: int) -> bytes | None:
+    """The value an entry ``(value, version, expires_at_ms)`` shows a client at ``wall_ms``."""
+    if entry is None or entry[0] is None:
+        return None
+    expires_at_ms = entry[2]
+    if expires_at_ms is not None and expires_at_ms <= wall_ms:
+        return None
+    return entry[0]
+
+
+class LevelCounters:
+    """Operations coordinated at one consistency level, and how many failed to reach it."""
+
+    __slots__ = ("reads", "writes", "failures")
+
+    def __init__(self) -> None:
+        self.reads = 0
+        self.writes = 0
+        self.failures = 0
+
+
+class Coordinator:
+    """The cluster's data-command handlers (see the module docstring)."""
+
+    def __init__(self, core, replication: Replication, rng: random.Random) -> None:
+        self.core = core
+        self.replication = replication
+        self.store = core.store
+        self.placement = core.placement
+        self.own = core.placement.own_id
+        self.rng = rng
+        config = core.config
+        self.read_level = config.read_consistency
+        self.write_level = config.write_consistency
+        self.tombstone_grace_ms = config.tombstone_grace_ms
+        self.read_repair_chance = config.read_repair_chance
+        self.by_level = {level: LevelCounters() for level in c.CONSISTENCY_LEVELS}
+        #: Reads at ``one`` served by this node as an owner without asking anyone.
+        self.local_reads = 0
+        #: Requests for keys this node does not own (it coordinated them for the client).
+        self.forwarded = 0
+
+    def handlers(self) -> dict[type[c.Command], Callable]:
+        return {
+            c.Get: self.get,
+            c.Put: self.put,
+            c.GetMany: self.get_many,
+            c.PutMany: self.put_many,
+            c.Delete: self.delete,
+            c.Exists: self.exists,
+            c.Expire: self.expire,
+            c.Persist: self.persist,
+            c.Ttl: self.ttl,
+        }
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def owners(self, key: bytes) -> tuple[str, ...]:
+        table = self.placement.table
+        if table is None:  # before the first build: this node alone
+            return (self.own,)
+        return table.owners_of_key(key)
+
+    def _level(self, command, default: str) -> str:
+        index = _LEVEL_INDEX[type(command)] if isinstance(command, c.Command) else 99
+        if len(command) > index and command[index] is not None:
+            return command[index]
+        return default
+
+    def _run(self, command_type, command, start: Callable[[Callable], None]):
+        """Start an operation whose ``start(finish)`` eventually calls ``finish(result,
+        error)``; the result itself when that happened at once, else a ``Pending``."""
+        core = self.core
+        if core.pending_count >= core.config.pending_per_node_max:
+            core.defer(command_type, command)  # raises ServiceUnavailable, counted
+        state: list = []
+
+        def finish(result, error=None):
+            if state and state[0] is not None:
+                core.complete(state[0], result, error)
+            else:
+                state.append((result, error))
+
+        start(finish)
+        if state:
+            result, error = state[0]
+            if error is not None:
+                raise error
+            return result
+        pending = core.defer(command_type, command)
+        state.append(pending)
+        return pending
+
+    def _read(self, key, level, wall_ms, finish_entry: Callable) -> None:
+        """Read ``key`` at ``level``; ``finish_entry(entry, error)``."""
+        owners = self.owners(key)
+        counters = self.by_level[level]
+        counters.reads += 1
+        if self.own not in owners:
+            self.forwarded += 1
+
+        def done(entry, error):
+            if error is not None:
+                counters.failures += 1
+            finish_entry(entry, error)
+
+        self.replication.read(
+            key, owners, required_for(level, len(owners)), level, done, wall_ms,
+            self.core.clock.monotonic_ms(),
+        )  # fmt: skip
+
+    def _write(self, key, value, expires_at_ms, level, wall_ms, finish_write, after_version=0):
+        """Write the entry at ``level``; ``finish_write(op, error)`` (``op.replaced_live``)."""
+        owners = self.owners(key)
+        counters = self.by_level[level]
+        counters.writes += 1
+        if self.own not in owners:
+            self.forwarded += 1
+
+        def done(op, error):
+            if error is not None:
+                counters.failures += 1
+            finish_write(op, error)
+
+        return self.replication.write(
+            key, value, expires_at_ms, owners, required_for(level, len(owners)), done,
+            wall_ms, self.core.clock.monotonic_ms(), after_version=after_version,
+        )  # fmt: skip
+
+    # -- reads ------------------------------------------------------------------------------
+
+    def get(self, command, wall_ms: int):
+        key = command[1]
+        level = self._level(command, self.read_level) if len(command) > 2 else self.read_level
+        if level == c.ONE:
+            owners = self.owners(key)
+            if self.own in owners:
+                self.local_reads += 1
+                self.by_level[c.ONE].reads += 1
+                if self.read_repair_chance and self.rng.random() < self.read_repair_chance:
+                    self.replication.read(
+                        key, owners, 1, level, None, wall_ms, self.core.clock.monotonic_ms(),
+                        background=True,
+                    )  # fmt: skip
+                return self.store.get(key, wall_ms)
+
+        def start(finish):
+            def entry_read(entry, error):
+                if error is not None:
+                    finish(None, error)
+                else:
+                    self._count_lookup(entry, self.core.clock.wall_ms())
+                    finish(live_value(entry, self.core.clock.wall_ms()))
+
+            self._read(key, level, wall_ms, entry_read)
+
+        return self._run(c.Get, command, start)
+
+    def _count_lookup(self, entry, wall_ms) -> None:
+        """A coordinated read counts as a hit or a miss here, as a local one does in the store."""
+        self.store.count_lookup(live_value(entry, wall_ms) is not None)
+
+    def exists(self, command, wall_ms: int):
+        keys = command[1]
+        level = self._level(command, self.read_level)
+
+        def start(finish):
+            gather = _Gather(len(keys), finish)
+            for key in keys:
+                self._read(
+                    key, level, wall_ms,
+                    lambda entry, error: gather.one(
+                        int(live_value(entry, self.core.clock.wall_ms()) is not None), error
+                    ),
+                )  # fmt: skip
+
+        return self._run(c.Exists, command, start)
+
+    def get_many(self, command, wall_ms: int):
+        """MGET: one read per key (each at the command's level), gathered in order."""
+        keys = command[1]
+        level = self._level(command, self.read_level)
+
+        def start(finish):
+            gather = _Gather(len(keys), finish, [None] * len(keys))
+            for index, key in enumerate(keys):
+
+                def entry_read(entry, error, index=index):
+                    now_ms = self.core.clock.wall_ms()
+                    if error is None:
+                        self._count_lookup(entry, now_ms)
+                    gather.one(live_value(entry, now_ms), error, index)
+
+                self._read(key, level, wall_ms, entry_read)
+
+        return self._run(c.GetMany, command, start)
+
+    def put_many(self, command, wall_ms: int):
+        """MSET: one replicated write per key, answered once all reached the level."""
+        pairs = command[1]
+        level = self._level(command, self.write_level)
+        for key, value in pairs:
+            self.store.check_sizes(key, value)
+
+        def start(finish):
+            def all_written(result, error=None):
+                finish(None if error else True, error)
+
+            gather = _Gather(len(pairs), all_written)
+            for key, value in pairs:
+                self._write(
+                    key, value, None, level, wall_ms, lambda op, error: gather.one(0, error)
+                )
+
+        return self._run(c.PutMany, command, start)
+
+    def ttl(self, command, wall_ms: int):
+        def decide(entry, now_ms, finish):
+            if live_value(entry, now_ms) is None:
+                finish(TTL_MISSING)
+            else:
+                finish(TTL_PERSISTENT if entry[2] is None else entry[2] - now_ms)
+
+        return self._read_then(c.Ttl, command, self.read_level, wall_ms, decide)
+
+    def _read_then(self, command_type, command, default_level, wall_ms, decide):
+        """Read the command's key at its level, then ``decide(entry, wall_ms_now, finish)``
+        (which may write): the shape of every command that depends on the current entry."""
+        key = command[1]
+        level = self._level(command, default_level)
+
+        def start(finish):
+            def entry_read(entry, error):
+                if error is not None:
+                    finish(None, error)
+                else:
+                    decide(entry, self.core.clock.wall_ms(), finish)
+
+            self._read(key, level, wall_ms, entry_read)
+
+        return self._run(command_type, command, start)
+
+    # -- writes -----------------------------------------------------------------------------
+
+    def put(self, command, wall_ms: int):
+        key, value = command[1], command[2]
+        ttl_ms = command[3] if len(command) > 3 else None
+        if ttl_ms is not None and ttl_ms > EXPIRES_AT_MS_MAX - wall_ms:
+            c.check_expiry_fits(ttl_ms, wall_ms)  # raises
+        if len(command) <= 4:
+            expires_at_ms, keep_ttl, condition, return_old = None, False, None, False
+            level = self.write_level
+        else:
+            _, _, _, _, expires_at_ms, keep_ttl, condition, return_old = command[:8]
+            level = self._level(command, self.write_level)
+        if ttl_ms is not None:
+            expires_at_ms = wall_ms + ttl_ms
+        self.store.check_sizes(key, value)
+        if not keep_ttl and condition is None and not return_old:
+
+            def start(finish):
+                self._write_entry(key, value, expires_at_ms, level, wall_ms, finish, True)
+
+            return self._run(c.Put, command, start)
+
+        def decide(entry, now_ms, finish):
+            old = live_value(entry, now_ms)
+            if condition is not None and (condition == c.IF_ABSENT) == (old is not None):
+                finish(old if return_old else False)
+                return
+            expires = entry[2] if keep_ttl and old is not None else expires_at_ms
+            self._write_entry(
+                key, value, expires, level, now_ms, finish, old if return_old else True,
+                after_version=entry[1] if entry is not None else 0,
+            )  # fmt: skip
+
+        return self._read_then(c.Put, command, self.write_level, wall_ms, decide)
+
+    def _write_entry(self, key, value, expires_at_ms, level, wall_ms, finish, result, **kw):
+        """Write ``value`` (or, with an expiry already past, a tombstone: Redis deletes the
+        key) and ``finish(result)`` once the level holds it."""
+        if expires_at_ms is not None and expires_at_ms <= wall_ms:
+            value, expires_at_ms = None, wall_ms + self.tombstone_grace_ms
+
+        def written(op, error):
+            finish(None if error else result, error)
+
+        op_version = self._write(key, value, expires_at_ms, level, wall_ms, written, **kw)
+        del op_version
+
+    def delete(self, command, wall_ms: int):
+        keys = command[1]
+        level = self._level(command, self.write_level)
+        collect_at_ms = wall_ms + self.tombstone_grace_ms
+
+        def start(finish):
+            gather = _Gather(len(keys), finish)
+            for key in keys:
+                self._write(
+                    key, None, collect_at_ms, level, wall_ms,
+                    lambda op, error: gather.one(
+                        int(op is not None and op.replaced_live), error
+                    ),
+                )  # fmt: skip
+
+        return self._run(c.Delete, command, start)
+
+    def expire(self, command, wall_ms: int):
+        _, key, ttl_ms, expires_at_ms, conditions = command[:5]
+        level = self._level(command, self.write_level)
+        if ttl_ms is None:
+            new_ms = expires_at_ms
+        else:
+            c.check_expiry_fits(ttl_ms, wall_ms)  # an error whether or not the key exists
+            new_ms = wall_ms + ttl_ms
+
+        def decide(entry, now_ms, finish):
+            value = live_value(entry, now_ms)
+            if value is None or (
+                conditions and not c.expire_conditions_hold(conditions, entry[2], new_ms)
+            ):
+                finish(False)
+                return
+            self._write_entry(
+                key, value, new_ms, level, now_ms, finish, True, after_version=entry[1]
+            )
+
+        return self._read_then(c.Expire, command, self.write_level, wall_ms, decide)
+
+    def persist(self, command, wall_ms: int):
+        key = command[1]
+        level = self._level(command, self.write_level)
+
+        def decide(entry, now_ms, finish):
+            value = live_value(entry, now_ms)
+            if value is None or entry[2] is None:
+                finish(False)
+                return
+            self._write_entry(key, value, None, level, now_ms, finish, True, after_version=entry[1])
+
+        return self._read_then(c.Persist, command, self.write_level, wall_ms, decide)
+
+    # -- introspection --------------------------------------------------------------------
+
+    def stats(self) -> dict:
+        result = {
+            "replication_local_reads": self.local_reads,
+            "replication_forwarded": self.forwarded,
+        }
+        for level, counters in self.by_level.items():
+            result[f"replication_{level}_reads"] = counters.reads
+            result[f"replication_{level}_writes"] = counters.writes
+            result[f"replication_{level}_failures"] = counters.failures
+        return result
+
+
+class _Gather:
+    """Sums (or lists) per-key results of a multi-key command; finishes once all are in (with
+    the first error, if any: the other keys' operations still ran)."""
+
+    __slots__ = ("remaining", "total", "error", "finish")
+
+    def __init__(self, count: int, finish: Callable, slots: list | None = None) -> None:
+        self.remaining = count
+        #: The sum of the results, or with ``slots`` the results in key order.
+        self.total = 0 if slots is None else slots
+        self.error: Exception | None = None
+        self.finish = finish
+
+    def one(self, result, error: Exception | None, index: int | None = None) -> None:
+        if error is not None:
+            self.error = self.error or error
+        elif index is None:
+            self.total += result
+        else:
+            self.total[index] = result
+        self.remaining -= 1
+        if self.remaining == 0:
+            if self.error is not None:
+                self.finish(None, self.error)
+            else:
+                self.finish(self.total)
+
+
+__all__ = ["Coordinator", "ServiceUnavailable", "live_value", "required_for"]
