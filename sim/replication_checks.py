@@ -36,9 +36,9 @@ Checkers (each returns ``(passed, message)``; all run once, at the end of the ru
   invoked.
 - ``deletes-hold``: no ``quorum`` / ``all`` read (the sweep's included) invoked after an
   acknowledged strong delete returns a value whose put has a lower version than the delete
-  (unless a later rewrite carried it); without versions, a value whose put completed before the
-  delete began. Reads at ``one`` may lag a delete like any write (``stale-reads-one`` counts
-  them): a stale copy on one replica is not the delete undone.
+  (unless a later rewrite carried it); without versions, a value whose put was acknowledged
+  at quorum/all before the delete began. Reads at ``one`` may lag a delete like any write
+  (``stale-reads-one`` counts them): a stale copy on one replica is not the delete undone.
 - ``replicas-agree``: every live owner of every written key holds the same version and value
   (nothing held equals a tombstone about to be collected).
 - ``stale-reads-one``: reads at ``one`` that returned an older version than the newest write
@@ -414,10 +414,9 @@ def check_deletes_hold(run: ReplicationRun, sim: Simulation) -> tuple[bool, str]
                 if delete.version is not None and put.version is not None:
                     older = put.version < delete.version
                     carriers = [w for w in writes if (w.version or 0) > delete.version]
-                else:  # no versions: real-time order only
-                    older = put.completed_at_ms is not None and (
-                        put.completed_at_ms < delete.invoked_at_ms
-                    )
+                else:  # no versions: real-time order, sound only for an acknowledged strong
+                    # put (a put at one, or one that failed, may carry a newer version)
+                    older = index.acked_strong(put) and put.completed_at_ms < delete.invoked_at_ms
                     carriers = [w for w in writes if w.invoked_at_ms > delete.invoked_at_ms]
                 if older and not index.rewritten_after(key, put, carriers):
                     violations.add(

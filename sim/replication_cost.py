@@ -119,7 +119,7 @@ def measure(
                 name = f"{channel}_{unit}"
                 # Membership's own traffic in as long a window, subtracted.
                 extra = used[name] - idle[name] * elapsed / window_ms
-                row[f"{name}_per_op"] = round(extra / done, 2) if done else None
+                row[f"{name}_per_op"] = round(extra / done, 2) + 0.0 if done else None
         rows.append(row)
     return {
         "bench": "replication-cost",
