@@ -223,3 +223,16 @@ def test_mget_and_mset_fan_out_by_owner_and_gather_in_order():
         assert run(sim, workload, reader, c.GetMany(keys, consistency=c.QUORUM), 500) == expected
     for key, _ in pairs:  # every key on its own three owners
         assert sum(held(sim, a, key) is not None for a in addresses) == 3
+
+
+def test_replication_metrics_are_exported_by_level():
+    from gossipcache.metrics.counters import render_prometheus
+
+    sim, addresses, workload = cluster()
+    run(sim, workload, addresses[0], c.Put(b"k", b"v", consistency=c.ALL))
+    run(sim, workload, addresses[0], c.Get(b"k", consistency=c.QUORUM), 500)
+    text = render_prometheus(sim.core(addresses[0]).core)
+    assert 'gossipcache_writes_by_level_total{level="all"} 1' in text
+    assert 'gossipcache_reads_by_level_total{level="quorum"} 1' in text
+    assert "gossipcache_replication_writes_coordinated_total 1" in text
+    assert "gossipcache_hints_held 0" in text

@@ -167,3 +167,14 @@ def test_apply_matches_a_last_writer_wins_model(ops):
                 entry is not None and entry[0] is not None and (entry[2] is None or entry[2] > now)
             )
             assert store.get(probe, now) == (entry[0] if live else None)
+
+
+def test_a_delete_of_an_expiring_value_is_collected_no_later_than_its_expiry_would_be():
+    store = replicated_store()
+    store.apply(b"k", b"v", 1, 100, 0)
+    store.apply(b"k", None, 2, 3_600_000, 10)  # a delete with an hour of grace
+    assert store.lookup(b"k", 10) == (None, 2, 100 + GRACE_MS)
+    store.apply(b"p", b"v", 1, None, 0)
+    store.apply(b"p", None, 2, 3_600_000, 10)  # persistent: the full grace
+    assert store.lookup(b"p", 10) == (None, 2, 3_600_000)
+    store.check_invariants()

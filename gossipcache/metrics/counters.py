@@ -189,6 +189,81 @@ def iter_prometheus(node) -> Iterator[str]:
     if membership is not None:
         _render_membership(out, membership, node.membership_transport_stats)
     yield _flush(out)
+    if getattr(node, "replication", None) is not None:
+        _render_replication(out, node)
+        yield _flush(out)
+
+
+#: Replication counters exported as ``gossipcache_replication_<name>_total``, with their help.
+_REPLICATION_COUNTERS = {
+    "reads_coordinated": "Reads this node coordinated for clients.",
+    "writes_coordinated": "Writes this node coordinated for clients.",
+    "reads_served": "Reads served to a coordinator as a replica.",
+    "writes_served": "Writes received from a coordinator as a replica (hints and repairs too).",
+    "writes_stale": "Replica writes not applied: a version at least as new was held.",
+    "writes_refused_clock": "Replica writes refused: stamped too far ahead of this clock.",
+    "writes_refused_other": "Writes refused by the store (sizes, memory).",
+    "replica_timeouts": "Owners that did not answer a coordinator in time.",
+    "replica_failures": "Owners whose connection broke with a request outstanding.",
+    "read_repairs": "Owners a read repaired.",
+    "read_repair_failures": "Reads failed because their repair was not acknowledged in time.",
+    "restamps": "Writes restamped above a newer version an owner held.",
+    "level_failures": "Operations that could not reach their consistency level.",
+    "evict_notices_sent": "Eviction notices sent as a key's primary.",
+    "evict_notices_applied": "Eviction notices that removed a replica's copy.",
+    "bad_messages": "Replication payloads dropped as malformed.",
+    "unexpected_replies": "Replies matching no request in flight (late or duplicated).",
+    "hints_sent": "Hints sent to their owners.",
+}
+
+
+def _render_replication(out: list[str], node) -> None:
+    replication = node.replication
+    stats = replication.stats
+    for name, help_text in _REPLICATION_COUNTERS.items():
+        metric = f"gossipcache_replication_{name}_total"
+        _header(out, metric, "counter", help_text)
+        _line(out, metric, getattr(stats, name))
+    hints = replication.hints
+    _unlabelled(
+        out,
+        "counter",
+        (
+            ("gossipcache_hints_added_total", "Hints taken for owners that missed a write.",
+             hints.added),
+            ("gossipcache_hints_delivered_total", "Hints their owner acknowledged.",
+             hints.delivered),
+            ("gossipcache_hints_dropped_total", "Hints dropped: over a bound (full).",
+             hints.dropped_full),
+            ("gossipcache_hints_expired_total", "Hints dropped: older than the hint window.",
+             hints.dropped_expired),
+            ("gossipcache_stale_versions_refused_total",
+             "Versions refused as too far ahead of this node's clock.",
+             replication.clock.refused_total),
+            ("gossipcache_forwarded_total", "Requests for keys this node does not own.",
+             node.coordinator.forwarded),
+        ),
+    )  # fmt: skip
+    _unlabelled(
+        out,
+        "gauge",
+        (
+            ("gossipcache_hints_held", "Hints held now.", hints.held),
+            ("gossipcache_hints_bytes", "Bytes of hints held now.", hints.bytes_held),
+            ("gossipcache_replication_in_flight", "Replica requests in flight now.",
+             replication.ops_in_flight),
+        ),
+    )  # fmt: skip
+    by_level = node.coordinator.by_level
+    for kind, help_text in (
+        ("reads", "Reads coordinated, by consistency level."),
+        ("writes", "Writes coordinated, by consistency level."),
+        ("failures", "Operations that missed their consistency level, by level."),
+    ):
+        _labelled(
+            out, f"gossipcache_{kind}_by_level_total", "counter", help_text, "level",
+            {level: getattr(counters, kind) for level, counters in by_level.items()},
+        )  # fmt: skip
 
 
 def _flush(out: list[str]) -> str:

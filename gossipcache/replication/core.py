@@ -593,6 +593,8 @@ class Replication:
         for target in self.hints.targets():
             if target in self.down or target in self._hint_busy:
                 continue
+            if len(self._ops) >= OPS_IN_FLIGHT_MAX:
+                return  # clients' requests come first; the hints wait for the next round
             batch = self.hints.oldest(target, config.hint_delivery_batch, now_ms)
             if not batch:
                 continue

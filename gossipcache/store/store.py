@@ -468,6 +468,13 @@ class Store:
                 expires_at_ms += self._expired_tombstone_ms or 0
             if expires_at_ms is None:
                 raise ValueError("a tombstone needs the instant it is collected")
+            held_expiry_ms = shard.expires_at_ms.get(key) if replaced_live else None
+            if held_expiry_ms is not None:
+                # The deleted value would have expired anyway: its tombstone need not outlive
+                # the one its expiry would have left.
+                expires_at_ms = min(
+                    expires_at_ms, held_expiry_ms + (self._expired_tombstone_ms or 0)
+                )
             if len(key) > self.key_size_bytes_max:
                 raise KeyTooLarge(
                     f"key is {len(key)} bytes; the maximum is {self.key_size_bytes_max}"
