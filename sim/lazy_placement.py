@@ -118,6 +118,27 @@ class LazyPlacementView(PlacementView):
         # Counting owned buckets would rank all of them: the stats stay 0 in the simulator.
         self.buckets_owned = 0
         self.buckets_primary = 0
+        self._refresh_owned()
+
+    def _refresh_owned(self) -> None:
+        self.owned = _LazyOwned(self)
+
+
+class _LazyOwned:
+    """The view's ``owned`` map, each bucket answered from the lazy table when asked."""
+
+    __slots__ = ("_view",)
+
+    def __init__(self, view: PlacementView) -> None:
+        self._view = view
+
+    def __getitem__(self, bucket: int) -> int:
+        view = self._view
+        if not view.joined:
+            return 0
+        if view.table is None:
+            return 1
+        return int(view.own_id in view.table.owners_of_bucket(bucket))
 
 
 class LazyPlacementObserver:
@@ -127,3 +148,4 @@ class LazyPlacementObserver:
         view = node.core.placement
         if type(view) is PlacementView:
             view.__class__ = LazyPlacementView
+            view._refresh_owned()

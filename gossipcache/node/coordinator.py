@@ -98,6 +98,9 @@ class Coordinator:
         self.local_reads = 0
         #: Requests for keys this node does not own (it coordinated them for the client).
         self.forwarded = 0
+        #: Started with seeds and not yet seen another member: data commands are refused.
+        self.joining = bool(config.seeds)
+        self.placement.joined = not self.joining
 
     def handlers(self) -> dict[type[c.Command], Callable]:
         return {
@@ -116,9 +119,22 @@ class Coordinator:
 
     def owners(self, key: bytes) -> tuple[str, ...]:
         table = self.placement.table
+        if self.joining:
+            self._check_joined(table)
         if table is None:  # before the first build: this node alone
             return (self.own,)
         return table.owners_of_key(key)
+
+    def _check_joined(self, table) -> None:
+        """A node started with seeds serves data only once its table ranks another member:
+        before that it would take itself for every key's only owner, acknowledge writes no
+        real owner holds, and answer reads from an empty store (a restarted node, say)."""
+        if table is None or len(table.members) < 2:
+            raise ServiceUnavailable(
+                "this node is joining the cluster (no other member known yet); retry shortly"
+            )
+        self.joining = False
+        self.placement.joined = True
 
     def _level(self, command, default: str) -> str:
         index = _LEVEL_INDEX[type(command)] if isinstance(command, c.Command) else 99
