@@ -126,10 +126,17 @@ class Coordinator:
         return table.owners_of_key(key)
 
     def _check_joined(self, table) -> None:
-        """A node started with seeds serves data only once its table ranks another member:
-        before that it would take itself for every key's only owner, acknowledge writes no
-        real owner holds, and answer reads from an empty store (a restarted node, say)."""
-        if table is None or len(table.members) < 2:
+        """A node started with seeds serves data only once a seed answered its join (a full
+        member list) and its table ranks those members: before, it would take itself (or the
+        few members it heard of) for a key's owners, acknowledge writes no real owner holds
+        (the replication scenarios found both), and answer reads from an empty store."""
+        membership = self.core.membership
+        if (
+            table is None
+            or len(table.members) < 2
+            or (membership is not None and membership.is_joining)
+            or self.placement.busy
+        ):
             raise ServiceUnavailable(
                 "this node is joining the cluster (no other member known yet); retry shortly"
             )
