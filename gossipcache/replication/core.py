@@ -566,7 +566,9 @@ class Replication:
         if not op.answered and len(op.acked) >= op.required:
             op.answered = True
             op.on_done(op, None)
-        elif not op.answered and len(op.acked) + len(op.waiting) < op.required:
+        elif not op.answered and not op.waiting and len(op.acked) < op.required:
+            # Impossible now; reported once every owner asked has answered, so the error
+            # names how many hold the write.
             op.answered = True
             self.stats.level_failures += 1
             op.on_done(op, level_error("write", len(op.acked), op.required, len(op.owners)))
