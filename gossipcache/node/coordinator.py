@@ -409,7 +409,7 @@ class Coordinator:
                 raise slot.error
             return True
         pending = slot.pending = core.defer(c.Put, command)
-        pending.version = version
+        pending.version = max(version, slot.version)  # a restamp may have come first
         return pending
 
     def _plain_put_done(self, op, error) -> None:
@@ -519,6 +519,12 @@ class _Slot:
         self.done = False
         self.error: Exception | None = None
         self.version = 0
+
+    def restamped(self, version: int) -> None:
+        """The write was restamped: its ``Pending`` shows the version it now carries."""
+        self.version = version
+        if self.pending is not None:
+            self.pending.version = version
 
 
 class _Gather:

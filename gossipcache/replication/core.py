@@ -552,6 +552,9 @@ class Replication:
         self.stats.restamps += 1
         op.restamps += 1
         op.version = max(stamp << 64 | self.clock.node_tag, op.restamp_above + 1)
+        restamped = getattr(op.token, "restamped", None)
+        if restamped is not None:
+            restamped(op.version)  # the caller tracks the write's version (checkers read it)
         op.restamp_above = 0
         op.acked.clear()
         op.waiting.clear()
