@@ -108,6 +108,13 @@ NODE_CONFIG = replace(
 # ---------------------------------------------------------------------------- faults
 
 
+#: The coverage kind each scripted burst makes fire.
+_BURST_COVERAGE = {
+    "datagram_loss_rate": "datagram_lost",
+    "datagram_duplicate_rate": "datagram_duplicated",
+}
+
+
 @dataclass(frozen=True, slots=True)
 class ReplicationFaults:
     """A run's planned faults: how many of each scripted kind, and the network's rates."""
@@ -276,11 +283,18 @@ class ReplicationRun:
             offset = rng.randint(-CLOCK_OFFSET_MS_MAX, CLOCK_OFFSET_MS_MAX)
             sim.schedule(at_ms, self._jump, rng.choice(addresses), offset)
         # One burst each of total loss and of duplication, so both surely fire (at the plan's
-        # rates a run of ~100 datagrams may by chance see neither).
-        for rate_name in ("datagram_loss_rate", "datagram_duplicate_rate"):
+        # rates a run of ~100 datagrams may by chance see neither). Loss in the first third of
+        # the phase, duplication in the second third: a lost datagram is never duplicated, so
+        # overlapping bursts left duplication unfired (replication-partition seed 97).
+        third_ms = (end_ms - start_ms) // 3
+        halves = (
+            ("datagram_loss_rate", start_ms, start_ms + third_ms),
+            ("datagram_duplicate_rate", start_ms + third_ms, start_ms + 2 * third_ms),
+        )  # the last third is left for a burst that must be tried again (below)
+        for rate_name, half_start_ms, half_end_ms in halves:
             if getattr(faults, rate_name):
-                at_ms, duration = self._window(start_ms, end_ms, BURST_MS)
-                sim.schedule(at_ms, self._burst, rate_name, duration)
+                at_ms, duration = self._window(half_start_ms, half_end_ms, BURST_MS)
+                sim.schedule(at_ms, self._burst, rate_name, duration, end_ms)
         for _ in range(faults.pauses):
             at_ms, duration = self._window(start_ms, end_ms, PAUSE_MS)
             sim.schedule(at_ms, self._pause, duration)
@@ -297,12 +311,20 @@ class ReplicationRun:
         self.wipes += 1
         sim.schedule(sim.now_ms + down_ms, sim.restart, address)
 
-    def _burst(self, rate_name: str, duration_ms: int) -> None:
-        """Set one datagram rate to 1 for ``duration_ms``, then back to the plan's rate (over
-        whatever else changed meanwhile: the other burst may overlap)."""
+    def _burst(self, rate_name: str, duration_ms: int, end_ms: int | None = None) -> None:
+        """Set one datagram rate to 1 for ``duration_ms``, then back to the plan's rate; while
+        its fault has not fired yet (partitions may have blocked every datagram meanwhile),
+        again, until ``end_ms`` (the end of the safety phase)."""
         self._set_rate(rate_name, 1.0)
-        planned = getattr(self.faults, rate_name)
-        self.sim.schedule(self.sim.now_ms + duration_ms, self._set_rate, rate_name, planned)
+        self.sim.schedule(self.sim.now_ms + duration_ms, self._burst_over, rate_name, duration_ms,
+                          end_ms)  # fmt: skip
+
+    def _burst_over(self, rate_name: str, duration_ms: int, end_ms: int | None) -> None:
+        self._set_rate(rate_name, getattr(self.faults, rate_name))
+        fired = self.sim.coverage.get(_BURST_COVERAGE[rate_name], 0)
+        if not fired and end_ms is not None and self.sim.now_ms + 2 * duration_ms + 100 < end_ms:
+            self.sim.schedule(self.sim.now_ms + duration_ms, self._burst, rate_name, duration_ms,
+                              end_ms)  # fmt: skip
 
     def _set_rate(self, rate_name: str, rate: float) -> None:
         self.sim.set_network(replace(self.sim.network, **{rate_name: rate}))
