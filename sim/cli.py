@@ -4,6 +4,9 @@
 - ``python -m sim run SCENARIO --nodes N --seed S [--duration-s T] [--json]``
   prints the seed, each checker's verdict, fault counts by kind, the trace digest and, on
   failure, the command that replays the run. Exit code 0 when every checker passed, 1 otherwise.
+- ``python -m sim run SCENARIO --seeds N [--seed S]`` runs the N consecutive seeds S, S + 1, ...
+  (S defaults to 0, so ``--seeds 200`` is the CI set), printing each failing seed with the
+  checks that failed and its replay command, then a one-line summary.
 - ``python -m sim fuzz SCENARIO [--runs K] [--seed S] [--nodes N] [--duration-s T]`` runs K
   seeds derived from S and prints the replay command of each failing one (exit 1 if any failed).
 - ``python -m sim bench NAME [ARGS...]`` (``python -m sim bench`` lists the benches).
@@ -26,6 +29,8 @@ EXIT_USAGE = 2
 
 #: Seeds a fuzz run tries at most (each is a full scenario run).
 FUZZ_RUNS_MAX = 100_000
+#: Characters of a failing seed's first failed check shown by ``run --seeds``.
+SEED_LINE_CHARS_MAX = 300
 
 
 def _random_seed() -> int:
@@ -43,6 +48,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, default=None, help="default: a fresh random seed")
     run.add_argument("--duration-s", type=float, default=None, help="safety phase length")
     run.add_argument("--json", action="store_true", help="print the report as JSON")
+    run.add_argument(
+        "--seeds", type=int, default=None, help="run N consecutive seeds from --seed (default 0)"
+    )
     fuzz = commands.add_parser("fuzz", help="run many seeds of a scenario")
     fuzz.add_argument("scenario")
     fuzz.add_argument("--runs", type=int, default=20)
@@ -93,6 +101,30 @@ def _fuzz(scenario_: scenarios.Scenario, args: argparse.Namespace) -> int:
     return EXIT_FAILED if failures else EXIT_PASSED
 
 
+def _run_seeds(scenario_: scenarios.Scenario, args: argparse.Namespace) -> int:
+    count = min(max(args.seeds, 0), FUZZ_RUNS_MAX)
+    first = 0 if args.seed is None else args.seed
+    print(f"scenario: {scenario_.name}  seeds: {first}..{first + count - 1}")
+    failures = 0
+    for seed in range(first, first + count):
+        report = scenarios.run_scenario(
+            scenario_, seed=seed, nodes=args.nodes, duration_s=args.duration_s
+        )
+        if not report.passed:
+            failures += 1
+            failed = [check for check in report.checks if not check.passed]
+            # A traceback's telling line is its last one.
+            lines = [line for line in failed[0].message.splitlines() if line.strip()]
+            first = (lines[-1] if failed[0].name == "no-exception" else lines[0]) if lines else ""
+            print(
+                f"FAIL seed {seed}: {', '.join(check.name for check in failed)}\n"
+                f"  {failed[0].name}: {first[:SEED_LINE_CHARS_MAX]}\n"
+                f"  replay: {report.replay_command}"
+            )
+    print(f"result: {count - failures}/{count} seeds passed")
+    return EXIT_FAILED if failures else EXIT_PASSED
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code."""
     args = _parser().parse_args(argv)
@@ -118,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     if args.command == "fuzz":
         return _fuzz(scenario_, args)
+    if args.seeds is not None:
+        return _run_seeds(scenario_, args)
     seed = _random_seed() if args.seed is None else args.seed
     report = scenarios.run_scenario(
         scenario_, seed=seed, nodes=args.nodes, duration_s=args.duration_s

@@ -75,6 +75,9 @@ class CheckResult:
 
 #: Adds the scenario's nodes (and any scripted steps) to a fresh simulation: (sim, nodes).
 SetupFunction = Callable[[Simulation, int], None]
+#: Called after setup with the run's phase bounds: (sim, safety_end_ms, end_ms); for scripted
+#: steps that depend on the run's length (a workload that stops at heal, a final sweep).
+PhasesFunction = Callable[[Simulation, int, int], None]
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,8 @@ class Scenario:
     liveness_s: float = 30.0
     #: Call each core's ``check_invariants()`` (if it has one) after every call into it.
     check_invariants: bool = True
+    #: Optional: told the phase bounds right after ``setup`` (see ``PhasesFunction``).
+    phases: PhasesFunction | None = None
 
 
 @dataclass(frozen=True)
@@ -246,6 +251,8 @@ def run_scenario(
         check_invariants=scenario_.check_invariants,
     )
     scenario_.setup(sim, nodes)
+    if scenario_.phases is not None:
+        scenario_.phases(sim, safety_end_ms, end_ms)
     injector = FaultInjector(sim, plan, safety_end_ms)
     injector.start()
     sim.schedule(safety_end_ms, injector.heal)

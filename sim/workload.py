@@ -33,6 +33,10 @@ order. Checkers read the history after (or during) a run; listeners added with
     have taken effect. Set when the next process starts at that address.
 
 - ``deferred``: ``execute`` returned a ``Pending`` (the answer came later, or never).
+- ``version``: a replicated write's version (``Pending.version``: the coordinator's stamp, an
+  int ordered as last-writer-wins orders writes), copied when the outcome becomes known, even
+  an ``ERROR`` or ``INDETERMINATE`` one (the write may have landed); None for reads, for
+  commands answered at once, and for writes never stamped.
 
 Every invocation and outcome is also folded into the simulation's digest (``Simulation.trace``),
 in a canonical text form (``canonical``: sets and dicts sorted, since the ``repr`` of a set of
@@ -85,6 +89,7 @@ class HistoryEntry:
     result: Any = None
     error: str | None = None
     deferred: bool = False
+    version: int | None = None
 
     @property
     def done(self) -> bool:
@@ -109,6 +114,7 @@ class HistoryEntry:
             "result": repr(self.result),
             "error": self.error,
             "deferred": self.deferred,
+            "version": self.version,
         }
 
 
@@ -161,6 +167,9 @@ class ClientWorkload:
         #: Every operation, in invocation order (``history[i].op_id == i + 1``).
         self.history: list[HistoryEntry] = []
         self._open: dict[int, HistoryEntry] = {}  # op_id -> PENDING entry
+        # op_id -> the Pending of an open entry, read for its version when the outcome is known
+        # (also when the process crashed: the write may have been stamped and sent).
+        self._pendings: dict[int, Pending] = {}
         self._listeners: list[CompletionListener] = []
 
     def on_complete(self, listener: CompletionListener) -> None:
@@ -207,6 +216,7 @@ class ClientWorkload:
                 result.reply_to = self
                 result.reply_tag = entry.op_id
                 self._open[entry.op_id] = entry
+                self._pendings[entry.op_id] = result
             else:
                 self._finish(entry, node, OK, result=result)
         # Outbox, timer, invariants; a completion the command caused is routed from here.
@@ -251,6 +261,8 @@ class ClientWorkload:
         entry = self._open.pop(pending.reply_tag, None)  # type: ignore[arg-type]
         if entry is None:
             return
+        self._pendings.pop(entry.op_id, None)
+        entry.version = pending.version
         if pending.error is not None:
             error = pending.error
             self._finish(entry, node, ERROR, error=f"{type(error).__name__}: {error}")
@@ -267,6 +279,9 @@ class ClientWorkload:
         ]
         for entry in lost:
             del self._open[entry.op_id]
+            pending = self._pendings.pop(entry.op_id, None)
+            if pending is not None:
+                entry.version = pending.version
             self._finish(entry, None, INDETERMINATE, error="the node crashed before answering")
 
     def open_entries(self) -> list[HistoryEntry]:

@@ -236,3 +236,20 @@ def test_replication_metrics_are_exported_by_level():
     assert 'gossipcache_reads_by_level_total{level="quorum"} 1' in text
     assert "gossipcache_replication_writes_coordinated_total 1" in text
     assert "gossipcache_hints_held 0" in text
+
+
+def test_a_node_started_with_seeds_refuses_data_until_it_has_joined():
+    """Found by the replication-crash scenario (seed 36): a node restarted empty took itself
+    for every key's only owner until it rejoined, and acknowledged a write at `all` that no
+    real owner held."""
+    sim = Simulation(5)
+    lonely = replace(CLUSTER_CONFIG, seeds=("node009:7946",))  # nobody there
+    factory = node_factory(sim, lonely)
+    sim.add_node("node000:7946", factory)
+    sim.run_until(3000)
+    workload = ClientWorkload(sim)
+    for command in (c.Put(b"k", b"v", consistency=c.ALL), c.Get(b"k")):
+        entry = workload.submit("node000:7946", command)
+        sim.run_until(sim.now_ms + 100)
+        assert entry.error and "joining the cluster" in entry.error
+    assert sim.core("node000:7946").core.store.lookup(b"k", 0) is None

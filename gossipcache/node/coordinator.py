@@ -22,13 +22,17 @@ writes ``quorum``).
 from __future__ import annotations
 
 import random
+from binascii import crc_hqx
 from collections.abc import Callable
 
 from ..errors import ServiceUnavailable
 from ..limits import EXPIRES_AT_MS_MAX
+from ..placement import BUCKET_COUNT, bucket_of
 from ..replication import Replication
 from ..store import TTL_MISSING, TTL_PERSISTENT
 from . import commands as c
+
+BUCKET_MASK = BUCKET_COUNT - 1
 
 _LEVEL_INDEX = {
     c.Get: 2,
@@ -89,14 +93,18 @@ class Coordinator:
         self.tombstone_grace_ms = config.tombstone_grace_ms
         self.read_repair_chance = config.read_repair_chance
         self.by_level = {level: LevelCounters() for level in c.CONSISTENCY_LEVELS}
-        #: Reads at ``one`` served by this node as an owner without asking anyone.
+        #: Reads at ``one`` served by this node as an owner without asking anyone, besides the
+        #: fast path's (``by_level["one"].reads`` counts both).
         self.local_reads = 0
         #: Requests for keys this node does not own (it coordinated them for the client).
         self.forwarded = 0
+        #: Started with seeds and not yet seen another member: data commands are refused.
+        self.joining = bool(config.seeds)
+        self.placement.joined = not self.joining
 
     def handlers(self) -> dict[type[c.Command], Callable]:
         return {
-            c.Get: self.get,
+            c.Get: self.get_handler(),
             c.Put: self.put,
             c.GetMany: self.get_many,
             c.PutMany: self.put_many,
@@ -111,9 +119,22 @@ class Coordinator:
 
     def owners(self, key: bytes) -> tuple[str, ...]:
         table = self.placement.table
+        if self.joining:
+            self._check_joined(table)
         if table is None:  # before the first build: this node alone
             return (self.own,)
         return table.owners_of_key(key)
+
+    def _check_joined(self, table) -> None:
+        """A node started with seeds serves data only once its table ranks another member:
+        before that it would take itself for every key's only owner, acknowledge writes no
+        real owner holds, and answer reads from an empty store (a restarted node, say)."""
+        if table is None or len(table.members) < 2:
+            raise ServiceUnavailable(
+                "this node is joining the cluster (no other member known yet); retry shortly"
+            )
+        self.joining = False
+        self.placement.joined = True
 
     def _level(self, command, default: str) -> str:
         index = _LEVEL_INDEX[type(command)] if isinstance(command, c.Command) else 99
@@ -129,8 +150,10 @@ class Coordinator:
             core.defer(command_type, command)  # raises ServiceUnavailable, counted
         state: list = []
 
-        def finish(result, error=None):
+        def finish(result, error=None, version=None):
             if state and state[0] is not None:
+                if version:
+                    state[0].version = version
                 core.complete(state[0], result, error)
             else:
                 state.append((result, error))
@@ -182,6 +205,31 @@ class Coordinator:
         )  # fmt: skip
 
     # -- reads ------------------------------------------------------------------------------
+
+    def get_handler(self) -> Callable:
+        """The GET handler. Its fast path, a read at ``one`` of a key this node owns (what a
+        smart client sends), is a closure over what it reads, like the standalone handler:
+        one bucket computation and one byte test more than a standalone GET."""
+        store_get = self.store.get
+        placement = self.placement
+        one_counters = self.by_level[c.ONE]
+        slow_get = self.get
+        default_is_one = self.read_level == c.ONE and not self.read_repair_chance
+
+        def get(command, wall_ms: int):
+            key = command[1]
+            if (
+                default_is_one
+                and len(command) == 2
+                and placement.owned[
+                    crc_hqx(key, 0) & BUCKET_MASK if b"{" not in key else bucket_of(key)
+                ]
+            ):
+                one_counters.reads += 1
+                return store_get(key, wall_ms)
+            return slow_get(command, wall_ms)
+
+        return get
 
     def get(self, command, wall_ms: int):
         key = command[1]
@@ -257,8 +305,8 @@ class Coordinator:
             self.store.check_sizes(key, value)
 
         def start(finish):
-            def all_written(result, error=None):
-                finish(None if error else True, error)
+            def all_written(result, error=None, version=None):
+                finish(None if error else True, error, version)
 
             gather = _Gather(len(pairs), all_written)
             for key, value in pairs:
@@ -311,6 +359,8 @@ class Coordinator:
             expires_at_ms = wall_ms + ttl_ms
         self.store.check_sizes(key, value)
         if not keep_ttl and condition is None and not return_old:
+            if expires_at_ms is None or expires_at_ms > wall_ms:
+                return self._plain_put(command, key, value, expires_at_ms, level, wall_ms)
 
             def start(finish):
                 self._write_entry(key, value, expires_at_ms, level, wall_ms, finish, True)
@@ -330,6 +380,37 @@ class Coordinator:
 
         return self._read_then(c.Put, command, self.write_level, wall_ms, decide)
 
+    def _plain_put(self, command, key, value, expires_at_ms, level, wall_ms):
+        """SET without conditions: one replicated write, no read, no closures: the
+        ``Pending`` rides with the write as its token."""
+        owners = self.owners(key)
+        counters = self.by_level[level]
+        counters.writes += 1
+        if self.own not in owners:
+            self.forwarded += 1
+        core = self.core
+        pending = core.defer(c.Put, command)
+        pending.version = self.replication.write(
+            key, value, expires_at_ms, owners, required_for(level, len(owners)),
+            self._plain_put_done, wall_ms, core.clock.monotonic_ms(), token=pending,
+        )  # fmt: skip
+        return pending
+
+    def _plain_put_done(self, op, error) -> None:
+        pending = op.token
+        pending.version = op.version
+        if error is not None:
+            self.by_level_failures(op)
+        self.core.complete(pending, None if error else True, error)
+
+    def by_level_failures(self, op) -> None:
+        """Count a plain write that missed its level (its level from the op's ``required``)."""
+        owners = len(op.owners)
+        for level in (c.ALL, c.QUORUM, c.ONE):
+            if required_for(level, owners) == op.required:
+                self.by_level[level].failures += 1
+                return
+
     def _write_entry(self, key, value, expires_at_ms, level, wall_ms, finish, result, **kw):
         """Write ``value`` (or, with an expiry already past, a tombstone: Redis deletes the
         key) and ``finish(result)`` once the level holds it."""
@@ -337,7 +418,7 @@ class Coordinator:
             value, expires_at_ms = None, wall_ms + self.tombstone_grace_ms
 
         def written(op, error):
-            finish(None if error else result, error)
+            finish(None if error else result, error, op.version)
 
         op_version = self._write(key, value, expires_at_ms, level, wall_ms, written, **kw)
         del op_version
@@ -352,9 +433,7 @@ class Coordinator:
             for key in keys:
                 self._write(
                     key, None, collect_at_ms, level, wall_ms,
-                    lambda op, error: gather.one(
-                        int(op is not None and op.replaced_live), error
-                    ),
+                    lambda op, error: gather.one(int(op.replaced_live), error, version=op.version),
                 )  # fmt: skip
 
         return self._run(c.Delete, command, start)
@@ -412,16 +491,20 @@ class _Gather:
     """Sums (or lists) per-key results of a multi-key command; finishes once all are in (with
     the first error, if any: the other keys' operations still ran)."""
 
-    __slots__ = ("remaining", "total", "error", "finish")
+    __slots__ = ("remaining", "total", "error", "finish", "version")
 
     def __init__(self, count: int, finish: Callable, slots: list | None = None) -> None:
         self.remaining = count
+        #: The version of the last write gathered (a single-key command's write version).
+        self.version = None
         #: The sum of the results, or with ``slots`` the results in key order.
         self.total = 0 if slots is None else slots
         self.error: Exception | None = None
         self.finish = finish
 
-    def one(self, result, error: Exception | None, index: int | None = None) -> None:
+    def one(self, result, error: Exception | None, index: int | None = None, version=None):
+        if version:
+            self.version = version
         if error is not None:
             self.error = self.error or error
         elif index is None:
@@ -431,9 +514,9 @@ class _Gather:
         self.remaining -= 1
         if self.remaining == 0:
             if self.error is not None:
-                self.finish(None, self.error)
+                self.finish(None, self.error, self.version)
             else:
-                self.finish(self.total)
+                self.finish(self.total, None, self.version)
 
 
 __all__ = ["Coordinator", "ServiceUnavailable", "live_value", "required_for"]

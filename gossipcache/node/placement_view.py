@@ -14,7 +14,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from ..limits import PLACEMENT_MEMBERS_MAX
-from ..placement import STEP_SCORES_DEFAULT, Placement, PlacementBuild, PlacementMember
+from ..placement import (
+    BUCKET_COUNT,
+    STEP_SCORES_DEFAULT,
+    Placement,
+    PlacementBuild,
+    PlacementMember,
+)
 
 
 class PlacementView:
@@ -32,10 +38,38 @@ class PlacementView:
         #: Buckets this node holds a replica of, and is the primary of, in ``table``.
         self.buckets_owned = 0
         self.buckets_primary = 0
+        #: ``owned[bucket]`` is 1 when this node is one of the bucket's owners in ``table``
+        #: (all 1 before the first table: the node alone owns everything). The read fast path
+        #: tests it instead of searching the owner tuple. All 0 while ``joined`` is False.
+        self.owned = bytearray(b"\x01" * BUCKET_COUNT)
+        self._joined = True
         #: Tables completed since start, and members left out over the cap.
         self.builds_completed = 0
         self.members_over_cap = 0
         self.busy = True
+
+    @property
+    def joined(self) -> bool:
+        """False while a node started with seeds has not seen another member: it owns nothing
+        it may serve from (the coordinator refuses data commands meanwhile)."""
+        return self._joined
+
+    @joined.setter
+    def joined(self, joined: bool) -> None:
+        self._joined = joined
+        self._refresh_owned()
+
+    def _refresh_owned(self) -> None:
+        table = self.table
+        if not self._joined:
+            self.owned = bytearray(BUCKET_COUNT)
+        elif table is None:
+            self.owned = bytearray(b"\x01" * BUCKET_COUNT)
+        else:
+            own = self.own_id
+            self.owned = bytearray(
+                own in table.owners_of_bucket(bucket) for bucket in range(BUCKET_COUNT)
+            )
 
     @property
     def epoch(self) -> int | None:
@@ -95,4 +129,5 @@ class PlacementView:
         self.table = table
         self._current = {member.node_id: member for member in table.members}
         self.buckets_owned = table.bucket_counts().get(self.own_id, 0)
+        self._refresh_owned()
         self.buckets_primary = table.bucket_counts(primary_only=True).get(self.own_id, 0)

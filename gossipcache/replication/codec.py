@@ -136,28 +136,40 @@ def decode_payload(payload: bytes) -> list[tuple]:
         kind = message[0]
         size = len(message)
         if kind == WRITE and size == 7:
-            messages.append(
-                (
-                    WRITE,
-                    _uint(message[1], REQUEST_ID_LIMIT),
-                    _key(message[2]),
-                    _value(message[3]),
-                    _version(message[4], message[5]),
-                    _expiry(message[6]),
-                )
-            )
-            if message[3] is None and message[6] is None:
-                raise ReplicationCodecError("tombstone_without_expiry")
+            # The hot message: its checks inline (one function call per field cost ~40 %).
+            _, req, key, value, stamp, tag, expires_at_ms = message
+            if (
+                type(req) is not int
+                or not 0 <= req < REQUEST_ID_LIMIT
+                or type(key) is not bytes
+                or len(key) > KEY_SIZE_BYTES_MAX
+                or (value is not None and type(value) is not bytes)
+                or type(stamp) is not int
+                or not 0 <= stamp < _UINT64_LIMIT
+                or type(tag) is not int
+                or not 0 <= tag < _UINT64_LIMIT
+            ):
+                raise ReplicationCodecError("bad_write")
+            if expires_at_ms is None:
+                if value is None:
+                    raise ReplicationCodecError("tombstone_without_expiry")
+            elif type(expires_at_ms) is not int or not 0 < expires_at_ms <= EXPIRES_AT_MS_MAX:
+                raise ReplicationCodecError("bad_expiry")
+            messages.append((WRITE, req, key, value, stamp << 64 | tag, expires_at_ms))
         elif kind == ACK and size == 5:
-            outcome = _uint(message[2], OUTCOME_REFUSED + 1)
-            messages.append(
-                (
-                    ACK,
-                    _uint(message[1], REQUEST_ID_LIMIT),
-                    outcome,
-                    _version(message[3], message[4]),
-                )
-            )
+            _, req, outcome, stamp, tag = message
+            if (
+                type(req) is not int
+                or not 0 <= req < REQUEST_ID_LIMIT
+                or type(outcome) is not int
+                or not 0 <= outcome <= OUTCOME_REFUSED
+                or type(stamp) is not int
+                or not 0 <= stamp < _UINT64_LIMIT
+                or type(tag) is not int
+                or not 0 <= tag < _UINT64_LIMIT
+            ):
+                raise ReplicationCodecError("bad_ack")
+            messages.append((ACK, req, outcome, stamp << 64 | tag))
         elif kind == READ and size == 3:
             messages.append((READ, _uint(message[1], REQUEST_ID_LIMIT), _key(message[2])))
         elif kind == ENTRY and size == 3:

@@ -125,7 +125,7 @@ class _Write:
     __slots__ = (
         "req", "key", "value", "expires_at_ms", "version", "owners", "required", "waiting",
         "acked", "replaced_live", "deadline_ms", "on_done", "restamps", "answered",
-        "restamp_above",
+        "restamp_above", "token",
     )  # fmt: skip
 
     def __init__(self, req, key, value, expires_at_ms, owners, required, on_done, deadline_ms):
@@ -145,6 +145,8 @@ class _Write:
         self.answered = False
         #: A newer version an owner holds, above which the write is restamped and resent.
         self.restamp_above = 0
+        #: The caller's, handed back with the op (the command's ``Pending``, say).
+        self.token = None
 
 
 class _HintDelivery:
@@ -239,29 +241,31 @@ class Replication:
         expires_at_ms: int | None,
         owners: tuple[str, ...],
         required: int,
-        on_done: Callable[[_Write | None, Exception | None], None],
+        on_done: Callable[[_Write, Exception | None], None],
         wall_ms: int,
         now_ms: int,
         *,
         after_version: int = 0,
+        token: object = None,
     ) -> int:
         """Write ``key`` (``value`` None: a tombstone collected at ``expires_at_ms``) to
-        ``owners``; ``on_done(op, error)`` runs once ``required`` of them hold it (``op``
-        tells ``version`` and ``replaced_live``) or when that became impossible. The version
-        is newer than ``after_version`` (a read-modify-write passes what it read). Returns the
-        version."""
+        ``owners``; ``on_done(op, error)`` runs once, when ``required`` of them hold it (``op``
+        tells ``version``, ``replaced_live`` and the caller's ``token``) or when that became
+        impossible (``error`` set). The version is newer than ``after_version`` (a
+        read-modify-write passes what it read). Returns the version (0 if none was stamped)."""
         self.stats.writes_coordinated += 1
         op = _Write(
             self._req(), key, value, expires_at_ms, owners, required, on_done,
             now_ms + self.config.replica_timeout_ms,
         )  # fmt: skip
+        op.token = token
         stamp_base = after_version >> 64
         try:
             stamp = (
                 self.clock.observe(stamp_base, wall_ms) if stamp_base else self.clock.now(wall_ms)
             )
         except (VersionTooFarAhead, ClockExhausted) as error:
-            on_done(None, ServiceUnavailable(f"cannot stamp the write: {error}"))
+            on_done(op, ServiceUnavailable(f"cannot stamp the write: {error}"))
             return 0
         op.version = stamp << 64 | self.clock.node_tag
         self._track(op)
@@ -548,7 +552,7 @@ class Replication:
         elif not op.answered and len(op.acked) + len(op.waiting) < op.required:
             op.answered = True
             self.stats.level_failures += 1
-            op.on_done(None, level_error("write", len(op.acked), op.required, len(op.owners)))
+            op.on_done(op, level_error("write", len(op.acked), op.required, len(op.owners)))
         if not op.waiting:
             self._forget(op)
 
@@ -593,6 +597,8 @@ class Replication:
         for target in self.hints.targets():
             if target in self.down or target in self._hint_busy:
                 continue
+            if len(self._ops) >= OPS_IN_FLIGHT_MAX:
+                return  # clients' requests come first; the hints wait for the next round
             batch = self.hints.oldest(target, config.hint_delivery_batch, now_ms)
             if not batch:
                 continue
