@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import secrets
 import signal
 import statistics
@@ -40,6 +41,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
@@ -68,6 +70,8 @@ CLUSTER_POLL_S = 0.1
 #: How long a cluster's idle CPU is measured (membership's timers and nothing else).
 IDLE_MEASURE_S = 5.0
 KEYS = 100_000
+#: A /metrics page read is cut at this size (a node's is tens of KiB).
+METRICS_SIZE_BYTES_MAX = 4 * 1024 * 1024
 VALUE_SIZE_BYTES = 100
 CONNECTIONS = 50
 PIPELINE = 16
@@ -75,6 +79,9 @@ PIPELINE = 16
 #: Server groups: which processes a case measures.
 REDIS = "redis"
 SINGLE = "single node"
+#: One node with membership and replication on, alone: every key is its own (R capped at 1),
+#: so no message leaves it; the coordinator's own cost, without the network's.
+SOLO = "1-node cluster"
 R3 = "3 nodes, R=3"
 R1 = "3 nodes, R=1"
 #: How a case reaches a cluster.
@@ -102,6 +109,10 @@ CASES = (
     Case("SET", REDIS, 0.0),
     Case("GET", SINGLE, 1.0),
     Case("SET", SINGLE, 0.0),
+    # A smart client's pipeline of 16 over 3 nodes gives each ~5 per batch: one node so fed.
+    Case("GET, pipeline 5", SINGLE, 1.0, pipeline=5),
+    Case("GET", SOLO, 1.0),
+    Case("SET", SOLO, 0.0),
     Case("GET one (default), one hop", R3, 1.0, ONE_HOP),
     Case("GET one (named), one hop", R3, 1.0, ONE_HOP, "one"),
     Case("GET quorum, one hop", R3, 1.0, ONE_HOP, "quorum"),
@@ -157,25 +168,21 @@ class Run:
 # -- servers ---------------------------------------------------------------------------------
 
 
-def node_argv(native_port: int, resp_port: int, *extra: str) -> list[str]:
+def node_argv(native_port: int, resp_port: int, metrics_port: int, *extra: str) -> list[str]:
     return [
         sys.executable, "-m", "gossipcache", "node", "--host", HOST, "--port", str(native_port),
-        "--resp-port", str(resp_port), "--max-memory", "256MiB", "--eviction", "sieve", *extra,
+        "--resp-port", str(resp_port), "--metrics-port", str(metrics_port),
+        "--max-memory", "256MiB", "--eviction", "sieve", *extra,
     ]  # fmt: skip
 
 
-def start_single(stack: ExitStack, log_dir: str) -> Group:
-    native, resp = free_port(), free_port()
-    server = stack.enter_context(
-        running(
-            SINGLE,
-            node_argv(native, resp, "--no-membership"),
-            f"{log_dir}/single.log",
-            native_port=native,
-            resp_port=resp,
-        )  # fmt: skip
-    )
-    return Group(SINGLE, [server])
+def start_single(stack: ExitStack, log_dir: str, name: str, *flags: str) -> Group:
+    native, resp, metrics = free_port(), free_port(), free_port()
+    log_path = f"{log_dir}/{name.replace(' ', '-')}.log"
+    argv = node_argv(native, resp, metrics, *flags)
+    ports = {"native_port": native, "resp_port": resp, "metrics_port": metrics}
+    server = stack.enter_context(running(name, argv, log_path, **ports))
+    return Group(name, [server])
 
 
 def start_cluster(stack: ExitStack, log_dir: str, name: str, replicas: int) -> Group:
@@ -187,16 +194,23 @@ def start_cluster(stack: ExitStack, log_dir: str, name: str, replicas: int) -> G
     os.chmod(key_file, 0o600)
     servers: list[Server] = []
     for index in range(CLUSTER_SIZE):
-        native, resp = free_port(), free_port()
+        native, resp, metrics = free_port(), free_port(), free_port()
         seed = ("--seed", f"{HOST}:{servers[0].native_port}") if servers else ()
         argv = node_argv(
-            native, resp, "--membership-profile", "local", "--replicas", str(replicas),
+            native, resp, metrics, "--membership-profile", "local", "--replicas", str(replicas),
             "--host-id", f"bench-host-{index}", "--cluster-key-file", key_file, *seed,
         )  # fmt: skip
         log_path = f"{log_dir}/r{replicas}-node{index}.log"
         servers.append(
             stack.enter_context(
-                running(f"{name} #{index}", argv, log_path, native_port=native, resp_port=resp)
+                running(
+                    f"{name} #{index}",
+                    argv,
+                    log_path,
+                    native_port=native,
+                    resp_port=resp,
+                    metrics_port=metrics,
+                )  # fmt: skip
             )
         )
     addresses = [f"{HOST}:{server.native_port}" for server in servers]
@@ -241,7 +255,24 @@ def replication_counters(group: Group) -> dict[str, int]:
         for name, value in stats.items():
             if name.startswith("replication_") and type(value) is int:
                 totals[name] = totals.get(name, 0) + value
+        totals["peer_frames_received"] = totals.get("peer_frames_received", 0) + (
+            peer_frames_received(server)
+        )
     return totals
+
+
+_FRAMES_RECEIVED = re.compile(
+    rb'^gossipcache_membership_transport_total\{name="stream_frames_received"\} (\d+)', re.M
+)
+
+
+def peer_frames_received(server: Server) -> int:
+    """Peer stream frames (payloads) the node received so far, from its /metrics: with the
+    replication counters, how well messages are batched."""
+    url = f"http://{HOST}:{server.metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=5.0) as response:
+        match = _FRAMES_RECEIVED.search(response.read(METRICS_SIZE_BYTES_MAX))
+    return int(match.group(1)) if match else 0
 
 
 # -- measured runs ---------------------------------------------------------------------------
@@ -301,14 +332,17 @@ def run_all(rounds: int, duration_s: float, log: Callable[[str], None]) -> tuple
         )
         groups = {
             REDIS: Group(REDIS, [redis], protocol="resp"),
-            SINGLE: start_single(stack, log_dir),
+            SINGLE: start_single(stack, log_dir, SINGLE, "--no-membership"),
+            SOLO: start_single(
+                stack, log_dir, SOLO, "--membership-profile", "local", "--host-id", "solo"
+            ),
             R3: start_cluster(stack, log_dir, R3, 3),
             R1: start_cluster(stack, log_dir, R1, 1),
         }
         for group in groups.values():
             log(f"preloading {KEYS} keys into {group.name}")
             preload(group)
-        for name in (SINGLE, R3, R1):
+        for name in (SINGLE, SOLO, R3, R1):
             groups[name].idle_cpu_us_per_s = idle_cpu_us_per_s(groups[name])
             log(f"{name}: idle CPU {groups[name].idle_cpu_us_per_s:.0f} us/s")
         for round_index in range(rounds):
@@ -357,6 +391,10 @@ def ratio_rows(runs: list[Run]) -> list[dict]:
          (SINGLE, "GET"), None),
         ("GET through one node (2/3 forwarded), R=1 / one-hop GET, R=1", (R1,
          "GET one (default), through one node"), (R1, "GET one (default), one hop"), None),
+        ("1-node cluster GET / single-node GET", (SOLO, "GET"), (SINGLE, "GET"), None),
+        ("1-node cluster SET / single-node SET", (SOLO, "SET"), (SINGLE, "SET"), None),
+        ("single-node GET, pipeline 5 / single-node GET", (SINGLE, "GET, pipeline 5"),
+         (SINGLE, "GET"), None),
         ("single-node GET / Redis GET", (SINGLE, "GET"), (REDIS, "GET"), None),
         ("single-node SET / Redis SET", (SINGLE, "SET"), (REDIS, "SET"), None),
     ]  # fmt: skip
@@ -387,8 +425,8 @@ def render_markdown(runs: list[Run], idle: dict, notes: list[str], command: str)
         "the rounds. Server CPU: every process of the case, summed, over the measured window.",
         "",
         "| servers | case | ops/s | server CPU µs/op | per round | p50 µs | p99 µs "
-        "| generator % | forwarded | replica msgs / op |",
-        "|---|---|---:|---:|---|---:|---:|---:|---:|---:|",
+        "| generator % | forwarded | replica msgs / op | peer frames / op |",
+        "|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     for case in CASES:
         group, name = case.group, case.name
@@ -405,6 +443,7 @@ def render_markdown(runs: list[Run], idle: dict, notes: list[str], command: str)
             "replication_reads_served", 0
         )
         messages = f"{served / ops:.2f}" if ops else "-"
+        frames = f"{counters.get('peer_frames_received', 0) / ops:.3f}" if ops else "-"
 
         def med(attribute: str, rows_group=group, rows_case=name) -> float | None:
             return median_of(runs, rows_group, rows_case, attribute)
@@ -414,13 +453,15 @@ def render_markdown(runs: list[Run], idle: dict, notes: list[str], command: str)
             f"{med('server_cpu_us_per_op'):.2f} | "
             + ", ".join(f"{r.server_cpu_us_per_op:.2f}" for r in rows)
             + f" | {med('latency_us_p50'):,.0f} | {med('latency_us_p99'):,.0f} | "
-            f"{med('generator_cpu_percent'):.0f} | {forwarded} | {messages} |"
+            f"{med('generator_cpu_percent'):.0f} | {forwarded} | {messages} | {frames} |"
         )
     lines += [
         "",
         "*forwarded*: requests the receiving node does not own, over requests coordinated (last "
         "round, warm-up included); *replica msgs / op*: replica reads and writes served by "
-        "the nodes per coordinated operation.",
+        "the nodes per coordinated operation; *peer frames / op*: peer stream payloads the nodes "
+        "received per coordinated operation (membership's included), so replica msgs / frames "
+        "is how many messages one frame carried.",
         "",
         "| ratio of server CPU per op (medians) | ratio | per round | target |",
         "|---|---:|---|---|",
