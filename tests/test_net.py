@@ -315,6 +315,13 @@ async def test_node_pair_joins_and_serves_members(nursery) -> None:
     both = {address_of(a): "alive", address_of(b): "alive"}
     await a.node.wait_until(lambda: a.node.states() == both)
     await b.node.wait_until(lambda: b.node.states() == both)
+    for node in (a, b):  # and both rank both: b serves data once its table holds a
+        await node.node.wait_until(
+            lambda node=node: (
+                node.core.placement.table is not None
+                and len(node.core.placement.table.members) == 2
+            )
+        )
     assert [e.kind for e in a.node.membership_events] == [EventKind.JOINED]
     async with Client(address_of(a)) as client:  # native clients share the port with peers
         await client.put("k", "v")

@@ -253,3 +253,74 @@ def test_a_node_started_with_seeds_refuses_data_until_it_has_joined():
         sim.run_until(sim.now_ms + 100)
         assert entry.error and "joining the cluster" in entry.error
     assert sim.core("node000:7946").core.store.lookup(b"k", 0) is None
+
+
+def test_all_fails_with_one_owner_down_and_quorum_does_not():
+    sim, addresses, workload = cluster()
+    key = b"one-down"
+    key_owners = owners(sim, addresses[0], key)
+    coordinator = next(a for a in addresses if a not in key_owners)
+    sim.crash(key_owners[2])
+    failed = workload.submit(coordinator, c.Put(key, b"v", consistency=c.ALL))
+    sim.run_until(sim.now_ms + 3000)
+    assert failed.error and "2 of 3 required replicas answered" in failed.error
+    assert run(sim, workload, coordinator, c.Put(key, b"w", consistency=c.QUORUM)) is True
+
+
+def test_a_quorum_read_answers_only_after_its_repair_landed():
+    sim, addresses, workload = cluster()
+    key = b"repair-first"
+    run(sim, workload, addresses[0], c.Put(key, b"old"))
+    key_owners = owners(sim, addresses[0], key)
+    newest = max(held(sim, o, key)[1] for o in key_owners) + (1 << 70)
+    for owner in key_owners[:2]:
+        sim.core(owner).core.store.apply(key, b"new", newest, None, 0)
+    stale = key_owners[2]
+    coordinator = next(a for a in addresses if a not in key_owners)  # the repair is remote
+    entry = workload.submit(coordinator, c.Get(key, consistency=c.ALL))
+    while entry.completed_at_ms is None:
+        sim.run_until(sim.now_ms + 1)
+    assert entry.result == b"new"
+    assert held(sim, stale, key)[:2] == (b"new", newest)  # at the moment of the answer
+
+
+def test_expired_values_read_as_missing_through_any_node():
+    sim, addresses, workload = cluster()
+    key = b"short"
+    key_owners = owners(sim, addresses[0], key)
+    reader = next(a for a in addresses if a not in key_owners)
+    for owner in key_owners:  # the owners' clocks lag: they still hold the value as live
+        sim.set_clock(owner, offset_ms=-300)
+    run(sim, workload, reader, c.Put(key, b"v", 500), 100)
+    assert run(sim, workload, reader, c.Get(key, consistency=c.QUORUM), 100) == b"v"
+    sim.run_until(sim.now_ms + 400)  # past the expiry on the reader's clock, not the owners'
+    assert held(sim, key_owners[0], key)[0] == b"v"
+    for level in (c.ONE, c.QUORUM, c.ALL):
+        assert run(sim, workload, reader, c.Get(key, consistency=level), 10) is None
+
+
+def test_a_dead_member_keeps_its_buckets_for_the_hint_window():
+    sim, addresses, workload = cluster()
+    key = b"kept"
+    key_owners = owners(sim, addresses[0], key)
+    victim = key_owners[1]
+    coordinator = next(a for a in addresses if a not in key_owners)
+    sim.crash(victim)
+    sim.run_until(sim.now_ms + 15_000)  # long enough to be declared dead everywhere
+    core = sim.core(coordinator).core
+    assert victim in core.replication.down
+    assert owners(sim, coordinator, key) == key_owners  # no data moves
+    run(sim, workload, coordinator, c.Put(key, b"v"))
+    assert core.replication.hints.count_for(victim) == 1
+
+
+def test_keepttl_and_expire_conditions_in_a_cluster():
+    sim, addresses, workload = cluster()
+    run(sim, workload, addresses[0], c.Put(b"k", b"v", 60_000), 100)
+    run(sim, workload, addresses[1], c.Put(b"k", b"w", keep_ttl=True), 100)
+    assert 50_000 < run(sim, workload, addresses[2], c.Ttl(b"k", consistency=c.ALL), 100) <= 60_000
+    nx = c.Expire(b"k", 10_000, conditions=frozenset((c.IF_ABSENT,)))
+    assert run(sim, workload, addresses[3], nx, 100) is False  # it has a TTL already
+    gt = c.Expire(b"k", 120_000, conditions=frozenset((c.IF_GREATER,)))
+    assert run(sim, workload, addresses[4], gt, 100) is True
+    assert run(sim, workload, addresses[0], c.Ttl(b"k", consistency=c.ALL), 100) > 100_000

@@ -38,41 +38,11 @@ from sim.scenarios_replication import (
     run_of,
 )
 from sim.simulation import node_addresses
-from sim.workload import ERROR, INDETERMINATE, OK, ClientWorkload, HistoryEntry
+from sim.workload import ERROR, INDETERMINATE, OK, HistoryEntry
 
 #: Seeds per replication scenario in CI: 4 scenarios x 50 = 200 seeds.
 SEEDS_PER_SCENARIO = 50
 SEED_CHUNK = 10
-
-
-def _replication_gap() -> str | None:
-    """Why the seed tests cannot pass yet, or None: a put at quorum on one simulated node must
-    be readable at one from another (false while nodes are islands), and the acknowledged put
-    must carry its version (``Pending.version``, which the version checks read)."""
-    sim = Simulation(1)
-    addresses = node_addresses(3)
-    workload = ClientWorkload(sim)
-    factory = node_factory(
-        sim, NODE_CONFIG, observers=(workload, LazyPlacementObserver()), seeds=lambda a: addresses
-    )
-    for address in addresses:
-        sim.add_node(address, factory)
-    sim.run_until(3_000)
-    try:
-        write = workload.submit(addresses[0], c.Put(b"probe", b"v", consistency=c.QUORUM))
-        sim.run_until(5_000)
-        read = workload.submit(addresses[1], c.Get(b"probe", consistency=c.ONE))
-        sim.run_until(7_000)
-    except Exception as error:
-        return f"nodes are islands (a command with a consistency level fails: {error!r})"
-    if read.outcome != OK or read.result != b"v":
-        return "nodes are islands: a put at quorum on one node misses on another"
-    if write.outcome != OK or write.version is None:
-        return "an acknowledged quorum write carries no Pending.version (replication contract)"
-    return None
-
-
-REPLICATION_GAP = _replication_gap()
 
 
 def _failures(report) -> dict[str, str]:
@@ -82,11 +52,6 @@ def _failures(report) -> dict[str, str]:
 # ---------------------------------------------------------------------------- the must-show
 
 
-@pytest.mark.xfail(
-    REPLICATION_GAP is not None,
-    reason=f"the checkers must fail until replication is complete on main: {REPLICATION_GAP}",
-    strict=False,
-)
 @pytest.mark.parametrize("first_seed", range(0, SEEDS_PER_SCENARIO, SEED_CHUNK))
 @pytest.mark.parametrize("name", sorted(REPLICATION_SCENARIOS))
 def test_replication_scenarios_pass_every_checker(name: str, first_seed: int):

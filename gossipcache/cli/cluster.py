@@ -102,15 +102,20 @@ def _node_command(args: argparse.Namespace, index: int, key_file: Path) -> list[
 
 
 def _alive_members(port: int) -> int:
-    """How many members the node on ``port`` holds alive (0 if it does not answer yet)."""
+    """How many members the node on ``port`` holds alive and ranks in a complete placement
+    table (0 if it does not answer yet): a node serves data once its table ranks the others."""
     from ..client.client import SyncClient
     from ..errors import GossipCacheError
 
     try:
         with SyncClient(f"127.0.0.1:{port}", timeout_s=1.0) as client:
-            return sum(1 for m in client.members() if m["state"] == "alive")
+            alive = sum(1 for m in client.members() if m["state"] == "alive")
+            stats = client.stats()
     except GossipCacheError:
         return 0
+    if stats.get("placement_rebuilding") or stats.get("placement_members", alive) != alive:
+        return 0
+    return alive
 
 
 def _tail(path: Path) -> str:

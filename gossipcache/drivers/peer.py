@@ -74,6 +74,12 @@ DATAGRAM_QUEUE_MAX = 1024
 CONNECT_TIMEOUT_S = 2.0
 #: A write that does not complete within this long means the peer stopped reading: fail it.
 PEER_SEND_TIMEOUT_S = 10.0
+#: After a failed connect to a peer, payloads for it fail at once (reported to the core as a
+#: failed stream) for a back-off that starts here and doubles per failure up to the maximum;
+#: a successful connection resets it. Without it every payload for a dead peer would start a
+#: connect attempt of its own.
+RECONNECT_BACKOFF_S_MIN = 0.1
+RECONNECT_BACKOFF_S_MAX = 5.0
 #: An outgoing connection with nothing to send for this long is closed (reopened on demand).
 PEER_IDLE_TIMEOUT_S = 60.0
 #: An incoming connection silent this long is closed. Longer than the sender's idle timeout, so
@@ -193,6 +199,8 @@ class PeerDriver:
         self.links_max = PEER_CONNECTIONS_MAX
         self._incoming = 0
         self._failed_peers: list[str] = []
+        #: peer -> (no connect attempt before this trio time, the back-off that set it).
+        self._backoff: dict[str, tuple[float, float]] = {}
         self._datagrams_out, self._datagrams_queue = trio.open_memory_channel[tuple[str, bytes]](
             DATAGRAM_QUEUE_MAX
         )
@@ -298,6 +306,11 @@ class PeerDriver:
             return
         link = self._links.get(peer)
         if link is None:
+            backoff = self._backoff.get(peer)
+            if backoff is not None and trio.current_time() < backoff[0]:
+                self._count("stream_dropped_backoff")
+                self._failed_peers.append(peer)
+                return
             if len(self._links) >= self.links_max or self._nursery is None:
                 self._count("stream_dropped_connections_full")
                 self._failed_peers.append(peer)
@@ -328,8 +341,17 @@ class PeerDriver:
             with trio.fail_after(CONNECT_TIMEOUT_S):
                 stream = await trio.open_tcp_stream(host, port)
         except (OSError, ValueError, trio.TooSlowError):
+            previous = self._backoff.get(link.peer)
+            delay_s = (
+                RECONNECT_BACKOFF_S_MIN
+                if previous is None
+                else min(previous[1] * 2, RECONNECT_BACKOFF_S_MAX)
+            )
+            if len(self._backoff) < PEER_INCOMING_MAX:  # bounded like the peers themselves
+                self._backoff[link.peer] = (trio.current_time() + delay_s, delay_s)
             self._link_failed(link, "peer_connect_failed")
             return
+        self._backoff.pop(link.peer, None)
         self._count("peer_connections_opened")
         async with stream:
             if await self._serve_link(stream, link, opening):

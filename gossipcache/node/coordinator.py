@@ -126,10 +126,17 @@ class Coordinator:
         return table.owners_of_key(key)
 
     def _check_joined(self, table) -> None:
-        """A node started with seeds serves data only once its table ranks another member:
-        before that it would take itself for every key's only owner, acknowledge writes no
-        real owner holds, and answer reads from an empty store (a restarted node, say)."""
-        if table is None or len(table.members) < 2:
+        """A node started with seeds serves data only once a seed answered its join (a full
+        member list) and its table ranks those members: before, it would take itself (or the
+        few members it heard of) for a key's owners, acknowledge writes no real owner holds
+        (the replication scenarios found both), and answer reads from an empty store."""
+        membership = self.core.membership
+        if (
+            table is None
+            or len(table.members) < 2
+            or (membership is not None and membership.is_joining)
+            or self.placement.busy
+        ):
             raise ServiceUnavailable(
                 "this node is joining the cluster (no other member known yet); retry shortly"
             )
@@ -381,26 +388,41 @@ class Coordinator:
         return self._read_then(c.Put, command, self.write_level, wall_ms, decide)
 
     def _plain_put(self, command, key, value, expires_at_ms, level, wall_ms):
-        """SET without conditions: one replicated write, no read, no closures: the
-        ``Pending`` rides with the write as its token."""
+        """SET without conditions: one replicated write, no read, no closures. The write
+        carries a ``_Slot`` as its token: when it completes at once (this node is the key's
+        only owner) the result is returned as it is, else the slot gets a ``Pending``."""
         owners = self.owners(key)
         counters = self.by_level[level]
         counters.writes += 1
         if self.own not in owners:
             self.forwarded += 1
         core = self.core
-        pending = core.defer(c.Put, command)
-        pending.version = self.replication.write(
+        if core.pending_count >= core.config.pending_per_node_max:
+            core.defer(c.Put, command)  # raises ServiceUnavailable, counted
+        slot = _Slot()
+        version = self.replication.write(
             key, value, expires_at_ms, owners, required_for(level, len(owners)),
-            self._plain_put_done, wall_ms, core.clock.monotonic_ms(), token=pending,
+            self._plain_put_done, wall_ms, core.clock.monotonic_ms(), token=slot,
         )  # fmt: skip
+        if slot.done:
+            if slot.error is not None:
+                raise slot.error
+            return True
+        pending = slot.pending = core.defer(c.Put, command)
+        pending.version = max(version, slot.version)  # a restamp may have come first
         return pending
 
     def _plain_put_done(self, op, error) -> None:
-        pending = op.token
-        pending.version = op.version
+        slot = op.token
         if error is not None:
             self.by_level_failures(op)
+        pending = slot.pending
+        if pending is None:  # completed before ``_plain_put`` returned
+            slot.done = True
+            slot.error = error
+            slot.version = op.version
+            return
+        pending.version = op.version
         self.core.complete(pending, None if error else True, error)
 
     def by_level_failures(self, op) -> None:
@@ -485,6 +507,24 @@ class Coordinator:
             result[f"replication_{level}_writes"] = counters.writes
             result[f"replication_{level}_failures"] = counters.failures
         return result
+
+
+class _Slot:
+    """Where a plain write's outcome goes: its ``Pending`` once the write had to wait."""
+
+    __slots__ = ("pending", "done", "error", "version")
+
+    def __init__(self) -> None:
+        self.pending = None
+        self.done = False
+        self.error: Exception | None = None
+        self.version = 0
+
+    def restamped(self, version: int) -> None:
+        """The write was restamped: its ``Pending`` shows the version it now carries."""
+        self.version = version
+        if self.pending is not None:
+            self.pending.version = version
 
 
 class _Gather:

@@ -51,6 +51,9 @@ PAYLOAD_SIZE_BYTES_TARGET = 1024 * 1024
 #: requests are refused with ``ServiceUnavailable`` (the node's pending bound comes first).
 OPS_IN_FLIGHT_MAX = 131_072
 
+#: After a peer's stream failed, new requests treat it as down (hints, other owners) for this
+#: long instead of sending to it again at once; membership decides for longer.
+UNREACHABLE_MS = 1000
 #: Bytes of message envelope counted per message when packing payloads.
 _MESSAGE_OVERHEAD_BYTES = 48
 
@@ -189,6 +192,8 @@ class Replication:
         )
         #: Owners known to be down (membership says dead): written to as hints only.
         self.down: set[str] = set()
+        #: Peers whose stream failed recently -> until when they count as down (monotonic ms).
+        self._unreachable: dict[str, int] = {}
         self._ops: dict[int, _Read | _Write | _HintDelivery] = {}
         self._deadlines: list[tuple[int, int]] = []  # (deadline_ms, req), a heap
         self._outgoing: dict[str, list[list]] = {}
@@ -223,7 +228,7 @@ class Replication:
         for owner in owners:
             if owner == self.own:
                 op.replies[owner] = self.store.lookup(key, wall_ms, touch=True)
-            elif owner not in self.down:
+            elif owner not in self.down and not self._unreachable_at(owner, now_ms):
                 remote.append(owner)
         want = required - len(op.replies)
         if background:
@@ -306,8 +311,20 @@ class Replication:
                 if self.store.evict_version(key, version):
                     self.stats.evict_notices_applied += 1
 
+    def _unreachable_at(self, peer: str, now_ms: int) -> bool:
+        until_ms = self._unreachable.get(peer)
+        if until_ms is None:
+            return False
+        if until_ms > now_ms:
+            return True
+        del self._unreachable[peer]
+        return False
+
     def peer_failed(self, peer: str, now_ms: int, wall_ms: int) -> None:
-        """The stream to ``peer`` broke: what it was asked will not be answered."""
+        """The stream to ``peer`` broke: what it was asked will not be answered, and new
+        requests leave it out for ``UNREACHABLE_MS``."""
+        if len(self._unreachable) < OPS_IN_FLIGHT_MAX:
+            self._unreachable[peer] = now_ms + UNREACHABLE_MS
         for op in list(self._ops.values()):
             if isinstance(op, _Read):
                 if peer in op.asked and peer not in op.replies:
@@ -467,7 +484,7 @@ class Replication:
                     entry = self.store.lookup(op.key, wall_ms)
                     held = entry[1] if entry is not None else 0
                 self._on_outcome(op, owner, outcome, held)
-            elif owner in self.down:
+            elif owner in self.down or self._unreachable_at(owner, now_ms):
                 self._hint(owner, op, now_ms)
             else:
                 if message is None:
@@ -540,6 +557,9 @@ class Replication:
         self.stats.restamps += 1
         op.restamps += 1
         op.version = max(stamp << 64 | self.clock.node_tag, op.restamp_above + 1)
+        restamped = getattr(op.token, "restamped", None)
+        if restamped is not None:
+            restamped(op.version)  # the caller tracks the write's version (checkers read it)
         op.restamp_above = 0
         op.acked.clear()
         op.waiting.clear()
@@ -554,7 +574,9 @@ class Replication:
         if not op.answered and len(op.acked) >= op.required:
             op.answered = True
             op.on_done(op, None)
-        elif not op.answered and len(op.acked) + len(op.waiting) < op.required:
+        elif not op.answered and not op.waiting and len(op.acked) < op.required:
+            # Impossible now; reported once every owner asked has answered, so the error
+            # names how many hold the write.
             op.answered = True
             self.stats.level_failures += 1
             op.on_done(op, level_error("write", len(op.acked), op.required, len(op.owners)))
@@ -600,7 +622,11 @@ class Replication:
     def _deliver_hints(self, now_ms: int) -> None:
         config = self.config
         for target in self.hints.targets():
-            if target in self.down or target in self._hint_busy:
+            if (
+                target in self.down
+                or target in self._hint_busy
+                or self._unreachable_at(target, now_ms)
+            ):
                 continue
             if len(self._ops) >= OPS_IN_FLIGHT_MAX:
                 return  # clients' requests come first; the hints wait for the next round
