@@ -14,6 +14,12 @@ and joined -- is precomputed, and the measuring loop only sends ready bytes, par
 ``recv`` parses many) and counts them. ``--processes K`` runs K generator processes whose
 histograms merge; the report gives the generator's own CPU use, so a reader can tell who was the
 bottleneck (a generator process near 100 % of a core is).
+
+Cluster mode (``--seeds HOST:PORT,...``): bench learns the topology from a seed as the smart
+client does, opens one socket per node for each connection, and splits every batch by each
+key's primary, so each request takes one hop. ``--consistency one|quorum|all`` adds the native
+protocol's level argument to every GET and SET (without it, the requests are byte for byte
+what they were). ``--server-pid`` may be repeated: the report sums the processes' CPU.
 """
 
 from __future__ import annotations
