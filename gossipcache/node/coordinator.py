@@ -27,6 +27,7 @@ from collections.abc import Callable
 
 from ..errors import ServiceUnavailable
 from ..limits import EXPIRES_AT_MS_MAX
+from ..membership import MemberState
 from ..placement import BUCKET_COUNT, bucket_of
 from ..replication import Replication
 from ..store import TTL_MISSING, TTL_PERSISTENT
@@ -126,22 +127,39 @@ class Coordinator:
         return table.owners_of_key(key)
 
     def _check_joined(self, table) -> None:
-        """A node started with seeds serves data only once a seed answered its join (a full
-        member list) and its table ranks those members: before, it would take itself (or the
-        few members it heard of) for a key's owners, acknowledge writes no real owner holds
-        (the replication scenarios found both), and answer reads from an empty store."""
+        reason = self.join_pending_reason(table)
+        if reason is not None:
+            raise ServiceUnavailable(f"this node is joining the cluster ({reason}); retry shortly")
+
+    def join_pending_reason(self, table) -> str | None:
+        """Why this node, started with seeds, may not serve data yet, or None (and from then
+        on it serves). It serves once a seed answered its join (a full member list), its
+        table ranks those members, and a majority of its seeds are live members. Before
+        that it would take itself (or the few members it heard of) for a key's owners and
+        acknowledge writes no real owner holds; two nodes restarted empty that reach only
+        each other would take themselves for the whole cluster (the replication scenarios
+        found all three: crash seed 36, mixed seeds 92 and 65). The node core calls this from
+        ``tick`` while joining, so the node is marked joined as soon as it is."""
+        if not self.joining:
+            return None
         membership = self.core.membership
-        if (
-            table is None
-            or len(table.members) < 2
-            or (membership is not None and membership.is_joining)
-            or self.placement.busy
-        ):
-            raise ServiceUnavailable(
-                "this node is joining the cluster (no other member known yet); retry shortly"
-            )
+        if table is None or len(table.members) < 2 or self.placement.busy:
+            return "no other member ranked yet"
+        if membership is not None and membership.is_joining:
+            return "no seed answered yet"
+        seeds = {seed for seed in self.core.config.seeds if seed != self.own}
+        if membership is not None and seeds:
+            live = {
+                member.address
+                for member in membership.members()
+                if member.state in (MemberState.ALIVE, MemberState.SUSPECT)
+            }
+            reached = len(seeds & live)
+            if reached < len(seeds) // 2 + 1:
+                return f"{reached} of {len(seeds)} seeds reached; it serves once a majority are"
         self.joining = False
         self.placement.joined = True
+        return None
 
     def _level(self, command, default: str) -> str:
         index = _LEVEL_INDEX[type(command)] if isinstance(command, c.Command) else 99

@@ -55,6 +55,8 @@ MEMBERSHIP_EVENTS_KEPT = 4096
 #: How often the core re-reads the member list for placement even without membership events:
 #: a dead member leaves placement once its hint window has passed.
 PLACEMENT_REFRESH_MS = 1000
+#: While a node started with seeds joins, how often the core checks whether it has.
+JOIN_CHECK_INTERVAL_MS = 20
 #: Hints a node holds in all, at most: this, or 5 % of its memory limit if less.
 HINTS_BYTES_MAX = 256 * 1024 * 1024
 HINTS_MEMORY_SHARE = 0.05
@@ -169,6 +171,7 @@ class NodeCore:
         )
         self._last_tick_ms = now_ms
         self._next_placement_refresh_ms = now_ms + PLACEMENT_REFRESH_MS
+        self._next_join_check_ms = now_ms
         self.replication: Replication | None = None
         self.coordinator: Coordinator | None = None
         if self.membership is not None and config.replication_enabled:
@@ -307,6 +310,11 @@ class NodeCore:
             self._next_expire_ms = now_ms + self.config.expire_interval_ms
         replication = self.replication
         if replication is not None:
+            coordinator = self.coordinator
+            if coordinator.joining and now_ms >= self._next_join_check_ms:
+                # O(members) while joining only: at most every JOIN_CHECK_INTERVAL_MS.
+                self._next_join_check_ms = now_ms + JOIN_CHECK_INTERVAL_MS
+                coordinator.join_pending_reason(self.placement.table)
             if self._next_placement_refresh_ms <= now_ms:
                 self._next_placement_refresh_ms = now_ms + PLACEMENT_REFRESH_MS
                 self._update_placement()
