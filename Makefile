@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .PHONY: run test lint bench-eviction bench-store bench-server bench-server-cost bench-membership \
-	bench-memory-fill bench-memory-attacks bench-placement clean
+	bench-memory-fill bench-memory-attacks bench-placement bench-cluster clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -62,6 +62,14 @@ bench-memory-attacks: $(STAMP)
 # Placement balance, movement on join/leave, build times and table memory (~30 s).
 bench-placement: $(STAMP)
 	$(BIN)/python -m benchmarks.placement_bench $(ARGS)
+
+# Issue 9: server CPU per operation of 3-node clusters (one hop and forwarded, one and quorum)
+# against one node and Redis, in one run (~6 min; needs redis-server), then the simulator's
+# node-to-node messages and bytes per operation (3 and 5 nodes).
+bench-cluster: $(STAMP)
+	$(BIN)/python -m benchmarks.cluster_bench --rounds 3 --out docs/cluster-results.md $(ARGS)
+	$(BIN)/python -m sim bench replication-cost --nodes 3
+	$(BIN)/python -m sim bench replication-cost --nodes 5
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

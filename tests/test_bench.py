@@ -389,3 +389,125 @@ def test_import_origin_check(tmp_path) -> None:
 
 def test_scraper_fetches_metrics(node_ports) -> None:
     assert compare.Scraper(node_ports["metrics"]).fetch()
+
+
+# -- cluster mode ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def cluster_servers():
+    """Three in-process nodes (R = 2, one host id each) on their own Trio loop in a background
+    thread, once every node's table ranks all three and they agree on its epoch."""
+    started: queue.Queue = queue.Queue()
+
+    async def serve() -> None:
+        servers: list[NodeServer] = []
+        async with trio.open_nursery() as nursery:
+            for index in range(3):
+                seeds = (f"127.0.0.1:{servers[0].ports['native']}",) if servers else ()
+                config = NodeConfig(
+                    port=0, resp_port=None, metrics_port=None, membership_profile="local",
+                    seeds=seeds, replicas=2, host_id=f"host-{index}",
+                    size_bytes_max=16 * 1024 * 1024,
+                )  # fmt: skip
+                server = NodeServer(config)
+                await nursery.start(server.serve)
+                servers.append(server)
+            views = [server.core.placement for server in servers]
+            with trio.fail_after(15):
+                while not (
+                    all(v.table is not None and len(v.table.members) == 3 for v in views)
+                    and len({v.epoch for v in views}) == 1
+                ):
+                    await trio.sleep(0.02)
+            started.put((servers, nursery.cancel_scope, trio.lowlevel.current_trio_token()))
+
+    thread = threading.Thread(target=trio.run, args=(serve,), daemon=True)
+    thread.start()
+    servers, cancel_scope, token = started.get(timeout=30)
+    yield servers
+    trio.from_thread.run_sync(cancel_scope.cancel, trio_token=token)
+    thread.join(timeout=30)
+
+
+def test_cluster_mode_sends_each_request_to_its_keys_primary(cluster_servers, capsys) -> None:
+    servers = cluster_servers
+    addresses = [f"127.0.0.1:{server.ports['native']}" for server in servers]
+    coordinators = [server.core.coordinator for server in servers]
+    # Two seeds in one flag, the third repeated: all one list; the first answers.
+    summary = _run_cli(
+        capsys, servers[0].ports["native"], "native", "--seeds", ",".join(addresses[:2]),
+        "--seeds", addresses[2], "--consistency", "quorum", "--read-ratio", "0.5",
+    )  # fmt: skip
+    assert sorted(summary["cluster_nodes"]) == sorted(addresses) and summary["node"] is None
+    assert summary["consistency"] == "quorum" and summary["errors"] == 0
+    assert summary["hits"] == summary["gets"] > 0 and summary["sets"] > 0
+    # One hop: no node coordinated a key it does not own; each coordinated the keys it is
+    # primary of, at the level the requests carried (preloaded SETs at the default, quorum).
+    assert [coordinator.forwarded for coordinator in coordinators] == [0, 0, 0]
+    for coordinator in coordinators:
+        assert coordinator.by_level["quorum"].reads > 0
+        assert coordinator.by_level["quorum"].writes > 0
+        assert coordinator.by_level["all"].reads == coordinator.by_level["all"].writes == 0
+    # The same workload through one node: it coordinates keys it does not own (forwarded),
+    # so the zero above is the routing's doing.
+    summary = _run_cli(
+        capsys, servers[0].ports["native"], "native", "--consistency", "all", "--no-preload",
+        "--read-ratio", "1",
+    )  # fmt: skip
+    assert summary["errors"] == 0 and summary["cluster_nodes"] is None
+    assert coordinators[0].forwarded > 0 and coordinators[0].by_level["all"].reads > 0
+    assert coordinators[1].by_level["all"].reads == 0
+
+
+def test_cluster_mode_needs_the_native_protocol() -> None:
+    with pytest.raises(ValueError, match="native"):
+        bench.BenchConfig(protocol="resp", consistency="one")
+    with pytest.raises(ValueError, match="native"):
+        bench.BenchConfig(protocol="resp", seeds=("127.0.0.1:7000",))
+    with pytest.raises(ValueError, match="consistency"):
+        bench.BenchConfig(consistency="eventual")
+
+
+def test_replies_out_of_order_are_matched_by_id() -> None:
+    """A node answers a request that waits for replicas after later ones: the tally matches
+    replies by id, and a duplicate id is an error."""
+    read = make_reply_reader("native")
+    tally = Tally()
+    kinds = bytes([KIND_SET, KIND_GET, KIND_GET])
+    replies = [
+        Response(2, STATUS_NOT_FOUND, None), Response(1, STATUS_OK, b"v"),
+        Response(0, STATUS_OK, None),
+    ]  # fmt: skip
+    assert read(b"".join(encode_response(r) for r in replies), kinds, 0, tally) == 3
+    assert (tally.gets, tally.sets, tally.hits, tally.misses, tally.errors) == (2, 1, 1, 1, 0)
+    duplicate = Tally()
+    assert read(encode_response(replies[1]) * 2, kinds, 0, duplicate) == 2
+    assert duplicate.errors == 1 and "not expected" in duplicate.error_messages[0]
+
+
+def test_a_batch_is_split_by_primary_with_the_same_draws() -> None:
+    route = bench.ClusterRoute(
+        (("127.0.0.1", 1), ("127.0.0.1", 2)), [bucket % 2 for bucket in range(16384)]
+    )
+    plain = build_batches("native", ZIPF, 500, 0.7, 10, 16, seed=3)
+    routed = build_batches("native", ZIPF, 500, 0.7, 10, 16, seed=3, route=route)
+    assert len(plain) == len(routed)
+    for batch, parts in zip(plain, routed):
+        requests = [decode_request(body) for body in _bodies(batch.payload)]
+        split = [
+            (node, decode_request(body)) for node, part in parts for body in _bodies(part.payload)
+        ]
+        # The same requests, each on its key's node, ids renumbered 0..n-1 per part.
+        assert sorted((r.op, r.args) for r in requests) == sorted((r.op, r.args) for _, r in split)
+        for node, request in split:
+            assert route.node_of(request.args[0]) == node
+        for _, part in parts:
+            ids = [decode_request(body).request_id for body in _bodies(part.payload)]
+            assert ids == list(range(len(part.kinds)))
+
+
+def _bodies(payload: bytes) -> list[bytes]:
+    decoder = FrameDecoder()
+    decoder.feed(payload)
+    return decoder.pop_frames()

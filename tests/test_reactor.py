@@ -12,7 +12,8 @@ from gossipcache.drivers import reactor as reactor_module
 from gossipcache.drivers.cluster_keys import DEVELOPMENT_CLUSTER_KEY
 from gossipcache.drivers.server import NodeServer
 from gossipcache.node.config import NodeConfig
-from gossipcache.wire.framing import frame
+from gossipcache.wire.framing import FrameDecoder, frame
+from gossipcache.wire.native import OP_PUT, STATUS_OK, Request, decode_response, encode_request
 from gossipcache.wire.peer import PREAMBLE, PeerAuthenticator
 
 WAIT_S_MAX = 10.0
@@ -182,3 +183,62 @@ async def test_unfinished_handshakes_wait_in_a_small_budget_per_source(
     assert server.reactor.peer_connections == 5
     for stream in (*held, other, peer, fifth):
         await stream.aclose()
+
+
+async def test_a_clients_replicated_write_leaves_in_the_same_pass(nursery) -> None:
+    """A write a client sends makes the coordinator queue messages for the other owners; they
+    must leave when the reactor finishes that pass, not at the core's next tick or next peer
+    input (which made every quorum write wait ~30 ms for a membership timer)."""
+    servers = []
+    for index in range(3):
+        seeds = (f"127.0.0.1:{servers[0].ports['native']}",) if servers else ()
+        servers.append(await start(nursery, seeds=seeds, replicas=3, host_id=f"host-{index}"))
+    await wait_until(
+        lambda: all(
+            s.core.placement.table is not None and len(s.core.placement.table.members) == 3
+            for s in servers
+        )
+    )
+    coordinator = servers[0]
+    core, replication = coordinator.core, coordinator.core.replication
+    events: list[str] = []
+
+    def record(name: str, function):
+        def recorded(*args, **kwargs):
+            events.append(name)
+            return function(*args, **kwargs)
+
+        return recorded
+
+    core.tick = record("tick", core.tick)
+    core.handle = record("input", core.handle)  # peer streams served by the reactor
+    step = coordinator.peer_driver.step
+    # Datagrams and link failures reach the core through the driver's step(action).
+    coordinator.peer_driver.step = lambda action: (
+        events.append("input" if action is not None else "flush"),
+        step(action),
+    )
+    replication.write = record("write", replication.write)
+    take_outbox = replication.take_outbox
+
+    def take() -> list:
+        outbox = take_outbox()
+        if outbox:
+            events.append("sent")
+        return outbox
+
+    replication.take_outbox = take
+    stream = await connect(coordinator)
+    decoder = FrameDecoder()
+    for index in range(5):
+        events.clear()
+        key = b"pass:%d" % index
+        await stream.send_all(encode_request(Request(index, OP_PUT, (key, b"v", None, "quorum"))))
+        with trio.fail_after(WAIT_S_MAX):
+            while not (bodies := decoder.pop_frames()):
+                decoder.feed(await stream.receive_some(65536))
+        assert decode_response(bodies[0]).status == STATUS_OK
+        after_write = events[events.index("write") + 1 :]
+        first = next(event for event in after_write if event in ("tick", "input", "sent"))
+        assert first == "sent", events
+    await stream.aclose()

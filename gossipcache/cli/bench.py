@@ -14,12 +14,19 @@ and joined -- is precomputed, and the measuring loop only sends ready bytes, par
 ``recv`` parses many) and counts them. ``--processes K`` runs K generator processes whose
 histograms merge; the report gives the generator's own CPU use, so a reader can tell who was the
 bottleneck (a generator process near 100 % of a core is).
+
+Cluster mode (``--seeds HOST:PORT,...``): bench learns the topology from a seed as the smart
+client does, opens one socket per node for each connection, and splits every batch by each
+key's primary, so each request takes one hop. ``--consistency one|quorum|all`` adds the native
+protocol's level argument to every GET and SET (without it, the requests are byte for byte
+what they were). ``--server-pid`` may be repeated: the report sums the processes' CPU.
 """
 
 from __future__ import annotations
 
 import argparse
 import bisect
+import dataclasses
 import itertools
 import json
 import math
@@ -31,14 +38,17 @@ import socket as _stdlib_socket
 import sys
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from array import array
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from ..errors import ProtocolError
+from ..errors import GossipCacheError, ProtocolError
 from ..metrics.histogram import Histogram, bin_index
+from ..placement import BUCKET_COUNT, bucket_of
 from ..wire.framing import FrameDecoder
 from ..wire.native import (
+    CONSISTENCY_LEVELS,
     OP_GET,
     OP_PUT,
     STATUS_ERROR,
@@ -150,24 +160,75 @@ class Batch(NamedTuple):
     kinds: bytes
 
 
-def encode_one(protocol: str, kind: int, key: bytes, value: bytes, request_id: int) -> bytes:
-    """The bytes of one GET or SET in ``protocol``."""
+def encode_one(
+    protocol: str,
+    kind: int,
+    key: bytes,
+    value: bytes,
+    request_id: int,
+    consistency: str | None = None,
+) -> bytes:
+    """The bytes of one GET or SET in ``protocol``; native requests carry ``consistency``
+    (the op's optional last argument) when it is given."""
     if protocol == "resp":
         return (
             encode_command(b"GET", key) if kind == KIND_GET else encode_command(b"SET", key, value)
         )
+    level = () if consistency is None else (consistency,)
     if kind == KIND_GET:
-        return encode_request(Request(request_id, OP_GET, (key,)))
-    return encode_request(Request(request_id, OP_PUT, (key, value, None)))
+        return encode_request(Request(request_id, OP_GET, (key, *level)))
+    return encode_request(Request(request_id, OP_PUT, (key, value, None, *level)))
 
 
-def encode_batch(protocol: str, kinds: bytes, keys: Sequence[bytes], value: bytes) -> Batch:
+def encode_batch(
+    protocol: str,
+    kinds: bytes,
+    keys: Sequence[bytes],
+    value: bytes,
+    consistency: str | None = None,
+) -> Batch:
     return Batch(
         b"".join(
-            encode_one(protocol, kind, key, value, position)
+            encode_one(protocol, kind, key, value, position, consistency)
             for position, (kind, key) in enumerate(zip(kinds, keys))
         ),
         kinds,
+    )
+
+
+class ClusterRoute(NamedTuple):
+    """Where a smart client sends each key: the nodes' native addresses, and for each of the
+    16384 buckets the index (into ``addresses``) of its primary owner. Small and picklable, so
+    generator processes get it with their config."""
+
+    addresses: tuple[Address, ...]
+    primary_of_bucket: Sequence[int]
+
+    def node_of(self, key: bytes) -> int:
+        return self.primary_of_bucket[bucket_of(key)]
+
+
+#: A smart client's pipeline batch: the requests of one ``Batch``-sized draw split by the node
+#: they go to, ``(node index, part)`` per node, each part with its own request ids 0..n-1.
+RoutedBatch = tuple[tuple[int, Batch], ...]
+
+
+def route_batch(
+    route: ClusterRoute,
+    kinds: bytes,
+    keys: Sequence[bytes],
+    value: bytes,
+    consistency: str | None = None,
+) -> RoutedBatch:
+    """Split one batch of native requests by each key's primary."""
+    by_node: dict[int, tuple[bytearray, list[bytes]]] = {}
+    for kind, key in zip(kinds, keys):
+        part_kinds, part_keys = by_node.setdefault(route.node_of(key), (bytearray(), []))
+        part_kinds.append(kind)
+        part_keys.append(key)
+    return tuple(
+        (node, encode_batch("native", bytes(part_kinds), part_keys, value, consistency))
+        for node, (part_kinds, part_keys) in sorted(by_node.items())
     )
 
 
@@ -180,10 +241,13 @@ def build_batches(
     pipeline: int,
     seed: int,
     sample_size_requests: int | None = None,
-) -> list[Batch]:
+    consistency: str | None = None,
+    route: ClusterRoute | None = None,
+) -> list[Batch] | list[RoutedBatch]:
     """The precomputed request stream: ``sample_size_requests`` (default: in proportion to
     ``keys``, rounded up to whole batches) seeded draws of a key and of GET (with probability
-    ``read_ratio``) or SET."""
+    ``read_ratio``) or SET. With ``route``, each batch is split by node (``RoutedBatch``); the
+    draws are the same either way."""
     if sample_size_requests is None:
         sample_size_requests = min(
             SAMPLE_SIZE_REQUESTS_MAX,
@@ -202,17 +266,28 @@ def build_batches(
             names.get(index) or names.setdefault(index, key_name(index))
             for index in indices[start : start + pipeline]
         ]
-        batches.append(encode_batch(protocol, kinds[start : start + pipeline], batch_keys, value))
+        batch_kinds = kinds[start : start + pipeline]
+        if route is None:
+            batches.append(encode_batch(protocol, batch_kinds, batch_keys, value, consistency))
+        else:
+            batches.append(route_batch(route, batch_kinds, batch_keys, value, consistency))
     return batches
 
 
-def preload_batches(protocol: str, keys: int, value_size_bytes: int) -> list[Batch]:
-    """SETs of every key once, ``PRELOAD_PIPELINE`` per batch."""
+def preload_batches(
+    protocol: str, keys: int, value_size_bytes: int, route: ClusterRoute | None = None
+) -> list[Batch] | list[RoutedBatch]:
+    """SETs of every key once, ``PRELOAD_PIPELINE`` per batch (at the node's default
+    consistency level), split by node with ``route``."""
     value = b"v" * value_size_bytes
     batches = []
     for start in range(0, keys, PRELOAD_PIPELINE):
         names = [key_name(index) for index in range(start, min(keys, start + PRELOAD_PIPELINE))]
-        batches.append(encode_batch(protocol, bytes([KIND_SET]) * len(names), names, value))
+        kinds = bytes([KIND_SET]) * len(names)
+        if route is None:
+            batches.append(encode_batch(protocol, kinds, names, value))
+        else:
+            batches.append(route_batch(route, kinds, names, value))
     return batches
 
 
@@ -263,23 +338,38 @@ class Tally:
                 if type(reply) is not str or reply != "OK":
                     self.error(f"SET answered {reply!r:.120}")
 
-    def add_native(self, bodies: list[bytes], kinds: bytes, first: int) -> None:
-        """Count native response bodies to the requests ``kinds[first:]`` (request id =
-        position in the batch)."""
+    def add_native(
+        self, bodies: list[bytes], kinds: bytes, first: int, answered: bytearray | None = None
+    ) -> None:
+        """Count native response bodies to the requests of ``kinds`` (request id = position
+        in the batch). Replies may come in any order (a request that waits for replicas is
+        answered after later ones), so each is matched by its id; ``answered`` marks the ids
+        answered so far in this batch (None: a fresh batch). A reply with an id out of range
+        or answered twice is an error, counted at its arrival position ``first + n``."""
+        if answered is None:
+            answered = bytearray(len(kinds))
         for position, body in enumerate(bodies, first):
-            is_get = kinds[position] == KIND_GET
+            try:
+                request_id, status, payload = decode_response(body)
+            except ProtocolError as error:
+                request_id, status, payload = None, None, None
+                message = f"malformed response: {error}"
+            else:
+                message = None
+                if not 0 <= request_id < len(kinds) or answered[request_id]:
+                    message = f"response id {request_id} was not expected (batch of {len(kinds)})"
+            if message is not None:
+                self.gets += kinds[position] == KIND_GET
+                self.sets += kinds[position] != KIND_GET
+                self.error(message)
+                continue
+            answered[request_id] = 1
+            is_get = kinds[request_id] == KIND_GET
             if is_get:
                 self.gets += 1
             else:
                 self.sets += 1
-            try:
-                request_id, status, payload = decode_response(body)
-            except ProtocolError as error:
-                self.error(f"malformed response: {error}")
-                continue
-            if request_id != position:
-                self.error(f"response id {request_id} where {position} was expected")
-            elif status == STATUS_OK:
+            if status == STATUS_OK:
                 if is_get:
                     self.hits += 1
             elif status == STATUS_NOT_FOUND and is_get:
@@ -307,20 +397,32 @@ def make_reply_reader(protocol: str) -> ReplyReader:
     """A reply reader with its own stream buffer (one per connection)."""
     if protocol == "resp":
         parser = RespReplyParser()
-        feed, pop, add = parser.feed, parser.pop_replies, Tally.add_resp
-    else:
-        decoder = FrameDecoder()
-        feed, pop, add = decoder.feed, decoder.pop_frames, Tally.add_native
+        feed, pop = parser.feed, parser.pop_replies
 
-    def read(data: bytes, kinds: bytes, first: int, tally: Tally) -> int:
-        feed(data)
-        replies = pop()
-        if first + len(replies) > len(kinds):
-            raise ProtocolError(f"{first + len(replies)} replies to a batch of {len(kinds)}")
-        add(tally, replies, kinds, first)
-        return len(replies)
+        def read(data: bytes, kinds: bytes, first: int, tally: Tally) -> int:
+            feed(data)
+            replies = pop()
+            if first + len(replies) > len(kinds):
+                raise ProtocolError(f"{first + len(replies)} replies to a batch of {len(kinds)}")
+            tally.add_resp(replies, kinds, first)
+            return len(replies)
 
-    return read
+        return read
+    decoder = FrameDecoder()
+    answered = bytearray()  # the ids of the current batch answered so far
+
+    def read_native(data: bytes, kinds: bytes, first: int, tally: Tally) -> int:
+        nonlocal answered
+        decoder.feed(data)
+        bodies = decoder.pop_frames()
+        if first + len(bodies) > len(kinds):
+            raise ProtocolError(f"{first + len(bodies)} replies to a batch of {len(kinds)}")
+        if first == 0:  # a new batch
+            answered = bytearray(len(kinds))
+        tally.add_native(bodies, kinds, first, answered)
+        return len(bodies)
+
+    return read_native
 
 
 def record_many(histogram: Histogram, value: int, count: int) -> None:
@@ -355,14 +457,15 @@ async def _connect(address: Address):
     return sock
 
 
-async def _exchange(sock, batch: Batch, read: ReplyReader, tally: Tally, histogram) -> None:
-    """Send one batch, read all its replies, record each reply's latency."""
-    clock_ns = time.perf_counter_ns
-    payload, kinds = batch
-    sent_ns = clock_ns()
+async def _send_all(sock, payload: bytes) -> None:
     view = memoryview(payload)
     while view:
         view = view[await sock.send(view) :]
+
+
+async def _receive(sock, kinds: bytes, read: ReplyReader, tally: Tally, histogram, sent_ns: int):
+    """Read the replies to the requests ``kinds`` sent at ``sent_ns``; record each latency."""
+    clock_ns = time.perf_counter_ns
     expected = len(kinds)
     received = 0
     while received < expected:
@@ -375,6 +478,64 @@ async def _exchange(sock, batch: Batch, read: ReplyReader, tally: Tally, histogr
         if count:
             record_many(histogram, arrived_ns - sent_ns, count)
             received += count
+
+
+async def _exchange(sock, batch: Batch, read: ReplyReader, tally: Tally, histogram) -> None:
+    """Send one batch, read all its replies, record each reply's latency."""
+    payload, kinds = batch
+    sent_ns = time.perf_counter_ns()
+    await _send_all(sock, payload)
+    await _receive(sock, kinds, read, tally, histogram, sent_ns)
+
+
+async def _exchange_routed(
+    sockets: list, batch: RoutedBatch, readers: list[ReplyReader], tally: Tally, histogram
+) -> None:
+    """A smart client's batch: send each node its part, then read each node's replies (the
+    latency of every request runs from the first send)."""
+    sent_ns = time.perf_counter_ns()
+    for node, part in batch:
+        await _send_all(sockets[node], part.payload)
+    for node, part in batch:
+        await _receive(sockets[node], part.kinds, readers[node], tally, histogram, sent_ns)
+
+
+#: Sends one batch over one logical connection and counts its replies into a tally and a
+#: histogram (``_exchanger`` builds one per connection).
+Exchange = Callable[[object, Tally, Histogram], Awaitable[None]]
+
+
+async def _open_connection(config: BenchConfig) -> list:
+    """One logical connection's sockets: one to the node, or (a smart client) one to each
+    node of the cluster."""
+    addresses = (config.address,) if config.route is None else config.route.addresses
+    sockets = []
+    try:
+        for address in addresses:
+            sockets.append(await _connect(address))
+    except OSError:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
+
+
+def _exchanger(config: BenchConfig, sockets: list) -> Exchange:
+    """The ``Exchange`` of one logical connection over ``sockets`` (each with its own reply
+    stream buffer)."""
+    if config.route is None:
+        sock, read = sockets[0], make_reply_reader(config.protocol)
+
+        def exchange(batch, tally, histogram):
+            return _exchange(sock, batch, read, tally, histogram)
+
+        return exchange
+    readers = [make_reply_reader(config.protocol) for _ in sockets]
+
+    def exchange_routed(batch, tally, histogram):
+        return _exchange_routed(sockets, batch, readers, tally, histogram)
+
+    return exchange_routed
 
 
 @dataclass
@@ -395,7 +556,8 @@ class ProcessResult(NamedTuple):
     connection_errors: int
     elapsed_s: float
     cpu_s: float
-    server_cpu_s: float | None
+    #: CPU seconds of each ``server_pids`` process over the measured window.
+    server_cpu_s: tuple[float, ...] | None
 
 
 def read_process_cpu_s(pid: int) -> float:
@@ -406,14 +568,14 @@ def read_process_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def _drive(sock, batches: list[Batch], start: int, read: ReplyReader, window_of) -> None:
+async def _drive(exchange: Exchange, batches: list, start: int, window_of) -> None:
     """Send batches from ``start`` on, cycling, until cancelled."""
     count = len(batches)
     index = start % count
     while True:
         window = window_of()
         try:
-            await _exchange(sock, batches[index], read, window.tally, window.histogram)
+            await exchange(batches[index], window.tally, window.histogram)
         except (OSError, ProtocolError, ConnectionLost) as error:
             window.connection_errors += 1
             window.tally.error(f"connection: {type(error).__name__}: {error}")
@@ -436,19 +598,20 @@ async def _generate(
     batches = build_batches(
         config.protocol, config.key_distribution, config.keys, config.read_ratio,
         config.value_size_bytes, config.pipeline, config.seed * 1_000_003 + process_index,
+        consistency=config.consistency, route=config.route,
     )  # fmt: skip
     rng = random.Random(config.seed + process_index)
-    sockets = []
+    links: list[list] = []
     window = _Window()
     try:
         for _ in range(connections):
-            sockets.append(await _connect(config.address))
+            links.append(await _open_connection(config))
         await trio.to_thread.run_sync(ready)
         async with trio.open_nursery() as nursery:
-            for sock in sockets:
+            for sockets in links:
                 start = rng.randrange(len(batches))
-                reader = make_reply_reader(config.protocol)
-                nursery.start_soon(_drive, sock, batches, start, reader, lambda: window)
+                exchange = _exchanger(config, sockets)
+                nursery.start_soon(_drive, exchange, batches, start, lambda: window)
             await trio.sleep(config.warmup_s)
             window = _Window()
             server_cpu_start_s = _server_cpu_s(config)
@@ -465,22 +628,27 @@ async def _generate(
             server_cpu_end_s = _server_cpu_s(config)
             nursery.cancel_scope.cancel()
     finally:
-        for sock in sockets:
-            sock.close()
+        for sockets in links:
+            for sock in sockets:
+                sock.close()
     server_cpu_s = None
     if server_cpu_start_s is not None and server_cpu_end_s is not None:
-        server_cpu_s = server_cpu_end_s - server_cpu_start_s
+        server_cpu_s = tuple(
+            end - start for start, end in zip(server_cpu_start_s, server_cpu_end_s)
+        )
     return ProcessResult(
         measured.tally, measured.histogram, measured.connection_errors, elapsed_s, cpu_s,
         server_cpu_s,
     )  # fmt: skip
 
 
-def _server_cpu_s(config: BenchConfig) -> float | None:
-    if config.server_pid is None:
+def _server_cpu_s(config: BenchConfig) -> tuple[float, ...] | None:
+    """CPU seconds so far of each ``config.server_pids`` process (None: none given, or one
+    could not be read)."""
+    if not config.server_pids:
         return None
     try:
-        return read_process_cpu_s(config.server_pid)
+        return tuple(read_process_cpu_s(pid) for pid in config.server_pids)
     except (OSError, ValueError, IndexError):
         return None
 
@@ -489,18 +657,21 @@ async def _preload(config: BenchConfig) -> Tally:
     """Write every key once; returns the tally of those writes."""
     import trio
 
-    batches = preload_batches(config.protocol, config.keys, config.value_size_bytes)
+    batches = preload_batches(config.protocol, config.keys, config.value_size_bytes, config.route)
     connections = min(PRELOAD_CONNECTIONS_MAX, config.connections, len(batches))
     tally = Tally()
     histogram = Histogram()
 
-    async def write(share: list[Batch]) -> None:
+    async def write(share: list) -> None:
         try:
-            sock = await _connect(config.address)
-            with sock:
-                read = make_reply_reader(config.protocol)
+            sockets = await _open_connection(config)
+            try:
+                exchange = _exchanger(config, sockets)
                 for batch in share:
-                    await _exchange(sock, batch, read, tally, histogram)
+                    await exchange(batch, tally, histogram)
+            finally:
+                for sock in sockets:
+                    sock.close()
         except (OSError, ProtocolError, ConnectionLost) as error:
             tally.error(f"preload connection: {type(error).__name__}: {error}")
 
@@ -531,8 +702,14 @@ class BenchConfig:
     seed: int = 1
     preload: bool = True
     processes: int = 1
-    #: When set, the report includes this process's CPU time during the measured window.
-    server_pid: int | None = None
+    #: The report includes these processes' CPU time during the measured window (summed).
+    server_pids: tuple[int, ...] = ()
+    #: Cluster mode: native addresses (``"host:port"``) of nodes to learn the topology from;
+    #: each request then goes to its key's primary (``route``, resolved by ``run_bench``).
+    seeds: tuple[str, ...] = ()
+    #: The native consistency level every GET and SET carries (None: the node's default).
+    consistency: str | None = None
+    route: ClusterRoute | None = None
 
     def __post_init__(self) -> None:
         checks = (
@@ -546,6 +723,11 @@ class BenchConfig:
             (0 <= self.read_ratio <= 1, "read ratio must be in [0, 1]"),
             (0 <= self.value_size_bytes <= VALUE_SIZE_BYTES_MAX,
              f"value size must be in 0..{VALUE_SIZE_BYTES_MAX}"),
+            (self.consistency is None or self.consistency in CONSISTENCY_LEVELS,
+             f"consistency must be one of {', '.join(CONSISTENCY_LEVELS)}"),
+            (self.protocol == "native" or (self.consistency is None and not self.seeds
+                                           and self.route is None),
+             "--consistency and --seeds need the native protocol"),
         )  # fmt: skip
         for ok, message in checks:
             if not ok:
@@ -642,8 +824,35 @@ def _run_processes(config: BenchConfig) -> list[ProcessResult]:
     return [results[index] for index in range(config.processes)]
 
 
+def fetch_cluster_route(seeds: Sequence[str]) -> ClusterRoute:
+    """Learn the cluster's topology from the first seed that answers (as the smart client
+    does) and tabulate each bucket's primary. A node without a table (standalone) gets every
+    key."""
+    import trio
+
+    from ..client.client import Client, parse_address
+
+    async def fetch():
+        async with Client(list(seeds)) as client:
+            return client.route
+
+    route = trio.run(fetch)
+    if route.placement is None:
+        return ClusterRoute((parse_address(route.home),), array("H", bytes(2 * BUCKET_COUNT)))
+    names = sorted(set(route.addresses.values()))
+    index_of = {name: index for index, name in enumerate(names)}
+    primaries = array("H", (
+        index_of[route.addresses[route.placement.owners_of_bucket(bucket)[0]]]
+        for bucket in range(BUCKET_COUNT)
+    ))  # fmt: skip
+    return ClusterRoute(tuple(parse_address(name) for name in names), primaries)
+
+
 def run_bench(config: BenchConfig) -> dict:
-    """Preload, run the generator process(es), return the report (see ``report``)."""
+    """Preload, run the generator process(es), return the report (see ``report``). With
+    seeds, first learn the cluster's topology."""
+    if config.seeds and config.route is None:
+        config = dataclasses.replace(config, route=fetch_cluster_route(config.seeds))
     preload_s = None
     preload_errors = 0
     if config.preload:
@@ -674,13 +883,18 @@ def report(
     ops_per_s = sum(result.tally.ops / result.elapsed_s for result in results if result.elapsed_s)
     cpu_fractions = [result.cpu_s / result.elapsed_s for result in results if result.elapsed_s]
     cpu_s = sum(result.cpu_s for result in results)
-    server_cpu_s = results[0].server_cpu_s
+    server_cpu_by_pid = results[0].server_cpu_s
+    server_cpu_s = None if server_cpu_by_pid is None else sum(server_cpu_by_pid)
 
     def us(ns: int) -> float:
         return round(ns / 1000, 1)
 
     summary = {
-        "node": f"{config.host}:{config.port}",
+        "node": f"{config.host}:{config.port}" if config.route is None else None,
+        "cluster_nodes": (
+            None if config.route is None else [f"{h}:{p}" for h, p in config.route.addresses]
+        ),
+        "consistency": config.consistency,
         "protocol": config.protocol,
         "connections": config.connections,
         "pipeline": config.pipeline,
@@ -714,8 +928,11 @@ def report(
         "generator_cpu_us_per_op": round(cpu_s * 1e6 / tally.ops, 2) if tally.ops else None,
         "generator_cpu_percent_max_process": round(100 * max(cpu_fractions, default=0), 1),
         "generator_saturated": max(cpu_fractions, default=0) >= GENERATOR_SATURATED_FRACTION,
-        "server_pid": config.server_pid,
+        "server_pids": list(config.server_pids),
         "server_cpu_s": None if server_cpu_s is None else round(server_cpu_s, 3),
+        "server_cpu_s_by_pid": (
+            None if server_cpu_by_pid is None else [round(cpu, 3) for cpu in server_cpu_by_pid]
+        ),
         "server_cpu_us_per_op": (
             round(server_cpu_s * 1e6 / tally.ops, 2)
             if server_cpu_s is not None and tally.ops
@@ -727,8 +944,12 @@ def report(
 
 def format_report(summary: dict) -> str:
     """The human-readable report."""
+    target = summary["node"]
+    if summary["cluster_nodes"] is not None:
+        target = f"{len(summary['cluster_nodes'])} nodes, each key to its primary"
+    level = f", consistency {summary['consistency']}" if summary["consistency"] else ""
     lines = [
-        f"{summary['protocol']} @ {summary['node']}: {summary['connections']} connections x "
+        f"{summary['protocol']} @ {target}{level}: {summary['connections']} connections x "
         f"pipeline {summary['pipeline']}, {summary['processes']} generator process(es), "
         f"{summary['keys']} keys {summary['key_distribution']}, read ratio {summary['read_ratio']}",
         f"throughput  {summary['ops_per_s']:,.0f} ops/s ({summary['ops']:,} ops in "
@@ -768,6 +989,14 @@ def _address(text: str) -> Address:
     return host, port_number
 
 
+def _seed_list(text: str) -> list[str]:
+    """``HOST:PORT[,HOST:PORT...]``."""
+    seeds = [seed.strip() for seed in text.split(",") if seed.strip()]
+    if not seeds:
+        raise argparse.ArgumentTypeError(f"no HOST:PORT in {text!r}")
+    return [f"{host}:{port}" for host, port in map(_address, seeds)]
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``bench`` subcommand to the ``gossipcache`` command line."""
     parser = subparsers.add_parser(
@@ -792,8 +1021,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="write every key once before measuring (default on)")  # fmt: skip
     parser.add_argument("--processes", type=_positive_int, default=1,
                         help="generator processes; their histograms merge")  # fmt: skip
-    parser.add_argument("--server-pid", type=_positive_int, default=None,
-                        help="also report this process's CPU per op (Linux /proc)")  # fmt: skip
+    parser.add_argument("--server-pid", type=_positive_int, action="append", default=[],
+                        help="also report this process's CPU per op (Linux /proc); repeat it"
+                             " for a cluster: the report sums them")  # fmt: skip
+    parser.add_argument("--seeds", type=_seed_list, action="append", default=[],
+                        metavar="HOST:PORT[,HOST:PORT...]",
+                        help="cluster mode: learn the topology from these nodes and send each"
+                             " request straight to its key's primary (native protocol)")  # fmt: skip
+    parser.add_argument("--consistency", choices=CONSISTENCY_LEVELS, default=None,
+                        help="the level every GET and SET carries (native protocol; default:"
+                             " none, the node's default)")  # fmt: skip
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.set_defaults(run=run)
 
@@ -806,14 +1043,17 @@ def run(args: argparse.Namespace) -> int:
             duration_s=args.duration_s, warmup_s=args.warmup_s, connections=args.connections,
             pipeline=args.pipeline, keys=args.keys, key_distribution=args.key_distribution,
             read_ratio=args.read_ratio, value_size_bytes=args.value_size, seed=args.seed,
-            preload=args.preload, processes=args.processes, server_pid=args.server_pid,
+            preload=args.preload, processes=args.processes,
+            server_pids=tuple(args.server_pid),
+            seeds=tuple(seed for group in args.seeds for seed in group),
+            consistency=args.consistency,
         )  # fmt: skip
     except ValueError as error:
         print(f"bench: {error}", file=sys.stderr)
         return 2
     try:
         summary = run_bench(config)
-    except (OSError, RuntimeError, ProtocolError, ConnectionLost) as error:
+    except (OSError, RuntimeError, GossipCacheError, ConnectionLost) as error:
         print(f"bench: {type(error).__name__}: {error}", file=sys.stderr)
         return 2
     print(json.dumps(summary) if args.json else format_report(summary))

@@ -263,7 +263,10 @@ class ClientReactor:
         check peer streams' deadlines once a second."""
         if self.core.has_completed:
             self._deliver_completions()
-        if self._core_fed:
+        # Client commands fan out to replicas too: their messages must leave in this pass, not
+        # at the next tick or peer input (a quorum write waited ~30 ms for a gossip timer).
+        replication = self.core.replication
+        if self._core_fed or (replication is not None and replication.has_output):
             self._core_fed = False
             if self.after_core_input is not None:
                 self.after_core_input()

@@ -372,6 +372,11 @@ class Replication:
         return outbox
 
     @property
+    def has_output(self) -> bool:
+        """Messages wait for ``take_outbox`` (the driver checks after serving clients)."""
+        return bool(self._outgoing or self._outbox)
+
+    @property
     def ops_in_flight(self) -> int:
         return len(self._ops)
 
