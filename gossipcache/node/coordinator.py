@@ -232,24 +232,25 @@ class Coordinator:
     # -- reads ------------------------------------------------------------------------------
 
     def get_handler(self) -> Callable:
-        """The GET handler. Its fast path, a read at ``one`` of a key this node owns (what a
-        smart client sends), is a closure over what it reads, like the standalone handler:
-        one bucket computation and one byte test more than a standalone GET."""
+        """The GET handler. Its fast path, a read at ``one`` (named, or the default) of a key
+        this node owns (what a smart client sends), is a closure over what it reads, like the
+        standalone handler: one bucket computation and one byte test more than a standalone
+        GET."""
         store_get = self.store.get
         placement = self.placement
         one_counters = self.by_level[c.ONE]
         slow_get = self.get
-        default_is_one = self.read_level == c.ONE and not self.read_repair_chance
+        repairing = bool(self.read_repair_chance)
+        default_is_one = self.read_level == c.ONE and not repairing
+        one = c.ONE
 
         def get(command, wall_ms: int):
             key = command[1]
             if (
-                default_is_one
-                and len(command) == 2
-                and placement.owned[
-                    crc_hqx(key, 0) & BUCKET_MASK if b"{" not in key else bucket_of(key)
-                ]
-            ):
+                default_is_one if len(command) == 2 else command[2] == one and not repairing
+            ) and placement.owned[
+                crc_hqx(key, 0) & BUCKET_MASK if b"{" not in key else bucket_of(key)
+            ]:
                 one_counters.reads += 1
                 return store_get(key, wall_ms)
             return slow_get(command, wall_ms)

@@ -31,8 +31,8 @@ to one peer produced in one step travel in one payload.
 from __future__ import annotations
 
 import contextlib
-import heapq
 import random
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -195,7 +195,9 @@ class Replication:
         #: Peers whose stream failed recently -> until when they count as down (monotonic ms).
         self._unreachable: dict[str, int] = {}
         self._ops: dict[int, _Read | _Write | _HintDelivery] = {}
-        self._deadlines: list[tuple[int, int]] = []  # (deadline_ms, req), a heap
+        #: (deadline_ms, req) in deadline order. Every deadline is "now + the replica timeout"
+        #: and now never goes back, so appending keeps the order: a deque, not a heap.
+        self._deadlines: deque[tuple[int, int]] = deque()
         self._outgoing: dict[str, list[list]] = {}
         self._outgoing_bytes: dict[str, int] = {}
         self._outbox: list[Outgoing] = []
@@ -344,7 +346,7 @@ class Replication:
     def tick(self, now_ms: int, wall_ms: int) -> None:
         deadlines = self._deadlines
         while deadlines and deadlines[0][0] <= now_ms:
-            _, req = heapq.heappop(deadlines)
+            _, req = deadlines.popleft()
             op = self._ops.get(req)
             if op is not None:
                 self._expired(op, now_ms, wall_ms)
@@ -390,7 +392,13 @@ class Replication:
 
     def _track(self, op) -> None:
         self._ops[op.req] = op
-        heapq.heappush(self._deadlines, (op.deadline_ms, op.req))
+        self._push_deadline(op)
+
+    def _push_deadline(self, op) -> None:
+        deadlines = self._deadlines
+        if deadlines and deadlines[-1][0] > op.deadline_ms:  # never: kept in order regardless
+            op.deadline_ms = deadlines[-1][0]
+        deadlines.append((op.deadline_ms, op.req))
 
     def _ask(self, op: _Read, owner: str) -> None:
         op.asked.add(owner)
@@ -598,7 +606,7 @@ class Replication:
                 while op.spares:
                     self._ask(op, op.spares.pop(0))
                 op.deadline_ms = now_ms + self.config.replica_timeout_ms
-                heapq.heappush(self._deadlines, (op.deadline_ms, op.req))
+                self._push_deadline(op)
             else:
                 self._fail_read(op)
         elif isinstance(op, _Write):
