@@ -324,3 +324,18 @@ def test_keepttl_and_expire_conditions_in_a_cluster():
     gt = c.Expire(b"k", 120_000, conditions=frozenset((c.IF_GREATER,)))
     assert run(sim, workload, addresses[4], gt, 100) is True
     assert run(sim, workload, addresses[0], c.Ttl(b"k", consistency=c.ALL), 100) > 100_000
+
+
+def test_read_repair_chance_repairs_owners_in_the_background_of_a_read_at_one():
+    sim, addresses, workload = cluster(config=replace(CLUSTER_CONFIG, read_repair_chance=1.0))
+    key = b"background"
+    run(sim, workload, addresses[0], c.Put(key, b"old"))
+    key_owners = owners(sim, addresses[0], key)
+    newest = max(held(sim, o, key)[1] for o in key_owners) + (1 << 70)
+    sim.core(key_owners[0]).core.store.apply(key, b"new", newest, None, 0)
+    # A read at one on the primary answers from its own copy at once...
+    assert run(sim, workload, key_owners[0], c.Get(key), 500) == b"new"
+    # ...and brought the other owners up to date behind it.
+    for owner in key_owners[1:]:
+        assert held(sim, owner, key)[:2] == (b"new", newest)
+    assert sim.core(key_owners[0]).core.stats_dict()["replication_read_repairs"] == 2
