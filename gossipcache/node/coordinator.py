@@ -207,7 +207,7 @@ class Coordinator:
             finish_entry(entry, error)
 
         self.replication.read(
-            key, owners, required_for(level, len(owners)), level, done, wall_ms,
+            key, owners, required_for(level, len(owners)), done, wall_ms,
             self.core.clock.monotonic_ms(),
         )  # fmt: skip
 
@@ -267,7 +267,7 @@ class Coordinator:
                 self.by_level[c.ONE].reads += 1
                 if self.read_repair_chance and self.rng.random() < self.read_repair_chance:
                     self.replication.read(
-                        key, owners, 1, level, None, wall_ms, self.core.clock.monotonic_ms(),
+                        key, owners, 1, None, wall_ms, self.core.clock.monotonic_ms(),
                         background=True,
                     )  # fmt: skip
                 return self.store.get(key, wall_ms)

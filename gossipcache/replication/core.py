@@ -212,15 +212,16 @@ class Replication:
         key: bytes,
         owners: tuple[str, ...],
         required: int,
-        level: str,
-        on_done: Callable[[tuple | None, Exception | None], None],
+        on_done: Callable[[tuple | None, Exception | None], None] | None,
         wall_ms: int,
         now_ms: int,
         *,
         background: bool = False,
     ) -> None:
         """Read ``key`` from ``required`` of ``owners``; ``on_done(entry, error)`` runs once,
-        with the newest entry ``(value|None, version, expires_at_ms)`` (None: none held)."""
+        with the newest entry ``(value|None, version, expires_at_ms)`` (None: none held).
+        ``background``: ask every owner, repair the stale ones, tell nobody (``on_done``
+        unused: the read-repair chance of reads at ``one``)."""
         self.stats.reads_coordinated += 1
         op = _Read(
             self._req(), key, owners, required, on_done, now_ms + self.config.replica_timeout_ms,
