@@ -99,7 +99,8 @@ class Coordinator:
         self.local_reads = 0
         #: Requests for keys this node does not own (it coordinated them for the client).
         self.forwarded = 0
-        #: Started with seeds and not yet seen another member: data commands are refused.
+        #: Started with seeds and not joined yet (``join_pending_reason``): data commands are
+        #: refused.
         self.joining = bool(config.seeds)
         self.placement.joined = not self.joining
 
