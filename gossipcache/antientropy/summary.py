@@ -53,8 +53,9 @@ GROUP_SIZE = 128
 GROUP_COUNT = BUCKET_COUNT // GROUP_SIZE
 #: Versions are encoded in 16 bytes: a stamp and a node tag, 64 bits each (gossipcache/hlc.py).
 VERSION_SIZE_BYTES = 16
-#: Entries hashed per step of a sliced rebuild: ~1 us each, so a step is a few milliseconds.
-REBUILD_STEP_ENTRIES_DEFAULT = 4096
+#: Entries hashed per step of a sliced rebuild: ~1.2 us each (docs/benchmarks.md), so a step
+#: takes ~2.5 ms, short next to a reactor pass's other work.
+REBUILD_STEP_ENTRIES_DEFAULT = 2048
 
 # A digest's encoding: the fixed-size fields first, then the key, so that no two field tuples
 # encode the same bytes (the key takes all that is left). No expiry and expiry 0 differ through
@@ -203,6 +204,23 @@ class BucketSummaries:
             len(a) * a.itemsize for a in (self._bucket_sums, self._bucket_counts, self._group_sums)
         )
 
+    @classmethod
+    def _from_totals(cls, bucket_totals: list[int], bucket_counts: list[int]) -> BucketSummaries:
+        """Summaries from per-bucket digest totals (any size, reduced here) and counts."""
+        summaries = cls()
+        summaries._bucket_sums = array("Q", [total & DIGEST_MASK for total in bucket_totals])
+        summaries._bucket_counts = array("Q", bucket_counts)
+        sums = summaries._bucket_sums
+        summaries._group_sums = array(
+            "Q",
+            [
+                sum(sums[start : start + GROUP_SIZE]) & DIGEST_MASK
+                for start in range(0, BUCKET_COUNT, GROUP_SIZE)
+            ],
+        )
+        summaries._root = sum(summaries._group_sums) & DIGEST_MASK
+        return summaries
+
     @staticmethod
     def _group_start(group: int) -> int:
         if not 0 <= group < GROUP_COUNT:
@@ -217,17 +235,23 @@ class SummaryRebuild:
     """Summaries being recomputed from the store, at most ``entries_max`` entries per
     :meth:`step`, so that a node can interleave the drift check with serving requests. The
     caller must pass entries of a consistent snapshot (or account for changes made meanwhile);
-    this class only hashes what it is given."""
+    this class only hashes what it is given.
 
-    __slots__ = ("_entries", "_result")
+    Steps only accumulate per-bucket totals (unmasked Python ints); the group sums and the root
+    are computed once, when the last step finishes, which makes a rebuild cheaper per
+    entry than ``add`` through the tree."""
+
+    __slots__ = ("_bucket_counts", "_bucket_totals", "_entries", "_result")
 
     def __init__(self, entries: Iterable[Entry]) -> None:
         self._entries: Iterator[Entry] | None = iter(entries)
-        self._result = BucketSummaries()
+        self._bucket_totals = [0] * BUCKET_COUNT
+        self._bucket_counts = [0] * BUCKET_COUNT
+        self._result: BucketSummaries | None = None
 
     @property
     def done(self) -> bool:
-        return self._entries is None
+        return self._result is not None
 
     def step(self, entries_max: int = REBUILD_STEP_ENTRIES_DEFAULT) -> bool:
         """Hash up to ``entries_max`` more entries. True when every entry has been hashed."""
@@ -236,18 +260,21 @@ class SummaryRebuild:
         entries = self._entries
         if entries is None:
             return True
-        add_key = self._result.add_key
+        totals, counts = self._bucket_totals, self._bucket_counts
         for _ in range(entries_max):
             entry = next(entries, None)
             if entry is None:
                 self._entries = None
+                self._result = BucketSummaries._from_totals(totals, counts)
                 return True
-            add_key(*entry)
+            bucket = bucket_of(entry[0])
+            totals[bucket] += entry_digest(*entry)
+            counts[bucket] += 1
         return False
 
     def result(self) -> BucketSummaries:
         """The finished summaries. RuntimeError before :attr:`done`."""
-        if self._entries is not None:
+        if self._result is None:
             raise RuntimeError("rebuild not finished")
         return self._result
 
@@ -259,7 +286,7 @@ def begin_rebuild(entries: Iterable[Entry]) -> SummaryRebuild:
 
 def rebuild(entries: Iterable[Entry]) -> BucketSummaries:
     """The summaries of ``entries`` (key, version, expires_at_ms, tombstone), in one go."""
-    summaries = BucketSummaries()
-    for entry in entries:
-        summaries.add_key(*entry)
-    return summaries
+    build = SummaryRebuild(entries)
+    while not build.step(REBUILD_STEP_ENTRIES_DEFAULT):
+        pass
+    return build.result()
