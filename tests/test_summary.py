@@ -123,7 +123,8 @@ def test_add_then_remove_restores_the_sums(content: dict, entry: tuple) -> None:
 @given(contents, entries)
 def test_a_change_applied_twice_shows(content: dict, entry: tuple) -> None:
     """Adding the same entry twice, or replacing twice, leaves the sums different from the
-    correct ones (an XOR would cancel the second application out)."""
+    correct ones and from the ones before the change. With an XOR the second application would
+    cancel the first: the replica would look equal to a peer that never saw the entry."""
     key = entry[0]
     content = {k: v for k, v in content.items() if k != key}
     bucket = bucket_of(key)
@@ -135,12 +136,14 @@ def test_a_change_applied_twice_shows(content: dict, entry: tuple) -> None:
     assert doubled.bucket_sum(bucket) != correct.bucket_sum(bucket)
     assert doubled.root() != correct.root()
     assert descend(doubled, correct) == [bucket]
+    assert descend(doubled, rebuild(as_entries(content))) == [bucket]
 
     newer = (key, entry[1] ^ 1, entry[2], entry[3])
     replaced_twice = rebuild(as_entries(content) + [entry])
     replaced_twice.replace(bucket, digest, entry_digest(*newer))
     replaced_twice.replace(bucket, digest, entry_digest(*newer))
     assert descend(replaced_twice, rebuild(as_entries(content) + [newer])) == [bucket]
+    assert descend(replaced_twice, rebuild(as_entries(content) + [entry])) == [bucket]
 
 
 @given(contents, contents)
