@@ -20,7 +20,7 @@ PACKAGE = ROOT / "gossipcache"
 #: Bottom to top. A module may import its own layer and the ones below, never one above.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("base", ("errors.py", "limits.py", "sansio.py", "clock.py", "hlc.py")),
-    ("structures", ("store", "placement", "wire", "metrics")),
+    ("structures", ("store", "placement", "wire", "metrics", "antientropy")),
     ("cores", ("membership", "replication")),
     ("node", ("node",)),
     ("drivers", ("drivers",)),
