@@ -125,7 +125,10 @@ class Coordinator:
             self._check_joined(table)
         if table is None:  # before the first build: this node alone
             return (self.own,)
-        return table.owners_of_key(key)
+        # ``owners_of_key`` with its bucket computed inline (on every write's path).
+        return table.owners_of_bucket(
+            crc_hqx(key, 0) & BUCKET_MASK if b"{" not in key else bucket_of(key)
+        )
 
     def _check_joined(self, table) -> None:
         reason = self.join_pending_reason(table)

@@ -50,6 +50,7 @@ OUTCOME_REFUSED = 3  # not written: too far ahead of the replica's clock, or too
 MESSAGES_PER_PAYLOAD_MAX = 65_536
 REQUEST_ID_LIMIT = 2**63
 _UINT64_LIMIT = 2**64
+_UINT64_MASK = _UINT64_LIMIT - 1
 
 
 class ReplicationCodecError(ProtocolError):
@@ -182,8 +183,7 @@ def decode_payload(payload: bytes) -> list[tuple]:
 
 
 def write_message(req: int, key: bytes, value: bytes | None, version: int, expires: int | None):
-    stamp, tag = split_version(version)
-    return [WRITE, req, key, value, stamp, tag, expires]
+    return [WRITE, req, key, value, version >> 64, version & _UINT64_MASK, expires]
 
 
 def ack_message(req: int, outcome: int, held_version: int) -> list:

@@ -51,6 +51,8 @@ PAYLOAD_SIZE_BYTES_TARGET = 1024 * 1024
 #: requests are refused with ``ServiceUnavailable`` (the node's pending bound comes first).
 OPS_IN_FLIGHT_MAX = 131_072
 
+#: A payload with less than this queued takes one more acknowledgement without the size check.
+_ACK_ROOM_BYTES = PAYLOAD_SIZE_BYTES_TARGET - 48
 #: After a peer's stream failed, new requests treat it as down (hints, other owners) for this
 #: long instead of sending to it again at once; membership decides for longer.
 UNREACHABLE_MS = 1000
@@ -393,9 +395,6 @@ class Replication:
 
     def _track(self, op) -> None:
         self._ops[op.req] = op
-        self._push_deadline(op)
-
-    def _push_deadline(self, op) -> None:
         deadlines = self._deadlines
         if deadlines and deadlines[-1][0] > op.deadline_ms:  # never: kept in order regardless
             op.deadline_ms = deadlines[-1][0]
@@ -487,13 +486,19 @@ class Replication:
         message = None
         for owner in op.owners:
             if owner == self.own:
-                outcome = self._apply_local(op.key, op.value, op.version, op.expires_at_ms, wall_ms)
+                try:
+                    outcome = self.store.apply(
+                        op.key, op.value, op.version, op.expires_at_ms, wall_ms
+                    )
+                except GossipCacheError:
+                    self.stats.writes_refused_other += 1
+                    outcome = -1
                 held = 0
                 if outcome == APPLY_STALE:
                     entry = self.store.lookup(op.key, wall_ms)
                     held = entry[1] if entry is not None else 0
                 self._on_outcome(op, owner, outcome, held)
-            elif owner in self.down or self._unreachable_at(owner, now_ms):
+            elif owner in self.down or (self._unreachable and self._unreachable_at(owner, now_ms)):
                 self._hint(owner, op, now_ms)
             else:
                 if message is None:
@@ -530,6 +535,16 @@ class Replication:
     def _on_ack(self, source: str, message: tuple, now_ms: int, wall_ms: int) -> None:
         _, req, outcome, held_version = message
         op = self._ops.get(req)
+        if type(op) is _Write and source in op.waiting and outcome != codec.OUTCOME_STALE:
+            # The common case (a write acknowledged as new or replaced, or refused).
+            op.waiting.discard(source)
+            if outcome == codec.OUTCOME_REPLACED:
+                op.replaced_live = True
+                op.acked.add(source)
+            elif outcome == codec.OUTCOME_NEW:
+                op.acked.add(source)
+            self._write_progress(op, now_ms)
+            return
         if isinstance(op, _HintDelivery):
             if source == op.target:
                 for key, version in op.keys.items():
@@ -607,7 +622,7 @@ class Replication:
                 while op.spares:
                     self._ask(op, op.spares.pop(0))
                 op.deadline_ms = now_ms + self.config.replica_timeout_ms
-                self._push_deadline(op)
+                self._track(op)
             else:
                 self._fail_read(op)
         elif isinstance(op, _Write):
@@ -676,13 +691,25 @@ class Replication:
             self.stats.writes_refused_clock += 1
             self._queue(source, codec.ack_message(req, codec.OUTCOME_REFUSED, 0), 0)
             return
-        outcome = self._apply_local(key, value, version, expires_at_ms, wall_ms)
-        held = 0
+        try:
+            outcome = self.store.apply(key, value, version, expires_at_ms, wall_ms)
+        except GossipCacheError:
+            self.stats.writes_refused_other += 1
+            outcome = -1
         if outcome == APPLY_STALE:
             self.stats.writes_stale += 1
             entry = self.store.lookup(key, wall_ms)
             held = entry[1] if entry is not None else 0
-        self._queue(source, codec.ack_message(req, _APPLY_TO_OUTCOME[outcome], held), 0)
+            self._queue(source, codec.ack_message(req, codec.OUTCOME_STALE, held), 0)
+            return
+        # The common answer, queued inline: no held version to split, no size to weigh.
+        ack = [codec.ACK, req, _APPLY_TO_OUTCOME[outcome], 0, 0]
+        queued = self._outgoing.get(source)
+        if queued is not None and self._outgoing_bytes[source] < _ACK_ROOM_BYTES:
+            queued.append(ack)
+            self._outgoing_bytes[source] += _MESSAGE_OVERHEAD_BYTES
+        else:
+            self._queue(source, ack, 0)
 
     # -- output -------------------------------------------------------------------------------
 

@@ -499,9 +499,9 @@ class Store:
                 raise ValueTooLarge(
                     f"value is {len(value)} bytes; the maximum is {self.value_size_bytes_max}"
                 )
-            self._check_fits(
-                len(key) + len(value) + self.entry_overhead_bytes, expires_at_ms is not None
-            )
+            weight = len(key) + len(value) + self.entry_overhead_bytes
+            if weight > self._entry_bytes_max_without_ttl:  # as in put: the exact check is rare
+                self._check_fits(weight, expires_at_ms is not None)
             self._write(shard, key, value, held, version)
             if expires_at_ms is not None:
                 self._set_expiry(shard, key, expires_at_ms)
