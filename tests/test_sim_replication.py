@@ -491,3 +491,20 @@ def test_run_seeds_prints_each_failing_seed_with_its_replay(capsys):
     assert "seeds: 4..5" in out and "result: 0/2 seeds passed" in out
     assert "FAIL seed 4: " in out and "FAIL seed 5: " in out
     assert "replay: python -m sim run test-cli-islands --nodes 5 --seed 5 --duration-s 5" in out
+
+
+#: Seeds that found a bug (each fixed; docs/design.md §10 tells the story), replayed in CI
+#: whatever the seed range above covers.
+SEEDS_THAT_FOUND_BUGS = (
+    ("replication-crash", 36),  # a restarted node acknowledged an `all` write as sole owner
+    ("replication-crash", 87),  # a restamped write's Pending kept its first version
+    ("replication-mixed", 92),  # a partial member list: writes on the wrong owners
+    ("replication-mixed", 65),  # two restarted nodes formed a cluster of their own
+    ("replication-partition", 97),  # overlapping bursts: duplication never fired
+)
+
+
+@pytest.mark.parametrize(("name", "seed"), SEEDS_THAT_FOUND_BUGS)
+def test_seeds_that_found_bugs_stay_green(name: str, seed: int):
+    report = run_scenario(REPLICATION_SCENARIOS[name], seed=seed)
+    assert report.passed, _failures(report)
