@@ -31,19 +31,7 @@ from collections.abc import Iterable, Iterator
 
 import mmh3
 
-from gossipcache.placement import BUCKET_COUNT, bucket_of
-
-__all__ = [
-    "DIGEST_MASK",
-    "GROUP_COUNT",
-    "GROUP_SIZE",
-    "REBUILD_STEP_ENTRIES_DEFAULT",
-    "BucketSummaries",
-    "SummaryRebuild",
-    "begin_rebuild",
-    "entry_digest",
-    "rebuild",
-]
+from ..placement import BUCKET_COUNT, bucket_of
 
 #: Sums wrap at 64 bits, so that they fit one unsigned machine word and one msgpack int.
 DIGEST_MASK = (1 << 64) - 1

@@ -465,8 +465,7 @@ class Coordinator:
         def written(op, error):
             finish(None if error else result, error, op.version)
 
-        op_version = self._write(key, value, expires_at_ms, level, wall_ms, written, **kw)
-        del op_version
+        self._write(key, value, expires_at_ms, level, wall_ms, written, **kw)
 
     def delete(self, command, wall_ms: int):
         keys = command[1]
@@ -582,4 +581,4 @@ class _Gather:
                 self.finish(self.total, None, self.version)
 
 
-__all__ = ["Coordinator", "ServiceUnavailable", "live_value", "required_for"]
+__all__ = ["Coordinator", "live_value", "required_for"]

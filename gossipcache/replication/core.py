@@ -486,7 +486,7 @@ class Replication:
         message = None
         for owner in op.owners:
             if owner == self.own:
-                try:
+                try:  # ``_apply_local``, inlined: every coordinated write passes here
                     outcome = self.store.apply(
                         op.key, op.value, op.version, op.expires_at_ms, wall_ms
                     )
@@ -691,7 +691,7 @@ class Replication:
             self.stats.writes_refused_clock += 1
             self._queue(source, codec.ack_message(req, codec.OUTCOME_REFUSED, 0), 0)
             return
-        try:
+        try:  # ``_apply_local``, inlined: every replica write passes here
             outcome = self.store.apply(key, value, version, expires_at_ms, wall_ms)
         except GossipCacheError:
             self.stats.writes_refused_other += 1
