@@ -20,7 +20,7 @@ import time
 
 import msgpack
 
-from gossipcache.antientropy import (
+from gossipcache.store.summaries import (
     REBUILD_STEP_ENTRIES_DEFAULT,
     BucketSummaries,
     begin_rebuild,
