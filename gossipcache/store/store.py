@@ -70,12 +70,15 @@ ENTRY_OVERHEAD_BYTES = 360
 TTL_OVERHEAD_BYTES = 300
 
 #: Extra resident bytes per entry while the store tracks buckets (``track_buckets``): the key's
-#: slot in its bucket's set of keys (the per-bucket index). A set under churn keeps 4-8 table
-#: slots of 16 bytes per live key (it resizes to the smallest power of two above 4 x the live
-#: keys once live keys plus deleted slots fill 60 %), and a set header per non-empty bucket.
-#: Measured with tracemalloc after churn (``benchmarks/bucket_index_memory.py``, docs/
-#: benchmarks.md "What the store maintains for anti-entropy"): MEASURED_PLACEHOLDER
-BUCKET_INDEX_OVERHEAD_BYTES = 0
+#: slot in its bucket's set of keys (the per-bucket index). A set under churn resizes to the
+#: smallest power of two above 4 x its live keys once live plus deleted slots fill 60 %, so it
+#: keeps 4-8 slots of 16 bytes per live key. Measured with tracemalloc, largest value over 2 x N
+#: random replacements (``benchmarks/bucket_index_memory.py``): 100.7 bytes/entry at 1M
+#: entries (61 a bucket), 123.2 at 200k (12 a bucket, set headers included); charged 128, the
+#: upper part as for ``ENTRY_OVERHEAD_BYTES``. Not charged: the set headers (216 bytes per
+#: bucket that ever held a key, at most 3.5 MiB) which dominate below ~100k entries, the
+#: summaries (257 KiB) and the evicted stamps (128 KiB): fixed per node, whatever the data.
+BUCKET_INDEX_OVERHEAD_BYTES = 128
 
 #: Most shards a store may have (a power of two): far more than any limit needs.
 SHARD_COUNT_MAX = 16384
