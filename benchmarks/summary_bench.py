@@ -20,6 +20,7 @@ import time
 
 import msgpack
 
+from gossipcache.placement import BUCKET_COUNT, bucket_of
 from gossipcache.store.summaries import (
     REBUILD_STEP_ENTRIES_DEFAULT,
     BucketSummaries,
@@ -27,7 +28,6 @@ from gossipcache.store.summaries import (
     entry_digest,
     rebuild,
 )
-from gossipcache.placement import BUCKET_COUNT, bucket_of
 
 
 def make_entries(count: int, seed: int = 1) -> list[tuple[bytes, int, int | None, bool]]:
