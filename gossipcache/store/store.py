@@ -512,7 +512,11 @@ class Store:
         summaries = self.summaries
         if summaries is not None:
             bucket = bucket_of(key)
-            old_digest = None if held is None else self._digest_held(shard, key)
+            old_digest = None
+            if held is not None:
+                old_digest = entry_digest(
+                    key, shard.versions[key], shard.expires_at_ms.get(key), held is TOMBSTONE
+                )
         if value is None or (expires_at_ms is not None and expires_at_ms <= now_ms):
             if value is not None:
                 expires_at_ms += self._expired_tombstone_ms or 0
@@ -559,8 +563,15 @@ class Store:
                 self._set_expiry(shard, key, expires_at_ms)
             elif key in shard.expires_at_ms:
                 self._clear_expiry(shard, key)
-        if summaries is not None:
-            self._track(shard, key, bucket, old_digest)
+        if summaries is not None:  # ``_track`` written out: both branches above hold the key
+            new_digest = entry_digest(
+                key, version, shard.expires_at_ms.get(key), shard.values[key] is TOMBSTONE
+            )
+            if old_digest is None:
+                summaries.add(bucket, new_digest)
+                self._index_add(bucket, key)
+            else:
+                summaries.replace(bucket, old_digest, new_digest)
         self._puts += 1
         if self._used_bytes > self.size_bytes_max:
             self._evict_to_limit(shard, key)
@@ -921,15 +932,18 @@ class Store:
             new_digest = self._digest_held(shard, key)
             if old_digest is None:
                 summaries.add(bucket, new_digest)
-                keys = self._bucket_keys[bucket]
-                if keys is None:
-                    keys = self._bucket_keys[bucket] = set()
-                keys.add(key)
+                self._index_add(bucket, key)
             elif new_digest != old_digest:
                 summaries.replace(bucket, old_digest, new_digest)
         elif old_digest is not None:
             summaries.remove(bucket, old_digest)
             self._bucket_keys[bucket].remove(key)
+
+    def _index_add(self, bucket: int, key: bytes) -> None:
+        keys = self._bucket_keys[bucket]
+        if keys is None:
+            keys = self._bucket_keys[bucket] = set()
+        keys.add(key)
 
     def _track_begin(self, shard: _Shard, key: bytes) -> tuple[int, int | None] | None:
         """``(bucket, old digest)`` for ``_track_end`` when tracking, else None (off the hot
