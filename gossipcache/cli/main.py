@@ -116,6 +116,9 @@ def _node_config(args: argparse.Namespace, client_password: bytes | None):
         tombstone_grace_ms=int(args.tombstone_grace_s * 1000),
         hint_window_ms=int(args.hint_window_s * 1000),
         read_repair_chance=args.read_repair_chance,
+        antientropy_interval_ms=args.antientropy_interval_ms,
+        antientropy_bytes_per_round_max=args.antientropy_bytes_per_round,
+        antientropy_rounds_per_s_max=args.antientropy_rounds_per_s,
         host_id=args.host_id,
         zone=args.zone,
         allow_development_key_on_network=args.allow_development_key_on_network,
@@ -157,6 +160,13 @@ def _register_node(sub) -> None:
                         help="hints older than this are dropped (default 600)")  # fmt: skip
     parser.add_argument("--read-repair-chance", type=float, default=0.0,
                         help="chance a read at one repairs the key's owners (default 0)")  # fmt: skip
+    parser.add_argument("--antientropy-interval-ms", type=int, default=1000,
+                        help="a summary exchange with one co-owner this often; 0: off"
+                             " (default 1000)")  # fmt: skip
+    parser.add_argument("--antientropy-bytes-per-round", type=int, default=8 * 1024 * 1024,
+                        help="bytes of entries repaired per round at most (default 8 MiB)")  # fmt: skip
+    parser.add_argument("--antientropy-rounds-per-s", type=int, default=50,
+                        help="rounds per second at most while repairs remain (default 50)")  # fmt: skip
     parser.add_argument("--host-id", default=None,
                         help="the host this node runs on, for placing replicas on distinct"
                              " hosts (default: the machine's name)")  # fmt: skip
