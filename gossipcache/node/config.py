@@ -98,6 +98,10 @@ class NodeConfig:
     #: before any other command; None: no client authentication. Not the cluster key, which
     #: authenticates nodes to each other. Kept out of ``repr`` so it never reaches a log.
     client_password: bytes | None = field(default=None, repr=False)
+    #: A graceful leave (SIGTERM, the ``leave`` op) hands the node's buckets to their new
+    #: owners before the process exits; past this the process exits anyway, with a warning
+    #: (the data not handed off then has only its other replicas).
+    leave_timeout_s: float = 60.0
 
     def __post_init__(self) -> None:
         if not 1 <= self.replicas <= PLACEMENT_REPLICAS_MAX:
@@ -137,6 +141,7 @@ class NodeConfig:
             "tombstone_grace_ms",
             "expired_tombstone_ms",
             "hint_window_ms",
+            "leave_timeout_s",
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")

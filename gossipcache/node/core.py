@@ -62,6 +62,8 @@ HINTS_BYTES_MAX = 256 * 1024 * 1024
 HINTS_MEMORY_SHARE = 0.05
 #: Hints held for one target, at most.
 HINTS_TARGET_BYTES_MAX = 64 * 1024 * 1024
+#: What the ``leave`` command answers once the leave has begun.
+LEAVE_REPLY = "leaving"
 
 
 class Pending:
@@ -143,6 +145,7 @@ class NodeCore:
             (c.Members, self._members),
             (c.Flush, self._flush),
             (c.Topology, self._topology),
+            (c.Leave, self._leave),
         ):
             self.add_command(command_type, handler)
         #: Commands waiting for completion, and those completed but not yet taken.
@@ -170,6 +173,8 @@ class NodeCore:
             PlacementMember(own_id, own.host_id, own.zone, float(own.capacity_bytes)),
         )
         self._last_tick_ms = now_ms
+        #: ``begin_leave`` was called (a graceful leave is under way or done).
+        self._leave_started = False
         self._next_placement_refresh_ms = now_ms + PLACEMENT_REFRESH_MS
         self._next_join_check_ms = now_ms
         self.replication: Replication | None = None
@@ -368,6 +373,23 @@ class NodeCore:
         if self.membership is not None:
             self.membership.leave(now_ms)
             self._after_membership()
+
+    def begin_leave(self, now_ms: int) -> None:
+        """Start a graceful leave: hand every bucket to its new owners, then announce the
+        leave (``leave``). Idempotent: a second call (a second ``leave`` request, a signal
+        after the request) changes nothing. ``leave_finished`` says when the process may exit.
+
+        Until the bucket hand-off exists this announces the leave at once (issue 10's stub)."""
+        if self._leave_started:
+            return
+        self._leave_started = True
+        self.leave(now_ms)
+
+    @property
+    def leave_finished(self) -> bool:
+        """True once ``begin_leave`` handed off every bucket and announced the leave: the
+        driver then flushes its outbox and exits."""
+        return self._leave_started
 
     # -- checks --------------------------------------------------------------------------------
 
@@ -651,6 +673,15 @@ class NodeCore:
     def _flush(self, command: c.Flush, wall_ms: int) -> bool:
         self.store.flush()
         return True
+
+    def _leave(self, command: c.Leave, wall_ms: int) -> str:
+        if self.membership is None:
+            raise ServiceUnavailable(
+                "membership is not running: a node alone has nobody to hand its data to "
+                "(stop its process instead)"
+            )
+        self.begin_leave(self.clock.monotonic_ms())
+        return LEAVE_REPLY
 
     # -- shared --------------------------------------------------------------------------------
 
