@@ -27,6 +27,8 @@ from collections.abc import Callable
 
 import pytest
 
+from gossipcache.wire.framing import FrameDecoder
+from gossipcache.wire.native import OP_GET, Request, decode_response, encode_request
 from tests.test_cluster_processes import CONVERGE_S_MAX, POLL_INTERVAL_S, free_ports, state_of
 from tests.test_replication_processes import ReplicatedCluster, Resp
 
@@ -53,11 +55,11 @@ class CheckingWriter(threading.Thread):
         self.acknowledged: dict[bytes, bytes] = {}
         self.failures = 0
         self._clients: dict[int, Resp] = {}
-        self._stop = threading.Event()
+        self._stopping = threading.Event()
 
     def run(self) -> None:
         number = 0
-        while not self._stop.wait(1 / WRITES_PER_S_MAX):  # the rate bound, not a wait for news
+        while not self._stopping.wait(1 / WRITES_PER_S_MAX):  # the rate bound, not a wait for news
             ports = self.ports
             port = ports[number % len(ports)]
             key, value = b"key:%d" % number, b"value:%d" % number
@@ -78,7 +80,7 @@ class CheckingWriter(threading.Thread):
 
     def stop(self) -> dict[bytes, bytes]:
         """Stop, close the connections and return the acknowledged writes."""
-        self._stop.set()
+        self._stopping.set()
         self.join(timeout=30)
         assert not self.is_alive(), "the writer did not stop"
         for client in self._clients.values():
@@ -91,6 +93,29 @@ def missing_through(client: Resp, acknowledged: dict[bytes, bytes]) -> list[byte
     keys = list(acknowledged)
     replies = client.pipeline([(b"GET", key) for key in keys])
     return [key for key, got in zip(keys, replies, strict=True) if got != acknowledged[key]]
+
+
+def missing_locally(sock: socket.socket, acknowledged: dict[bytes, bytes]) -> list[bytes]:
+    """The acknowledged keys a node does not hold itself: native ``get`` at ``one`` (served
+    from its own memory when it owns the key, as every node does with R = 3 on three nodes)
+    over ``sock``, pipelined. Closes ``sock``."""
+    keys = list(acknowledged)
+    decoder = FrameDecoder()
+    replies: list[bytes] = []
+    with sock:
+        sock.sendall(
+            b"".join(
+                encode_request(Request(number, OP_GET, (key, "one")))
+                for number, key in enumerate(keys)
+            )
+        )
+        while len(replies) < len(keys):
+            data = sock.recv(1 << 20)
+            if not data:
+                raise ConnectionError("closed")
+            replies.extend(decode_response(body) for body in decoder.parse(data))
+    got = {reply.request_id: reply.payload for reply in replies}
+    return [key for number, key in enumerate(keys) if got[number] != acknowledged[key]]
 
 
 def assert_nothing_lost(
@@ -172,9 +197,7 @@ def test_sigterm_makes_a_node_leave_gracefully_and_exit_0(cluster: ReplicatedClu
     assert "leaving the cluster" in (cluster.log_dir / f"node-{ports[2]}.log").read_text()
 
 
-def test_cluster_grown_3_to_5_and_shrunk_back_loses_no_acknowledged_write(
-    cluster: ReplicatedCluster,
-) -> None:
+def _grow_3_to_5_and_shrink_back(cluster: ReplicatedCluster) -> dict[bytes, bytes]:
     first, added = cluster.ports[:3], cluster.ports[3:]
     for port in first:
         cluster.start(port)
@@ -197,7 +220,22 @@ def test_cluster_grown_3_to_5_and_shrunk_back_loses_no_acknowledged_write(
     finally:
         acknowledged = writer.stop()
     assert writer.failures <= len(acknowledged) // 10, (writer.failures, len(acknowledged))
-    assert_nothing_lost(connect, first, acknowledged)
+    return acknowledged
+
+
+def test_cluster_grown_3_to_5_and_shrunk_back_loses_no_acknowledged_write(cluster) -> None:
+    acknowledged = _grow_3_to_5_and_shrink_back(cluster)
+    assert_nothing_lost(connect_local(cluster), cluster.ports[:3], acknowledged)
+
+
+@pytest.mark.skip(reason="needs the bucket hand-off on leave and anti-entropy (lead)")
+def test_after_3_to_5_to_3_every_remaining_node_holds_every_key(cluster) -> None:
+    # Quorum reads merge the owners' answers (and repair them), so they find a key even when
+    # one copy is left (measured on the stub leave, which hands nothing off: of 1,298 keys,
+    # 152 were held by one node only). With the hand-off no copy is lost: all three hold
+    # every key, checked before any quorum read repairs one.
+    acknowledged = _grow_3_to_5_and_shrink_back(cluster)
+    wait_until_held_everywhere(connect_native_local, cluster.ports[:3], acknowledged, REFILL_S_MAX)
 
 
 def test_leave_cli_refuses_a_node_alone_and_reports_an_unreachable_one(tmp_path) -> None:
@@ -247,35 +285,43 @@ def _kill_and_restart_empty(cluster: ReplicatedCluster, *restart_args: str) -> d
     finally:
         acknowledged = writer.stop()
     assert writer.failures <= len(acknowledged) // 10, (writer.failures, len(acknowledged))
-    assert_nothing_lost(connect, ports, acknowledged)
     return acknowledged
 
 
 def test_a_node_killed_and_restarted_empty_during_writes_loses_nothing(cluster) -> None:
-    _kill_and_restart_empty(cluster)
+    acknowledged = _kill_and_restart_empty(cluster)
+    assert_nothing_lost(connect_local(cluster), cluster.ports[:3], acknowledged)
+
+
+def wait_until_held_everywhere(
+    connect_native: Callable[[int], socket.socket],
+    ports: list[int],
+    acknowledged: dict[bytes, bytes],
+    deadline_s: float,
+) -> None:
+    """Poll until every node of ``ports`` holds every acknowledged key itself."""
+    give_up = time.monotonic() + deadline_s
+    while True:
+        missing = {port: missing_locally(connect_native(port), acknowledged) for port in ports}
+        if not any(missing.values()):
+            return
+        assert time.monotonic() < give_up, (
+            f"after {deadline_s} s, of {len(acknowledged)} acknowledged keys, nodes still miss: "
+            + ", ".join(f"{port}: {len(keys)} ({keys[:3]})" for port, keys in missing.items())
+        )
+        time.sleep(POLL_INTERVAL_S)
+
+
+def connect_native_local(port: int) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", port), timeout=5.0)
 
 
 @pytest.mark.skip(reason="needs anti-entropy refill (lead)")
 def test_a_node_restarted_empty_is_refilled_and_serves_every_key_at_one(cluster) -> None:
-    # The victim reads at ``one``: with R = 3 on three nodes it owns every key and serves it
-    # from its own memory, which only the refill can have filled with the keys written before
-    # its restart.
-    acknowledged = _kill_and_restart_empty(cluster, "--read-consistency", "one")
+    # Checked before any quorum read, which would repair the victim key by key.
+    acknowledged = _kill_and_restart_empty(cluster)
     victim = cluster.ports[2]
-    give_up = time.monotonic() + REFILL_S_MAX
-    while True:
-        client = connect_local(cluster)(victim)
-        try:
-            missing = missing_through(client, acknowledged)
-        finally:
-            client.close()
-        if not missing:
-            break
-        assert time.monotonic() < give_up, (
-            f"{len(missing)} of {len(acknowledged)} keys still missing on the restarted node "
-            f"after {REFILL_S_MAX} s"
-        )
-        time.sleep(POLL_INTERVAL_S)
+    wait_until_held_everywhere(connect_native_local, [victim], acknowledged, REFILL_S_MAX)
 
 
 # -- a network partition between namespaces ----------------------------------------------------
@@ -391,11 +437,15 @@ class NamespacedCluster(ReplicatedCluster):
         super().start(port, "--cluster-key-file", str(self.key_file), *extra_args)
 
     def connect(self, port: int) -> Resp:
-        host = self.address(port).rpartition(":")[0]
-        sock = self.namespaces.connect(
-            self.namespaces.client_name, (host, self.resp_port_of[port]), 5.0
-        )
-        return Resp(self.resp_port_of[port], sock=sock)
+        """A RESP connection to the node on ``port``, from the client's namespace."""
+        return Resp(self.resp_port_of[port], sock=self.connect_native(self.resp_port_of[port]))
+
+    def connect_native(self, port: int) -> socket.socket:
+        """A connection to ``port`` of the node whose native port it is or whose RESP port it
+        is, from the client's namespace."""
+        node_port = next(p for p, resp in self.resp_port_of.items() if port in (p, resp))
+        host = self.address(node_port).rpartition(":")[0]
+        return self.namespaces.connect(self.namespaces.client_name, (host, port), 5.0)
 
 
 @pytest.fixture
@@ -448,4 +498,7 @@ def test_a_partitioned_node_during_quorum_writes_loses_nothing_after_heal(
     finally:
         acknowledged = writer.stop()
     assert writer.failures <= len(acknowledged) // 10, (writer.failures, len(acknowledged))
+    # The writes the cut-off node missed reach it as hints once healed: each node holds all
+    # (checked first: the quorum reads below would repair it key by key).
+    wait_until_held_everywhere(cluster.connect_native, ports, acknowledged, CONVERGE_S_MAX)
     assert_nothing_lost(cluster.connect, ports, acknowledged)
