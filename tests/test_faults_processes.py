@@ -28,7 +28,7 @@ from collections.abc import Callable
 import pytest
 
 from gossipcache.wire.framing import FrameDecoder
-from gossipcache.wire.native import OP_GET, Request, decode_response, encode_request
+from gossipcache.wire.native import OP_GET, OP_MEMBERS, Request, decode_response, encode_request
 from tests.test_cluster_processes import CONVERGE_S_MAX, POLL_INTERVAL_S, free_ports, state_of
 from tests.test_replication_processes import ReplicatedCluster, Resp
 
@@ -95,27 +95,35 @@ def missing_through(client: Resp, acknowledged: dict[bytes, bytes]) -> list[byte
     return [key for key, got in zip(keys, replies, strict=True) if got != acknowledged[key]]
 
 
-def missing_locally(sock: socket.socket, acknowledged: dict[bytes, bytes]) -> list[bytes]:
-    """The acknowledged keys a node does not hold itself: native ``get`` at ``one`` (served
-    from its own memory when it owns the key, as every node does with R = 3 on three nodes)
-    over ``sock``, pipelined. Closes ``sock``."""
-    keys = list(acknowledged)
+def native_calls(sock: socket.socket, requests: list[tuple[str, tuple]]) -> list[object]:
+    """Send the native ``(op, args)`` requests over ``sock`` at once (pipelined) and return
+    their payloads in order (None for NOT_FOUND). Closes ``sock``."""
     decoder = FrameDecoder()
-    replies: list[bytes] = []
+    payloads: dict[int, object] = {}
     with sock:
         sock.sendall(
             b"".join(
-                encode_request(Request(number, OP_GET, (key, "one")))
-                for number, key in enumerate(keys)
+                encode_request(Request(number, op, args))
+                for number, (op, args) in enumerate(requests)
             )
         )
-        while len(replies) < len(keys):
+        while len(payloads) < len(requests):
             data = sock.recv(1 << 20)
             if not data:
                 raise ConnectionError("closed")
-            replies.extend(decode_response(body) for body in decoder.parse(data))
-    got = {reply.request_id: reply.payload for reply in replies}
-    return [key for number, key in enumerate(keys) if got[number] != acknowledged[key]]
+            for body in decoder.parse(data):
+                response = decode_response(body)
+                payloads[response.request_id] = response.payload
+    return [payloads[number] for number in range(len(requests))]
+
+
+def missing_locally(sock: socket.socket, acknowledged: dict[bytes, bytes]) -> list[bytes]:
+    """The acknowledged keys a node does not hold itself: native ``get`` at ``one`` (served
+    from its own memory when it owns the key, as every node does with R = 3 on three nodes)
+    over ``sock``."""
+    keys = list(acknowledged)
+    got = native_calls(sock, [(OP_GET, (key, "one")) for key in keys])
+    return [key for key, value in zip(keys, got, strict=True) if value != acknowledged[key]]
 
 
 def assert_nothing_lost(
@@ -133,14 +141,38 @@ def assert_nothing_lost(
         )
 
 
-def connect_local(cluster: ReplicatedCluster) -> Callable[[int], Resp]:
-    def connect(port: int) -> Resp:
-        return Resp(cluster.resp_port_of[port])
+class FaultCluster(ReplicatedCluster):
+    """The replication test's cluster, with connections of its own: the test's RESP and native
+    connections, and member views asked over a native connection (cheaper than a CLI process
+    per node and poll, which on a loaded 2-core machine doubled these tests' time)."""
 
-    return connect
+    def connect(self, port: int) -> Resp:
+        """A RESP connection to the node on ``port``."""
+        return Resp(self.resp_port_of[port], sock=self.connect_native(self.resp_port_of[port]))
+
+    def connect_native(self, port: int) -> socket.socket:
+        """A connection to ``port`` of a node (its native or its RESP port)."""
+        return socket.create_connection(("127.0.0.1", port), timeout=5.0)
+
+    def views(self) -> dict[int, dict[str, dict]]:
+        views = {}
+        for port in self.processes:
+            try:
+                (members,) = native_calls(self.connect_native(port), [(OP_MEMBERS, ())])
+            except OSError:
+                continue
+            if not isinstance(members, list):  # an error: not serving members yet
+                continue
+            by_address: dict[str, dict] = {}
+            for member in members:  # the live record wins over earlier processes' tombstones
+                kept = by_address.get(member["address"])
+                if kept is None or kept["state"] not in ("alive", "suspect"):
+                    by_address[member["address"]] = member
+            views[port] = by_address
+        return views
 
 
-def alive_everywhere(cluster: ReplicatedCluster, ports: list[int]):
+def alive_everywhere(cluster: FaultCluster, ports: list[int]):
     addresses = [cluster.address(port) for port in ports]
     return lambda views: all(state_of(views, a) == {"alive"} for a in addresses)
 
@@ -168,7 +200,7 @@ def gossipcache(
 @pytest.fixture
 def cluster(tmp_path):
     ports = free_ports(10)
-    nodes = ReplicatedCluster(ports[:5], ports[5:], tmp_path)
+    nodes = FaultCluster(ports[:5], ports[5:], tmp_path)
     try:
         yield nodes
     finally:
@@ -178,7 +210,7 @@ def cluster(tmp_path):
 # -- graceful leave ----------------------------------------------------------------------------
 
 
-def test_sigterm_makes_a_node_leave_gracefully_and_exit_0(cluster: ReplicatedCluster) -> None:
+def test_sigterm_makes_a_node_leave_gracefully_and_exit_0(cluster: FaultCluster) -> None:
     ports = cluster.ports[:3]
     for port in ports:
         cluster.start(port)
@@ -197,12 +229,12 @@ def test_sigterm_makes_a_node_leave_gracefully_and_exit_0(cluster: ReplicatedClu
     assert "leaving the cluster" in (cluster.log_dir / f"node-{ports[2]}.log").read_text()
 
 
-def _grow_3_to_5_and_shrink_back(cluster: ReplicatedCluster) -> dict[bytes, bytes]:
+def _grow_3_to_5_and_shrink_back(cluster: FaultCluster) -> dict[bytes, bytes]:
     first, added = cluster.ports[:3], cluster.ports[3:]
     for port in first:
         cluster.start(port)
     cluster.wait_until(alive_everywhere(cluster, first), CONVERGE_S_MAX, "three alive")
-    connect = connect_local(cluster)
+    connect = cluster.connect
     writer = CheckingWriter(connect, first)  # through the nodes that stay
     writer.start()
     try:
@@ -225,7 +257,7 @@ def _grow_3_to_5_and_shrink_back(cluster: ReplicatedCluster) -> dict[bytes, byte
 
 def test_cluster_grown_3_to_5_and_shrunk_back_loses_no_acknowledged_write(cluster) -> None:
     acknowledged = _grow_3_to_5_and_shrink_back(cluster)
-    assert_nothing_lost(connect_local(cluster), cluster.ports[:3], acknowledged)
+    assert_nothing_lost(cluster.connect, cluster.ports[:3], acknowledged)
 
 
 @pytest.mark.skip(reason="needs the bucket hand-off on leave and anti-entropy (lead)")
@@ -235,7 +267,9 @@ def test_after_3_to_5_to_3_every_remaining_node_holds_every_key(cluster) -> None
     # 152 were held by one node only). With the hand-off no copy is lost: all three hold
     # every key, checked before any quorum read repairs one.
     acknowledged = _grow_3_to_5_and_shrink_back(cluster)
-    wait_until_held_everywhere(connect_native_local, cluster.ports[:3], acknowledged, REFILL_S_MAX)
+    wait_until_held_everywhere(
+        cluster.connect_native, cluster.ports[:3], acknowledged, REFILL_S_MAX
+    )
 
 
 def test_leave_cli_refuses_a_node_alone_and_reports_an_unreachable_one(tmp_path) -> None:
@@ -264,13 +298,13 @@ def test_leave_cli_refuses_a_node_alone_and_reports_an_unreachable_one(tmp_path)
 # -- kill -9 and an empty restart --------------------------------------------------------------
 
 
-def _kill_and_restart_empty(cluster: ReplicatedCluster, *restart_args: str) -> dict:
+def _kill_and_restart_empty(cluster: FaultCluster) -> dict[bytes, bytes]:
     ports = cluster.ports[:3]
     for port in ports:
         cluster.start(port)
     cluster.wait_until(alive_everywhere(cluster, ports), CONVERGE_S_MAX, "three alive")
     victim, others = ports[2], ports[:2]
-    connect = connect_local(cluster)
+    connect = cluster.connect
     writer = CheckingWriter(connect, ports)
     writer.start()
     try:
@@ -278,7 +312,7 @@ def _kill_and_restart_empty(cluster: ReplicatedCluster, *restart_args: str) -> d
         writer.ports = others
         cluster.kill(victim)  # SIGKILL: its memory is gone
         wait_for_acknowledged(writer, 100)
-        cluster.start(victim, *restart_args)
+        cluster.start(victim)
         cluster.wait_until(alive_everywhere(cluster, ports), CONVERGE_S_MAX, "victim back")
         writer.ports = ports
         wait_for_acknowledged(writer, 100)
@@ -290,7 +324,7 @@ def _kill_and_restart_empty(cluster: ReplicatedCluster, *restart_args: str) -> d
 
 def test_a_node_killed_and_restarted_empty_during_writes_loses_nothing(cluster) -> None:
     acknowledged = _kill_and_restart_empty(cluster)
-    assert_nothing_lost(connect_local(cluster), cluster.ports[:3], acknowledged)
+    assert_nothing_lost(cluster.connect, cluster.ports[:3], acknowledged)
 
 
 def wait_until_held_everywhere(
@@ -312,16 +346,12 @@ def wait_until_held_everywhere(
         time.sleep(POLL_INTERVAL_S)
 
 
-def connect_native_local(port: int) -> socket.socket:
-    return socket.create_connection(("127.0.0.1", port), timeout=5.0)
-
-
 @pytest.mark.skip(reason="needs anti-entropy refill (lead)")
 def test_a_node_restarted_empty_is_refilled_and_serves_every_key_at_one(cluster) -> None:
     # Checked before any quorum read, which would repair the victim key by key.
     acknowledged = _kill_and_restart_empty(cluster)
     victim = cluster.ports[2]
-    wait_until_held_everywhere(connect_native_local, [victim], acknowledged, REFILL_S_MAX)
+    wait_until_held_everywhere(cluster.connect_native, [victim], acknowledged, REFILL_S_MAX)
 
 
 # -- a network partition between namespaces ----------------------------------------------------
@@ -411,7 +441,7 @@ class Namespaces:
         return made[0]
 
 
-class NamespacedCluster(ReplicatedCluster):
+class NamespacedCluster(FaultCluster):
     """Three nodes, each in its own namespace at ``SUBNET_PREFIX`` + 1, 2, 3, with a cluster
     key (a node on a non-loopback address refuses the development key)."""
 
@@ -435,10 +465,6 @@ class NamespacedCluster(ReplicatedCluster):
 
     def start(self, port: int, *extra_args: str) -> None:
         super().start(port, "--cluster-key-file", str(self.key_file), *extra_args)
-
-    def connect(self, port: int) -> Resp:
-        """A RESP connection to the node on ``port``, from the client's namespace."""
-        return Resp(self.resp_port_of[port], sock=self.connect_native(self.resp_port_of[port]))
 
     def connect_native(self, port: int) -> socket.socket:
         """A connection to ``port`` of the node whose native port it is or whose RESP port it
