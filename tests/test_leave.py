@@ -109,6 +109,10 @@ def test_leave_cli_says_what_a_witness_saw() -> None:
     assert leave_cli._state_of(members, "a:1") == "alive"
     assert leave_cli._state_of(members, "b:1") == "left"
     assert leave_cli._state_of(members, "c:1") == "absent"
+    alone = leave_cli.LeaveOutcome(witnesses=0)  # a cluster of one: nobody to confirm
+    assert not alone.gone
+    alone.node_answers = False
+    assert alone.gone
 
 
 # -- the server -------------------------------------------------------------------------------------
@@ -144,6 +148,31 @@ async def test_a_leave_request_takes_the_node_out_and_run_node_returns() -> None
         nursery.cancel_scope.cancel()
 
 
+async def test_leave_and_wait_sees_the_node_gone_and_a_witness_list_it_as_left() -> None:
+    async with trio.open_nursery() as nursery:
+        other = NodeServer(_config())
+        await nursery.start(other.serve)
+        leaver = await nursery.start(run_node, _config(seeds=(_address(other),)))
+        with trio.fail_after(10):
+            while len(other.core.membership.members()) < 2:
+                await trio.sleep(0.01)  # until the witness knows the leaver
+            outcome, elapsed_s = await leave_cli.leave_and_wait(_address(leaver), 10.0, None)
+        assert outcome.gone and not outcome.node_answers
+        assert (outcome.witness, outcome.seen_state) == (_address(other), "left")
+        assert elapsed_s < 10
+        nursery.cancel_scope.cancel()
+
+
+async def test_leave_and_wait_gives_up_on_a_node_that_keeps_answering(monkeypatch) -> None:
+    monkeypatch.setattr(NodeCore, "leave_finished", property(lambda core: False))
+    async with trio.open_nursery() as nursery:
+        leaver = await nursery.start(run_node, _config(leave_timeout_s=60.0))
+        outcome, elapsed_s = await leave_cli.leave_and_wait(_address(leaver), 0.5, None)
+        assert not outcome.gone and outcome.node_answers
+        assert 0.5 <= elapsed_s < 5
+        nursery.cancel_scope.cancel()
+
+
 async def test_a_node_alone_answers_the_leave_request_with_an_error_and_keeps_serving() -> None:
     async with trio.open_nursery() as nursery:
         server = NodeServer(_config(membership_enabled=False))
@@ -153,6 +182,18 @@ async def test_a_node_alone_answers_the_leave_request_with_an_error_and_keeps_se
                 await client.leave()
             await client.put("k", "v")  # still serving
         assert not server.leave_requested.is_set()
+        nursery.cancel_scope.cancel()
+
+
+async def test_leave_needs_auth_on_a_node_with_a_client_password() -> None:
+    async with trio.open_nursery() as nursery:
+        server = NodeServer(_config(client_password=b"secret"))
+        await nursery.start(server.serve)
+        async with Client(_address(server)) as client:
+            with pytest.raises(ServerError) as refused:
+                await client.leave()
+            assert refused.value.code == "noauth"
+        assert not server.leave_requested.is_set() and not server.core.membership.has_left
         nursery.cancel_scope.cancel()
 
 

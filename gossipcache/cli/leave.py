@@ -54,7 +54,10 @@ def _positive_s(text: str) -> float:
 class LeaveOutcome:
     """What the wait saw: whether the node stopped answering, and how the others list it."""
 
-    def __init__(self) -> None:
+    def __init__(self, witnesses: int = 1) -> None:
+        #: Other live members before the leave: with none (a cluster of one), nobody is left
+        #: to confirm, and the node's silence is the whole answer.
+        self.witnesses = witnesses
         self.node_answers = True
         #: The state the last answering witness gave the node ("left", "dead", "absent"), and
         #: that witness; None until one answered.
@@ -63,7 +66,9 @@ class LeaveOutcome:
 
     @property
     def gone(self) -> bool:
-        return not self.node_answers and self.seen_state not in (None, *LIVE_STATES)
+        if self.node_answers:
+            return False
+        return self.witnesses == 0 or self.seen_state not in (None, *LIVE_STATES)
 
 
 def run_leave(args: argparse.Namespace) -> int:
@@ -84,9 +89,14 @@ def run_leave(args: argparse.Namespace) -> int:
         print(f"error: {args.node}: {error}", file=sys.stderr)
         return EXIT_ERROR
     if outcome.gone:
+        confirmed = (
+            f"{outcome.witness} lists it as {outcome.seen_state}"
+            if outcome.witness is not None
+            else "it was the only member"
+        )
         print(
             f"{args.node} left the cluster in {elapsed_s:.1f} s: its process no longer answers"
-            f" and {outcome.witness} lists it as {outcome.seen_state}"
+            f" and {confirmed}"
         )
         return EXIT_OK
     if outcome.node_answers:
@@ -117,7 +127,6 @@ async def leave_and_wait(
     from ..client.client import Client
 
     started = trio.current_time()
-    outcome = LeaveOutcome()
     async with Client(node, timeout_s=CALL_TIMEOUT_S, password=password) as client:
         members = await client.members(node=node)
         witnesses = [
@@ -125,6 +134,7 @@ async def leave_and_wait(
             for member in members
             if member["address"] != node and member["state"] in LIVE_STATES
         ]
+        outcome = LeaveOutcome(len(witnesses))
         await client.leave(node=node)
         with trio.move_on_after(max(0.0, timeout_s - (trio.current_time() - started))):
             while True:
