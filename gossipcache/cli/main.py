@@ -15,7 +15,7 @@ import time
 
 from ..errors import GossipCacheError
 from ..store.eviction import POLICY_NAMES
-from . import bench, cluster, status, tracesim
+from . import bench, cluster, leave, status, tracesim
 
 EXIT_OK = 0
 EXIT_MISSING = 1
@@ -88,8 +88,8 @@ def _run_node(args: argparse.Namespace) -> int:
     except ValueError as error:  # a setting out of range: say which, before binding anything
         print(f"error: {error}", file=sys.stderr)
         return EXIT_ERROR
-    trio.run(run_node, config)
-    return EXIT_OK
+    left_cleanly = trio.run(run_node, config)
+    return EXIT_OK if left_cleanly else EXIT_ERROR
 
 
 def _node_config(args: argparse.Namespace, client_password: bytes | None):
@@ -122,6 +122,7 @@ def _node_config(args: argparse.Namespace, client_password: bytes | None):
         host_id=args.host_id,
         zone=args.zone,
         allow_development_key_on_network=args.allow_development_key_on_network,
+        leave_timeout_s=args.leave_timeout_s,
     )
 
 
@@ -178,6 +179,9 @@ def _register_node(sub) -> None:
     parser.add_argument("--client-password-file", default=None,
                         help="file whose first line is the password clients must send (AUTH)"
                              " before any command (default: none required)")  # fmt: skip
+    parser.add_argument("--leave-timeout-s", type=float, default=60.0,
+                        help="on SIGTERM or a leave request, exit after handing off the data,"
+                             " or after this many seconds at most (default 60)")  # fmt: skip
     parser.set_defaults(run=_run_node)
 
 
@@ -337,6 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     _register_client_commands(sub)
     cluster.register(sub)
     status.register(sub)
+    leave.register(sub)
     tracesim.register(sub)
     bench.register(sub)
     return parser

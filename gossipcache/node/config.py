@@ -105,6 +105,10 @@ class NodeConfig:
     #: before any other command; None: no client authentication. Not the cluster key, which
     #: authenticates nodes to each other. Kept out of ``repr`` so it never reaches a log.
     client_password: bytes | None = field(default=None, repr=False)
+    #: A graceful leave (SIGTERM, the ``leave`` op) hands the node's buckets to their new
+    #: owners before the process exits; past this the process exits anyway, with a warning
+    #: (the data not handed off then has only its other replicas).
+    leave_timeout_s: float = 60.0
 
     def __post_init__(self) -> None:
         if not 1 <= self.replicas <= PLACEMENT_REPLICAS_MAX:
@@ -149,6 +153,7 @@ class NodeConfig:
             "antientropy_bytes_per_round_max",
             "antientropy_keys_per_round_max",
             "antientropy_rounds_per_s_max",
+            "leave_timeout_s",
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")

@@ -83,6 +83,8 @@ SUMMARY_VERIFY_INTERVAL_MS = 1000
 SUMMARY_VERIFY_ENTRIES_MAX = 2048
 #: How often the core checks whether its data state moves on (filled, serving, left).
 DATA_STATE_CHECK_INTERVAL_MS = 50
+#: What the ``leave`` command answers once the leave has begun.
+LEAVE_REPLY = "leaving"
 
 
 class Pending:
@@ -169,6 +171,7 @@ class NodeCore:
             (c.Members, self._members),
             (c.Flush, self._flush),
             (c.Topology, self._topology),
+            (c.Leave, self._leave),
         ):
             self.add_command(command_type, handler)
         #: Commands waiting for completion, and those completed but not yet taken.
@@ -920,6 +923,15 @@ class NodeCore:
     def _flush(self, command: c.Flush, wall_ms: int) -> bool:
         self.store.flush()
         return True
+
+    def _leave(self, command: c.Leave, wall_ms: int) -> str:
+        if self.membership is None:
+            raise ServiceUnavailable(
+                "membership is not running: a node alone has nobody to hand its data to "
+                "(stop its process instead)"
+            )
+        self.begin_leave(self.clock.monotonic_ms())
+        return LEAVE_REPLY
 
     # -- shared --------------------------------------------------------------------------------
 
