@@ -260,7 +260,6 @@ def test_cluster_grown_3_to_5_and_shrunk_back_loses_no_acknowledged_write(cluste
     assert_nothing_lost(cluster.connect, cluster.ports[:3], acknowledged)
 
 
-@pytest.mark.skip(reason="needs the bucket hand-off on leave and anti-entropy (lead)")
 def test_after_3_to_5_to_3_every_remaining_node_holds_every_key(cluster) -> None:
     # Quorum reads merge the owners' answers (and repair them), so they find a key even when
     # one copy is left (measured on the stub leave, which hands nothing off: of 1,298 keys,
@@ -346,7 +345,6 @@ def wait_until_held_everywhere(
         time.sleep(POLL_INTERVAL_S)
 
 
-@pytest.mark.skip(reason="needs anti-entropy refill (lead)")
 def test_a_node_restarted_empty_is_refilled_and_serves_every_key_at_one(cluster) -> None:
     # Checked before any quorum read, which would repair the victim key by key.
     acknowledged = _kill_and_restart_empty(cluster)

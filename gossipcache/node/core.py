@@ -473,7 +473,11 @@ class NodeCore:
         when. Idempotent. Without replication there is nothing to hand over."""
         if self._leave_started:
             return
-        if self.antientropy is None:
+        if (
+            self.antientropy is None
+            or self.coordinator.joining  # it never served: it holds nothing of the cluster's
+            or self.membership.live_member_count() <= 1  # the last node: nobody to hand to
+        ):
             self.leave(now_ms)
             return
         self._leave_started = True
@@ -636,7 +640,7 @@ class NodeCore:
     def _update_placement(self) -> None:
         members, target, down, incomplete = self._placement_members()
         self.placement.update(members)
-        if target is None:
+        if not target:  # None: no change under way; empty: the last node is leaving
             self.target_placement = None
         else:
             if self.target_placement is None:
