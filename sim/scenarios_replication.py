@@ -410,7 +410,8 @@ def note_immediate_version(entry: HistoryEntry, node: SimNode | None) -> None:
 def unsettled_reason(sim: Simulation, workload: ClientWorkload) -> str | None:
     """None when the cluster has settled after heal, else what is still moving: a node down or
     paused, a membership view other than the live processes, placement tables that disagree or
-    are being rebuilt, hints still held, client commands still open."""
+    are being rebuilt, a node still filling (anti-entropy), hints still held, client commands
+    still open."""
     live = sim.live_addresses()
     if len(live) != len(sim.addresses):
         return f"nodes down: {sorted(set(sim.addresses) - set(live))}"
@@ -435,6 +436,9 @@ def unsettled_reason(sim: Simulation, workload: ClientWorkload) -> str | None:
                 return f"{core.membership.node_id} sees {sorted(seen)}, suspects {suspects}"
         if core.placement.busy or core.placement.table is None:
             return "a placement table is being built"
+        data_state = getattr(core, "data_state", "serving")
+        if data_state != "serving":
+            return f"{core.membership.node_id} is {data_state}"
         epochs.add(core.placement.epoch)
         hints += hints_held(core)
     if len(epochs) > 1:
