@@ -1,0 +1,374 @@
+"""The fault suite (issue 10): the faults-* scenarios over the CI seeds, every planned fault kind
+fired across them (green runs are not empty), the new fault shapes (bridge, flapping link,
+join, graceful leave), the convergence checker on hand-made disagreements, the budget, and
+``python -m sim soak``."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from gossipcache.node.core import NodeCore
+from gossipcache.placement import bucket_of
+from sim import Simulation
+from sim.cli import main
+from sim.convergence import SKIPPED, ConvergenceWatch, differing_buckets
+from sim.faults import FaultInjector, FaultPlan, FlappingLink, bridge_partition
+from sim.lazy_placement import LazyPlacementObserver
+from sim.node import node_factory
+from sim.scenarios import run_scenario
+from sim.scenarios_faults import (
+    FAULT_SUITE_SCENARIOS,
+    SUITE_FAULTS,
+    FaultSuiteFaults,
+    fault_suite_scenario,
+)
+from sim.scenarios_replication import NODE_CONFIG
+from sim.simulation import node_addresses
+
+#: CI seeds per fault-suite scenario (measured: about 0.3 s a seed; docs/design.md).
+CI_SEEDS = {"faults-mixed": range(0, 100), "faults-membership": range(0, 60)}
+SEED_CHUNK = 20
+
+#: Seeds that fail on a bug in the node (the lead's code; reported with their replay commands
+#: ``python -m sim run NAME --nodes 5 --seed S --duration-s 8``), left out of the CI set until
+#: it is fixed. Two bugs:
+#: - LEAVE_LOST: ``Membership.leave`` sends its one ``Leave`` datagram to ~2 peers and never
+#:   again; when those are lost (a loss burst, a partition) every peer declares the leaver DEAD,
+#:   and a dead member keeps its buckets for ``hint_window_ms`` (10 min): reads at ``all`` of
+#:   its keys fail and the cluster never settles.
+#: - LEFT_VS_DEAD: the same, but one peer got the ``Leave`` (LEFT: out of placement at once)
+#:   and the others declared the leaver DEAD (kept for the hint window): the placement epochs
+#:   differ for 10 minutes.
+#: - JOIN_EMPTY_OWNER: a joined node counts as an owner before it holds its buckets, so a
+#:   quorum read of it and a stale replica returns a value deleted before (deletes-hold).
+LEAVE_LOST, LEFT_VS_DEAD, JOIN_EMPTY_OWNER = "leave lost", "left vs dead", "join empty owner"
+KNOWN_NODE_BUGS = {
+    ("faults-membership", 1): LEAVE_LOST,
+    ("faults-membership", 2): LEAVE_LOST,
+    ("faults-membership", 4): LEAVE_LOST,
+    ("faults-membership", 8): LEAVE_LOST,
+    ("faults-membership", 9): LEAVE_LOST,
+    ("faults-membership", 11): LEFT_VS_DEAD,
+    ("faults-membership", 13): LEAVE_LOST,
+    ("faults-membership", 15): LEFT_VS_DEAD,
+    ("faults-membership", 19): LEFT_VS_DEAD,
+    ("faults-membership", 20): LEFT_VS_DEAD,
+    ("faults-membership", 21): LEFT_VS_DEAD,
+    ("faults-membership", 22): LEFT_VS_DEAD,
+    ("faults-membership", 25): LEAVE_LOST,
+    ("faults-membership", 26): LEAVE_LOST,
+    ("faults-membership", 39): LEFT_VS_DEAD,
+    ("faults-membership", 40): LEAVE_LOST,
+    ("faults-membership", 51): LEAVE_LOST,
+    ("faults-membership", 55): LEAVE_LOST,
+    ("faults-membership", 57): LEFT_VS_DEAD,
+    ("faults-mixed", 80): JOIN_EMPTY_OWNER,
+}
+
+
+def _failures(report) -> dict[str, str]:
+    return {check.name: check.message for check in report.checks if not check.passed}
+
+
+def _leading_int(message: str) -> int:
+    return int(message.split()[0])
+
+
+# ---------------------------------------------------------------------------- the CI seeds
+
+
+@pytest.mark.parametrize(
+    ("name", "first_seed"),
+    [(name, first) for name, seeds in CI_SEEDS.items() for first in seeds[::SEED_CHUNK]],
+)
+def test_fault_suite_scenarios_pass_and_cover_every_planned_kind(name: str, first_seed: int):
+    scenario_ = FAULT_SUITE_SCENARIOS[name]
+    failed = {}
+    coverage: Counter[str] = Counter()
+    acked = values = runs = 0
+    for seed in range(first_seed, min(first_seed + SEED_CHUNK, CI_SEEDS[name].stop)):
+        if (name, seed) in KNOWN_NODE_BUGS:
+            continue
+        report = run_scenario(scenario_, seed=seed)
+        runs += 1
+        if not report.passed:
+            failed[report.replay_command] = _failures(report)
+            continue
+        coverage.update(report.coverage)
+        checks = {check.name: check.message for check in report.checks}
+        acked += _leading_int(checks["no-lost-writes"])
+        values += _leading_int(checks["reads-valid"])
+        assert checks["converged"] == SKIPPED  # until anti-entropy lands
+    assert not failed, failed
+    planned = SUITE_FAULTS[name][1].planned_kinds()
+    assert all(coverage[kind] >= runs for kind in planned), (planned, coverage)
+    assert acked >= runs * 50 and values >= runs * 50, (acked, values)
+
+
+def test_known_node_bugs_are_in_the_ci_ranges():
+    for name, seed in KNOWN_NODE_BUGS:
+        assert seed in CI_SEEDS[name]
+
+
+@pytest.mark.xfail(strict=True, reason="node bugs (KNOWN_NODE_BUGS): remove a seed once fixed")
+@pytest.mark.parametrize(
+    ("name", "seed"),
+    [("faults-membership", 1), ("faults-membership", 11), ("faults-mixed", 80)],
+)
+def test_seeds_of_known_node_bugs(name: str, seed: int):
+    report = run_scenario(FAULT_SUITE_SCENARIOS[name], seed=seed)
+    assert report.passed, (report.replay_command, _failures(report))
+
+
+# ---------------------------------------------------------------------------- the fault shapes
+
+
+def _idle_sim(count: int = 5) -> Simulation:
+    sim = Simulation(3)
+    for address in node_addresses(count):
+        sim.add_node(address, node_factory(sim))
+    return sim
+
+
+def test_bridge_partition_leaves_one_node_reaching_both_sides():
+    sim = _idle_sim()
+    rng = sim.rng("test")
+    for _ in range(20):
+        partition_id = bridge_partition(sim, rng, sim.addresses)
+        bridges = [
+            a
+            for a in sim.addresses
+            if not any(sim.is_blocked(a, b) or sim.is_blocked(b, a) for b in sim.addresses)
+        ]
+        assert len(bridges) == 1
+        cut = {a for a in sim.addresses if a not in bridges}
+        blocked = {(a, b) for a in cut for b in cut if sim.is_blocked(a, b)}
+        # Two non-empty sides, fully cut both ways.
+        assert blocked and all((b, a) in blocked for a, b in blocked)
+        sim.heal(partition_id)
+    assert sim.coverage["bridge_partition"] == 20 and "partition" not in sim.coverage
+    assert bridge_partition(sim, rng, sim.addresses[:2]) is None
+
+
+def test_flapping_link_toggles_within_bounds_and_ends_open():
+    sim = _idle_sim(2)
+    a, b = sim.addresses
+    states: list[tuple[int, bool]] = []
+
+    def sample() -> None:
+        states.append((sim.now_ms, sim.is_blocked(a, b)))
+        if sim.now_ms < 4_000:
+            sim.schedule(sim.now_ms + 10, sample)
+
+    FlappingLink(sim, sim.rng("flap"), a, b, (100, 500), until_ms=3_000).start()
+    sample()
+    sim.run_until(4_000)
+    changes = [t for (t, s), (_, before) in zip(states[1:], states) if s != before]
+    assert len(changes) >= 5  # 3 s of spells of 100-500 ms
+    gaps = [later - earlier for earlier, later in zip(changes, changes[1:])]
+    assert all(90 <= gap <= 510 for gap in gaps), gaps
+    assert not sim.is_blocked(a, b) and not sim.is_blocked(b, a)
+    assert sim.coverage["flapping_link"] == 1 and sim.coverage["link_flap"] >= 3
+
+
+def test_the_injector_fires_bridges_and_flaps_and_heals_them():
+    sim = _idle_sim()
+    plan = FaultPlan(bridges_per_min=30.0, flaps_per_min=30.0, flap_ms=(2_000, 4_000))
+    injector = FaultInjector(sim, plan, safety_end_ms=20_000)
+    injector.start()
+    sim.schedule(20_000, injector.heal)
+    sim.run_until(25_000)
+    assert sim.coverage["bridge_partition"] >= 3 and sim.coverage["flapping_link"] >= 3
+    assert not any(sim.is_blocked(a, b) for a in sim.addresses for b in sim.addresses)
+    with pytest.raises(ValueError, match="flap_toggle_ms"):
+        FaultPlan(flap_toggle_ms=(0, 10))
+
+
+def test_budget_counts_crashes_joins_and_leaves():
+    assert FaultSuiteFaults(crashes=1, joins=1).memory_losses == 2
+    with pytest.raises(ValueError, match="crashes \\+ joins \\+ leaves"):
+        FaultSuiteFaults(crashes=1, joins=1, leaves=1)
+    with pytest.raises(ValueError, match="non-negative"):
+        FaultSuiteFaults(flaps=-1)
+
+
+def test_join_and_leave_change_the_final_layout():
+    """A run of faults-membership: the joined address is an owner in the final table, the node
+    that left is stopped (not counted as a crash) and no owner any more."""
+    report = run_scenario(FAULT_SUITE_SCENARIOS["faults-membership"], seed=0)
+    assert report.passed, _failures(report)
+    fired = report.coverage
+    assert fired["join"] == fired["leave"] == fired["leave_stopped"] == 1
+    assert "crash" not in fired and "restart" not in fired
+    message = {check.name: check.message for check in report.checks}["faults-fired"]
+    assert "joined ['node005:7946'], left ['node" in message
+
+
+class LeaveNeverFinishes(NodeCore):
+    """``leave_finished`` stays False: the suite must stop the node anyway and fail."""
+
+    def begin_leave(self, now_ms: int) -> None:
+        self.leave(now_ms)
+
+    @property
+    def leave_finished(self) -> bool:
+        return False
+
+
+def test_a_leave_that_never_finishes_fails_faults_fired():
+    description, faults = SUITE_FAULTS["faults-membership"]
+    scenario_ = fault_suite_scenario(
+        "test-stuck-leave", description, faults, core_class=LeaveNeverFinishes
+    )
+    report = run_scenario(scenario_, seed=0)
+    assert "leaves not finished within 15000 ms" in _failures(report)["faults-fired"]
+
+
+# ---------------------------------------------------------------------------- convergence
+
+
+class _CountingAntiEntropy:
+    """Stands in for ``NodeCore.antientropy``: only its stats are read."""
+
+    def __init__(self) -> None:
+        self.rounds = 0
+
+    def stats(self) -> dict[str, int]:
+        self.rounds += 1
+        return {"rounds": self.rounds}
+
+
+class _AntiEntropyCore(NodeCore):
+    """A node with a stand-in anti-entropy (the convergence watch only reads its stats and the
+    store's summaries, which ``_summarize`` sets)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.antientropy = _CountingAntiEntropy()
+
+
+class _Summaries:
+    """Per-bucket (sum, count) of a store's entries, taken once: what ``bucket_sum`` and
+    ``bucket_count`` of the real summaries answer, for equal stores equal."""
+
+    def __init__(self, store) -> None:
+        self._buckets: dict[int, tuple[int, int]] = {}
+        for shard in store._shards:
+            for key, value in shard.values.items():
+                digest = hash((key, shard.versions[key], shard.expires_at_ms.get(key), value))
+                total, count = self._buckets.get(bucket_of(key), (0, 0))
+                self._buckets[bucket_of(key)] = (total + digest, count + 1)
+
+    def bucket_sum(self, bucket: int) -> int:
+        return self._buckets.get(bucket, (0, 0))[0]
+
+    def bucket_count(self, bucket: int) -> int:
+        return self._buckets.get(bucket, (0, 0))[1]
+
+
+def _summarize(sim: Simulation) -> None:
+    for address in sim.live_addresses():
+        store = sim.core(address).core.store
+        store.summaries = _Summaries(store)
+
+
+def _formed_cluster(core_class: type[NodeCore] = _AntiEntropyCore) -> Simulation:
+    sim = Simulation(9)
+    addresses = node_addresses(4)
+    factory = node_factory(
+        sim,
+        NODE_CONFIG,
+        observers=(LazyPlacementObserver(),),
+        core_class=core_class,
+        seeds=lambda a: addresses,
+    )
+    for address in addresses:
+        sim.add_node(address, factory)
+    sim.run_until(3_000)
+    return sim
+
+
+def _owners(sim: Simulation, key: bytes) -> list[str]:
+    table = sim.core(sim.addresses[0]).core.placement.table
+    return [owner.partition("#")[0] for owner in table.owners_of_key(key)]
+
+
+def _put(sim: Simulation, address: str, key: bytes, value: bytes, version: int) -> None:
+    wall_ms = sim.wall_ms(address)
+    sim.core(address).core.store.apply(key, value, version, None, wall_ms)
+
+
+def test_differing_buckets_compares_the_live_owners_only():
+    sim = _formed_cluster()
+    key = b"rk:converge"
+    owners = _owners(sim, key)
+    outsider = next(a for a in sim.addresses if a not in owners)
+    for address in owners[:2]:
+        _put(sim, address, key, b"v", 7)
+    _put(sim, outsider, key, b"stale", 5)  # not an owner: ignored
+    _summarize(sim)
+    compared, differing, problems = differing_buckets(sim)
+    assert not problems and compared == 1
+    assert len(differing) == 1 and differing[0].startswith(f"bucket {bucket_of(key)}: ")
+    _put(sim, owners[2], key, b"v", 7)
+    _summarize(sim)
+    assert differing_buckets(sim)[:2] == (1, [])
+
+
+def test_convergence_watch_waits_for_agreement_and_reports_the_time():
+    sim = _formed_cluster()
+    key = b"rk:later"
+    owners = _owners(sim, key)
+    _put(sim, owners[0], key, b"v", 7)
+    _summarize(sim)
+    swept = []
+    watch = ConvergenceWatch(sim, bound_ms=5_000)
+    watch.start(lambda: swept.append(sim.now_ms))
+
+    def repair() -> None:  # what anti-entropy would do, 1.2 s later
+        for address in owners[1:]:
+            _put(sim, address, key, b"v", 7)
+        _summarize(sim)
+
+    sim.schedule(sim.now_ms + 1_200, repair)
+    sim.run_until(sim.now_ms + 6_000)
+    passed, message = watch.verdict()
+    assert passed and "owners agree 1.25 s after the cluster settled (bound 5 s)" in message
+    assert "anti-entropy rounds" in message and swept == [watch.converged_ms]
+
+    stuck = ConvergenceWatch(sim, bound_ms=2_000)
+    _put(sim, owners[1], key, b"w", 8)
+    _summarize(sim)
+    stuck.start(lambda: swept.append(sim.now_ms))
+    sim.run_until(sim.now_ms + 3_000)
+    passed, message = stuck.verdict()
+    assert not passed and "owners still differ 2 s after" in message, message
+    assert f"bucket {bucket_of(key)}" in message and len(swept) == 2
+
+
+def test_convergence_is_skipped_without_anti_entropy():
+    sim = _formed_cluster(NodeCore)
+    watch = ConvergenceWatch(sim, bound_ms=1_000)
+    assert watch.verdict()[0] is False  # never started
+    watch.start(lambda: None)
+    assert watch.verdict() == (True, SKIPPED)
+
+
+# ---------------------------------------------------------------------------- soak
+
+
+def test_soak_prints_progress_failures_replays_and_coverage(capsys):
+    code = main(["soak", "--seeds", "2", "--scenario", "faults-mixed", "--first-seed", "79"])
+    out = capsys.readouterr().out
+    assert code == 1  # seed 80 is a known node bug (KNOWN_NODE_BUGS)
+    assert "soak: faults-mixed  seeds: 79..80  runs: 2  jobs: 1" in out
+    assert "FAIL faults-mixed seed 80: deletes-hold" in out
+    assert "replay: python -m sim run faults-mixed --nodes 5 --seed 80 --duration-s 8" in out
+    assert "bridge_partition=2" in out and "join=2" in out
+    assert "result: 1/2 runs passed" in out
+    assert main(["soak", "--seeds", "1", "--scenario", "faults-mixed", "--jobs", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "runs: 1  jobs: 2" in out and "result: 1/1 runs passed" in out
+    assert main(["soak", "--seeds", "1", "--scenario", "nope"]) == 2
