@@ -40,6 +40,7 @@ is a parameter (``fault_suite_scenario(..., convergence_s=...)``).
 
 Checkers: those of the replication scenarios (no acknowledged quorum/all write lost, no value
 never written, TTLs honoured, deletes hold, replicas agree, stale reads at one counted), the
+``layout`` checker (the final placement has every joined node and no node that left), the
 ``converged`` checker, and ``faults-fired`` (every planned kind fired, the budget held, every
 leave finished). Each run's coverage (``RunReport.coverage``) counts what fired by kind:
 ``bridge_partition``, ``flapping_link`` (and each blocked spell ``link_flap``), ``join``,
@@ -259,6 +260,23 @@ def check_suite_faults(run: FaultSuiteRun, sim: Simulation) -> tuple[bool, str]:
     return passed, f"{message}; {extra}"
 
 
+def check_layout(run: FaultSuiteRun, sim: Simulation) -> tuple[bool, str]:
+    """The final layout (every live node's placement table) has every joined node and no node
+    that left: a leave the cluster took for a crash keeps the leaver's buckets on it."""
+    wrong = {}
+    for address in sim.live_addresses():
+        table = sim.core(address).core.placement.table
+        members = set() if table is None else {m.node_id.partition("#")[0] for m in table.members}
+        missing = [a for a in run.joined if a not in members and sim.is_alive(a)]
+        kept = sorted(members & run.departed)
+        if missing or kept:
+            wrong[address] = f"joined but not placed {missing}, left but placed {kept}"
+    summary = f"joined {run.joined}, left {sorted(run.departed)}"
+    if wrong:
+        return False, f"{wrong}; {summary}"
+    return True, f"{summary}: every live node's layout agrees"
+
+
 def check_converged(run: FaultSuiteRun, sim: Simulation) -> tuple[bool, str]:
     return run.convergence.verdict()
 
@@ -269,6 +287,7 @@ def _checker(name: str, function) -> Checker:
 
 FAULT_SUITE_CHECKERS = (
     *(checker for checker in REPLICATION_CHECKERS if checker.name != "faults-fired"),
+    _checker("layout", check_layout),
     _checker("converged", check_converged),
     _checker("faults-fired", check_suite_faults),
 )
