@@ -16,6 +16,7 @@ suspicion and stream-retry paths run over and over).
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, replace
 
 from .network import CLOG_DELAY_MS_DEFAULT, NetworkConfig
@@ -278,7 +279,7 @@ class FaultInjector:
         FlappingLink(sim, self._rng, a, b, self._plan.flap_toggle_ms, until_ms).start()
 
 
-def bridge_partition(sim: Simulation, rng, addresses: list[str]) -> int | None:
+def bridge_partition(sim: Simulation, rng: random.Random, addresses: list[str]) -> int | None:
     """Split ``addresses`` (at least 3) into a bridge node and two non-empty sides that cannot
     reach each other (symmetric); the bridge reaches both. Counted as ``bridge_partition``.
     Returns the partition id for ``Simulation.heal``, or None with fewer than 3 addresses."""
@@ -300,7 +301,7 @@ class FlappingLink:
     def __init__(
         self,
         sim: Simulation,
-        rng,
+        rng: random.Random,
         a: str,
         b: str,
         toggle_ms: tuple[int, int],

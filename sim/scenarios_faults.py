@@ -249,15 +249,11 @@ class FaultSuiteRun(ReplicationRun):
 def check_suite_faults(run: FaultSuiteRun, sim: Simulation) -> tuple[bool, str]:
     """``faults-fired`` plus the suite's own: every leave finished in time."""
     passed, message = check_faults_fired(run, sim)
-    extra = f"joined {run.joined}, left {sorted(run.departed)}"
     if run.leaves_overdue:
         overdue = {a: f"began at {t} ms" for a, t in sorted(run.leaves_overdue.items())}
-        return (
-            False,
-            f"leaves not finished within {LEAVE_FINISH_MS_MAX} ms: {overdue}; {extra}; "
-            + (message),
-        )
-    return passed, f"{message}; {extra}"
+        limit = f"leaves not finished within {LEAVE_FINISH_MS_MAX} ms: {overdue}"
+        return False, f"{limit}; {message}"
+    return passed, f"{message}; joined {run.joined}, left {sorted(run.departed)}"
 
 
 def check_layout(run: FaultSuiteRun, sim: Simulation) -> tuple[bool, str]:
