@@ -12,7 +12,6 @@ command again. Exit code 1 when a run failed.
 from __future__ import annotations
 
 import multiprocessing
-import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -44,6 +43,7 @@ class SoakResult:
     coverage: dict[str, int]
     acked_writes_checked: int
     values_checked: int
+    virtual_ms: int
 
 
 def _leading_int(message: str) -> int:
@@ -76,6 +76,7 @@ def run_one(task: tuple[str, int]) -> SoakResult:
         coverage=report.coverage,
         acked_writes_checked=_leading_int(lost.message) if lost and lost.passed else 0,
         values_checked=_leading_int(reads.message) if reads and reads.passed else 0,
+        virtual_ms=report.virtual_ms,
     )
 
 
@@ -99,7 +100,6 @@ def soak(
         f"runs: {total}  jobs: {jobs}"
     )
     every = max(1, total // PROGRESS_LINES)
-    started = time.monotonic()
     results: list[SoakResult] = []
     failed: list[SoakResult] = []
     for result in _results(tasks, jobs):
@@ -112,15 +112,12 @@ def soak(
                 f"  replay: {result.replay}"
             )
         if len(results) % every == 0 and len(results) < total:
-            out(
-                f"progress: {len(results)}/{total} runs, {len(failed)} failed, "
-                f"{time.monotonic() - started:.0f} s"
-            )
-    _summary(results, failed, time.monotonic() - started, out)
+            out(f"progress: {len(results)}/{total} runs, {len(failed)} failed")
+    _summary(results, failed, out)
     return sorted(results, key=lambda r: (r.passed, r.scenario, r.seed))
 
 
-def _summary(results: list[SoakResult], failed: list[SoakResult], elapsed_s: float, out) -> None:
+def _summary(results: list[SoakResult], failed: list[SoakResult], out) -> None:
     coverage: Counter[str] = Counter()
     runs_fired: Counter[str] = Counter()
     for result in results:
@@ -134,7 +131,11 @@ def _summary(results: list[SoakResult], failed: list[SoakResult], elapsed_s: flo
     )
     for result in sorted(failed, key=lambda r: (r.scenario, r.seed)):
         out(f"replay: {result.replay}")
-    out(f"result: {len(results) - len(failed)}/{len(results)} runs passed in {elapsed_s:.0f} s")
+    virtual_s = sum(result.virtual_ms for result in results) / 1000
+    out(
+        f"result: {len(results) - len(failed)}/{len(results)} runs passed "
+        f"({virtual_s:.0f} s of virtual time)"
+    )
 
 
 def default_names() -> list[str]:
