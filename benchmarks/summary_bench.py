@@ -20,14 +20,14 @@ import time
 
 import msgpack
 
-from gossipcache.antientropy import (
+from gossipcache.placement import BUCKET_COUNT, bucket_of
+from gossipcache.store.summaries import (
     REBUILD_STEP_ENTRIES_DEFAULT,
     BucketSummaries,
     begin_rebuild,
     entry_digest,
     rebuild,
 )
-from gossipcache.placement import BUCKET_COUNT, bucket_of
 
 
 def make_entries(count: int, seed: int = 1) -> list[tuple[bytes, int, int | None, bool]]:

@@ -1,4 +1,4 @@
-"""Per-bucket anti-entropy summaries (gossipcache/antientropy/summary.py): incremental updates
+"""Per-bucket anti-entropy summaries (gossipcache/store/summaries.py): incremental updates
 agree with a rebuild, the two-level descent finds exactly the differing buckets, and a change
 applied twice shows."""
 
@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gossipcache.antientropy import (
+from gossipcache.store.summaries import (
     GROUP_COUNT,
     GROUP_SIZE,
     BucketSummaries,

@@ -12,6 +12,7 @@ from .store import (
     StoreStats,
     shard_count_for,
 )
+from .summaries import BucketSummaries, entry_digest
 
 __all__ = [
     "ENTRY_OVERHEAD_BYTES",
@@ -20,8 +21,10 @@ __all__ = [
     "TTL_OVERHEAD_BYTES",
     "TTL_PERSISTENT",
     "VALUE_SIZE_BYTES_MAX_DEFAULT",
+    "BucketSummaries",
     "InvariantViolation",
     "Store",
     "StoreStats",
+    "entry_digest",
     "shard_count_for",
 ]

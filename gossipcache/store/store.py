@@ -43,12 +43,15 @@ never the serving path) and raises ``InvariantViolation`` on the first inconsist
 
 from __future__ import annotations
 
+from array import array
 from collections import deque
 from dataclasses import dataclass
 
 from ..errors import EntryTooLarge, InvariantViolation, KeyTooLarge, ValueTooLarge
 from ..limits import KEY_SIZE_BYTES_MAX, VALUE_SIZE_BYTES_MAX
+from ..placement import BUCKET_COUNT, bucket_of
 from .eviction import EvictionPolicy, make_policy
+from .summaries import DIGEST_MASK, BucketSummaries, entry_digest, rebuild
 
 #: Per-entry resident bytes the store itself adds to key and value (the eviction policy's per-key
 #: metadata, ``entry_metadata_bytes``, comes on top): the key and value objects' headers and
@@ -65,6 +68,17 @@ ENTRY_OVERHEAD_BYTES = 360
 #: Extra resident bytes while an entry has a TTL: its slots in ``expires_at_ms`` and
 #: ``ttl_index``, its place in ``ttl_keys``, and the expiry int. Measured the same way.
 TTL_OVERHEAD_BYTES = 300
+
+#: Extra resident bytes per entry while the store tracks buckets (``track_buckets``): the key's
+#: slot in its bucket's set of keys (the per-bucket index). A set under churn resizes to the
+#: smallest power of two above 4 x its live keys once live plus deleted slots fill 60 %, so it
+#: keeps 4-8 slots of 16 bytes per live key. Measured with tracemalloc, largest value over 2 x N
+#: random replacements (``benchmarks/bucket_index_memory.py``): 100.7 bytes/entry at 1M
+#: entries (61 a bucket), 123.2 at 200k (12 a bucket, set headers included); charged 128, the
+#: upper part as for ``ENTRY_OVERHEAD_BYTES``. Not charged: the set headers (216 bytes per
+#: bucket that ever held a key, at most 3.5 MiB) which dominate below ~100k entries, the
+#: summaries (257 KiB) and the evicted stamps (128 KiB): fixed per node, whatever the data.
+BUCKET_INDEX_OVERHEAD_BYTES = 128
 
 #: Most shards a store may have (a power of two): far more than any limit needs.
 SHARD_COUNT_MAX = 16384
@@ -143,6 +157,8 @@ class StoreStats:
     eviction_policy: str
     #: Tombstones held (replicated deletes and expiries), not counted in ``keys``.
     tombstones: int = 0
+    #: Buckets whose summary the drift check (``verify_summaries_step``) found wrong and fixed.
+    summary_drift_buckets: int = 0
 
     @property
     def hit_ratio(self) -> float:
@@ -179,6 +195,7 @@ class Store:
         shard_count: int | None = None,
         expired_tombstone_ms: int | None = None,
         record_evictions: bool = False,
+        track_buckets: bool = False,
     ) -> None:
         """``shard_count`` (a power of two) overrides ``shard_count_for(size_bytes_max)``.
 
@@ -186,7 +203,9 @@ class Store:
         into a ``TOMBSTONE`` of the same version, kept that long past its expiry, so an older
         write delivered late cannot take its place (None: expired entries just go).
         ``record_evictions``: remember ``(key, version)`` of evicted entries for
-        ``take_evicted``."""
+        ``take_evicted``. ``track_buckets``: keep, for anti-entropy, per-bucket summaries of
+        every held entry (``summaries``), the keys of each bucket (``bucket_entries``) and the
+        newest value evicted from each (``evicted_stamp``); see "Bucket tracking" below."""
         if size_bytes_max <= 0:
             raise ValueError(f"size_bytes_max must be positive, got {size_bytes_max}")
         self.size_bytes_max = size_bytes_max
@@ -213,6 +232,20 @@ class Store:
         self.entry_overhead_bytes = (
             ENTRY_OVERHEAD_BYTES + self._shards[0].policy.entry_metadata_bytes
         )
+        # Bucket tracking (anti-entropy). Invariant, after every call: ``summaries`` equals
+        # ``rebuild`` of every held entry (values and tombstones) and ``_bucket_keys[b]`` holds
+        # exactly the held keys of bucket ``b``.
+        #: Per-bucket sums of the held entries' digests, or None when not tracking.
+        self.summaries: BucketSummaries | None = BucketSummaries() if track_buckets else None
+        #: Per bucket, the set of its held keys; created on a bucket's first key and kept
+        #: (at most ``BUCKET_COUNT`` sets, ~3.5 MiB once every bucket has had a key).
+        self._bucket_keys: list[set[bytes] | None] = [None] * BUCKET_COUNT if track_buckets else []
+        #: Per bucket, the largest HLC stamp (``version >> 64``) of a value this store evicted.
+        self._evicted_stamps = array("Q", bytes(8 * BUCKET_COUNT)) if track_buckets else None
+        self._verify_bucket = 0  # where the next ``verify_summaries_step`` resumes
+        self._summary_drift_buckets = 0
+        if track_buckets:
+            self.entry_overhead_bytes += BUCKET_INDEX_OVERHEAD_BYTES
         # Entries up to this weight fit even with a TTL: put() checks the exact sum only above.
         self._entry_bytes_max_without_ttl = size_bytes_max - TTL_OVERHEAD_BYTES
         self._keys = 0
@@ -362,6 +395,10 @@ class Store:
         weight = len(key) + len(value) + self.entry_overhead_bytes
         if weight > self._entry_bytes_max_without_ttl:
             self._check_fits(weight, ttl_ms is not None or keeps_ttl)
+        summaries = self.summaries
+        if summaries is not None:
+            bucket = bucket_of(key)
+            old_digest = self._digest_held(shard, key)
         self._puts += 1
         if old is None:
             policy = shard.policy
@@ -381,6 +418,8 @@ class Store:
             self._set_expiry(shard, key, now_ms + ttl_ms)
         elif not keeps_ttl and key in expires:
             self._clear_expiry(shard, key)
+        if summaries is not None:
+            self._track(shard, key, bucket, old_digest)
         if self._used_bytes > self.size_bytes_max:
             self._evict_to_limit(shard, key)
         return version
@@ -391,8 +430,10 @@ class Store:
         shard = self._shard(key)
         if not self._live(shard, key, now_ms):
             return False
+        tracking = self._track_begin(shard, key)
         shard.policy.remove(key)
         self._drop(shard, key)
+        self._track_end(shard, key, tracking)
         return True
 
     def expire(self, key: bytes, ttl_ms: int | None, now_ms: int) -> bool:
@@ -409,6 +450,7 @@ class Store:
             return False
         if ttl_ms is not None and ttl_ms > 0 and key not in shard.expires_at_ms:
             self._check_fits(len(key) + len(shard.values[key]) + self.entry_overhead_bytes, True)
+        tracking = self._track_begin(shard, key)
         if ttl_ms is None:
             self._clear_expiry(shard, key)
         elif ttl_ms <= 0:
@@ -416,8 +458,9 @@ class Store:
             self._drop(shard, key)
         else:
             self._set_expiry(shard, key, now_ms + ttl_ms)
-            if self._used_bytes > self.size_bytes_max:
-                self._evict_to_limit(shard, key)
+        self._track_end(shard, key, tracking)
+        if self._used_bytes > self.size_bytes_max:
+            self._evict_to_limit(shard, key)
         return True
 
     def check_sizes(self, key: bytes, value: bytes) -> None:
@@ -463,6 +506,17 @@ class Store:
         if held is not None and shard.versions[key] >= version:
             return APPLY_STALE
         replaced_live = held is not None and held is not TOMBSTONE
+        # The summary moves once for the whole apply (``_write`` and the expiry change that
+        # follows it are one change of the entry): the old digest now, the new one at the end.
+        # Nothing below changes the store before a size check may raise.
+        summaries = self.summaries
+        if summaries is not None:
+            bucket = bucket_of(key)
+            old_digest = None
+            if held is not None:
+                old_digest = entry_digest(
+                    key, shard.versions[key], shard.expires_at_ms.get(key), held is TOMBSTONE
+                )
         if value is None or (expires_at_ms is not None and expires_at_ms <= now_ms):
             if value is not None:
                 expires_at_ms += self._expired_tombstone_ms or 0
@@ -486,6 +540,8 @@ class Store:
                         self._tombstones -= 1
                     shard.policy.remove(key)
                     self._drop(shard, key)
+                    if summaries is not None:
+                        self._track(shard, key, bucket, old_digest)
                 return APPLY_REPLACED if replaced_live else APPLY_NEW
             self._check_fits(len(key) + self.entry_overhead_bytes, True)
             self._write(shard, key, TOMBSTONE, held, version)
@@ -507,6 +563,15 @@ class Store:
                 self._set_expiry(shard, key, expires_at_ms)
             elif key in shard.expires_at_ms:
                 self._clear_expiry(shard, key)
+        if summaries is not None:  # ``_track`` written out: both branches above hold the key
+            new_digest = entry_digest(
+                key, version, shard.expires_at_ms.get(key), shard.values[key] is TOMBSTONE
+            )
+            if old_digest is None:
+                summaries.add(bucket, new_digest)
+                self._index_add(bucket, key)
+            else:
+                summaries.replace(bucket, old_digest, new_digest)
         self._puts += 1
         if self._used_bytes > self.size_bytes_max:
             self._evict_to_limit(shard, key)
@@ -537,6 +602,8 @@ class Store:
         shard = self._shards[hash(key) & self._shard_mask]
         if shard.versions.get(key) != version or shard.values[key] is TOMBSTONE:
             return False
+        if self.summaries is not None:
+            self._untrack_evicted(shard, key)
         shard.policy.remove(key)
         self._drop(shard, key)
         self._evictions += 1
@@ -560,6 +627,11 @@ class Store:
         would cost the loop time proportional to the keyspace."""
         self._flushed_shards.extend(shard for shard in self._shards if shard.values)
         self._shards = self._new_shards(len(self._shards))
+        if self.summaries is not None:
+            # Every entry went: empty summaries and index. The evicted stamps stay (a flush is
+            # no eviction, and what was evicted before it must still not be copied back).
+            self.summaries = BucketSummaries()
+            self._bucket_keys = [None] * BUCKET_COUNT
         self._keys = 0
         self._tombstones = 0
         self._used_bytes = 0
@@ -620,6 +692,74 @@ class Store:
                 break
         return expired_total
 
+    # -- bucket tracking (anti-entropy) ------------------------------------------------------
+
+    def bucket_entries(self, bucket: int, now_ms: int) -> list[tuple[bytes, int, int | None, bool]]:
+        """``(key, version, expires_at_ms, tombstone)`` of every entry of ``bucket``, after
+        expiring what is due in it (a value past its expiry becomes its tombstone, a tombstone
+        past its instant goes), so the list is what the bucket holds at ``now_ms``. O(entries
+        in the bucket). Empty when the store does not track buckets."""
+        if self.summaries is None:
+            return []
+        keys = self._bucket_keys[bucket]
+        if not keys:
+            return []
+        shards, mask = self._shards, self._shard_mask
+        entries = []
+        for key in list(keys):  # a copy: expiring below may remove keys from the set
+            shard = shards[hash(key) & mask]
+            expires_at_ms = shard.expires_at_ms.get(key)
+            # A value's tombstone may itself be due already: expire until nothing is.
+            while expires_at_ms is not None and expires_at_ms <= now_ms:
+                if not self._expire(shard, key):
+                    break
+                expires_at_ms = shard.expires_at_ms.get(key)
+            value = shard.values.get(key)
+            if value is not None:
+                entries.append((key, shard.versions[key], expires_at_ms, value is TOMBSTONE))
+        return entries
+
+    def bucket_key_count(self, bucket: int) -> int:
+        """How many entries (values and tombstones, expired or not) ``bucket`` holds. O(1)."""
+        keys = self._bucket_keys[bucket] if self.summaries is not None else None
+        return len(keys) if keys else 0
+
+    def evicted_stamp(self, bucket: int) -> int:
+        """The largest HLC stamp (``version >> 64``) of a value this store evicted from
+        ``bucket`` (``_evict_one``, ``evict_version``), 0 if none: anti-entropy never copies back
+        a key whose version is not newer. 0 when the store does not track buckets."""
+        stamps = self._evicted_stamps
+        return stamps[bucket] if stamps is not None else 0
+
+    def verify_summaries_step(self, now_ms: int, entries_max: int) -> int:
+        """One bounded step of the drift check: recompute the summaries of the next buckets
+        (round-robin, resuming where the last step stopped) from their entries, and fix and
+        count (``summary_drift_buckets``) any that differ. Returns the entries hashed.
+
+        Stops once ``entries_max`` entries were hashed, counting a visited bucket as at least
+        one so that a step over empty buckets is bounded too; a bucket is always done whole
+        (the first one even when it holds more). 0 when the store does not track buckets."""
+        summaries = self.summaries
+        if summaries is None:
+            return 0
+        hashed = 0
+        work = 0
+        while work < entries_max:
+            bucket = self._verify_bucket
+            self._verify_bucket = (bucket + 1) % BUCKET_COUNT
+            entries = self.bucket_entries(bucket, now_ms)
+            bucket_sum = sum(entry_digest(*entry) for entry in entries) & DIGEST_MASK
+            count = len(entries)
+            if (bucket_sum, count) != (
+                summaries.bucket_sum(bucket),
+                summaries.bucket_count(bucket),
+            ):
+                summaries.set_bucket(bucket, bucket_sum, count)
+                self._summary_drift_buckets += 1
+            hashed += count
+            work += max(1, count)
+        return hashed
+
     # -- introspection -----------------------------------------------------------------------
 
     def stats(self) -> StoreStats:
@@ -638,6 +778,7 @@ class Store:
             expires=self._expires,
             ttls=self._ttls,
             eviction_policy=self.eviction_policy,
+            summary_drift_buckets=self._summary_drift_buckets,
         )
 
     def expiry_summary(self, now_ms: int) -> tuple[int, int]:
@@ -736,6 +877,8 @@ class Store:
                 f"{self._expires_at_ms_sum} ms, the shards hold {keys_with_ttl} summing to "
                 f"{expires_at_ms_sum}"
             )
+        if self.summaries is not None:
+            self._check_bucket_tracking()
         if used_bytes != self._used_bytes:
             raise InvariantViolation(
                 f"used_bytes is {self._used_bytes}, the entries' charges sum to {used_bytes}"
@@ -745,7 +888,86 @@ class Store:
                 f"used_bytes {used_bytes} exceeds size_bytes_max {self.size_bytes_max}"
             )
 
+    def _check_bucket_tracking(self) -> None:
+        """``check_invariants``' part for bucket tracking: the summaries equal a rebuild from
+        every held entry, and the key index holds exactly the held keys, each in its bucket."""
+        entries = [
+            (key, shard.versions[key], shard.expires_at_ms.get(key), value is TOMBSTONE)
+            for shard in self._shards
+            for key, value in shard.values.items()
+        ]
+        if rebuild(entries) != self.summaries:
+            raise InvariantViolation("bucket summaries differ from a rebuild of the entries")
+        indexed = 0
+        for bucket, keys in enumerate(self._bucket_keys):
+            for key in keys or ():
+                if bucket_of(key) != bucket or not self.holds(key):
+                    raise InvariantViolation(
+                        f"bucket index lists {key!r} under bucket {bucket}: "
+                        f"{'not held' if not self.holds(key) else 'wrong bucket'}"
+                    )
+            indexed += len(keys or ())
+        if indexed != self._keys:
+            raise InvariantViolation(
+                f"bucket index lists {indexed} keys, the store holds {self._keys}"
+            )
+
     # -- internals ---------------------------------------------------------------------------
+
+    def _digest_held(self, shard: _Shard, key: bytes) -> int | None:
+        """The summary digest of the entry held at ``key``, or None when nothing is held."""
+        value = shard.values.get(key)
+        if value is None:
+            return None
+        return entry_digest(
+            key, shard.versions[key], shard.expires_at_ms.get(key), value is TOMBSTONE
+        )
+
+    def _track(self, shard: _Shard, key: bytes, bucket: int, old_digest: int | None) -> None:
+        """After a change of ``key``'s entry (``old_digest`` before it, None if nothing was
+        held): move the bucket summary from the old digest to the new and keep the key index
+        in step. One ``entry_digest`` (the new entry's) at most."""
+        summaries = self.summaries
+        if key in shard.values:
+            new_digest = self._digest_held(shard, key)
+            if old_digest is None:
+                summaries.add(bucket, new_digest)
+                self._index_add(bucket, key)
+            elif new_digest != old_digest:
+                summaries.replace(bucket, old_digest, new_digest)
+        elif old_digest is not None:
+            summaries.remove(bucket, old_digest)
+            self._bucket_keys[bucket].remove(key)
+
+    def _index_add(self, bucket: int, key: bytes) -> None:
+        keys = self._bucket_keys[bucket]
+        if keys is None:
+            keys = self._bucket_keys[bucket] = set()
+        keys.add(key)
+
+    def _track_begin(self, shard: _Shard, key: bytes) -> tuple[int, int | None] | None:
+        """``(bucket, old digest)`` for ``_track_end`` when tracking, else None (off the hot
+        path: the write paths inline this)."""
+        if self.summaries is None:
+            return None
+        return bucket_of(key), self._digest_held(shard, key)
+
+    def _track_end(self, shard: _Shard, key: bytes, tracking: tuple[int, int | None] | None):
+        if tracking is not None:
+            self._track(shard, key, *tracking)
+
+    def _untrack_evicted(self, shard: _Shard, key: bytes) -> None:
+        """Before ``key`` is evicted: take it out of its bucket's summary and index, and raise
+        the bucket's evicted stamp to the version's if it is a value."""
+        bucket = bucket_of(key)
+        old_digest = self._digest_held(shard, key)
+        self.summaries.remove(bucket, old_digest)
+        self._bucket_keys[bucket].remove(key)
+        if shard.values[key] is not TOMBSTONE:
+            stamp = shard.versions[key] >> 64
+            stamps = self._evicted_stamps
+            if stamp > stamps[bucket]:
+                stamps[bucket] = stamp
 
     def _live(self, shard: _Shard, key: bytes, now_ms: int) -> bool:
         """Whether ``key`` holds a live value (expiring it lazily if due)."""
@@ -767,6 +989,16 @@ class Store:
 
     def _expire(self, shard: _Shard, key: bytes) -> bool:
         """Expire ``key`` (due): True when it stays as a tombstone, False when it went."""
+        if self.summaries is None:
+            return self._expire_entry(shard, key)
+        bucket = bucket_of(key)
+        old_digest = self._digest_held(shard, key)
+        stays = self._expire_entry(shard, key)
+        self._track(shard, key, bucket, old_digest)
+        return stays
+
+    def _expire_entry(self, shard: _Shard, key: bytes) -> bool:
+        """``_expire`` without the bucket tracking."""
         value = shard.values[key]
         if value is TOMBSTONE:  # its grace is over
             self._tombstones -= 1
@@ -832,6 +1064,8 @@ class Store:
         victim = policy.evict(protect)  # may remember the victim as a ghost
         self._used_bytes += policy.extra_bytes - extra_bytes_before
         evicted = self._evicted
+        if self.summaries is not None:
+            self._untrack_evicted(shard, victim)
         if shard.values[victim] is TOMBSTONE:
             self._tombstones -= 1
         elif evicted is not None:

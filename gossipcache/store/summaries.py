@@ -26,10 +26,11 @@ Pure structure: no I/O, no clock, no randomness.
 
 from __future__ import annotations
 
+import struct
 from array import array
 from collections.abc import Iterable, Iterator
 
-import mmh3
+from mmh3 import mmh3_x64_128_uintdigest as _murmur3_x64_128
 
 from ..placement import BUCKET_COUNT, bucket_of
 
@@ -51,6 +52,8 @@ REBUILD_STEP_ENTRIES_DEFAULT = 2048
 _FLAG_TOMBSTONE = 0x01
 _FLAG_EXPIRES = 0x02
 _EXPIRES_MS_MAX = (1 << 64) - 1
+#: flags, the version's high and low 64 bits, the expiry: the 25 bytes before the key.
+_DIGEST_HEAD = struct.Struct(">BQQQ")
 
 assert GROUP_SIZE * GROUP_COUNT == BUCKET_COUNT
 
@@ -58,24 +61,25 @@ assert GROUP_SIZE * GROUP_COUNT == BUCKET_COUNT
 def entry_digest(key: bytes, version: int, expires_at_ms: int | None, tombstone: bool) -> int:
     """The 64-bit digest of one entry: MurmurHash3 x64 (seed 0, unsigned, the first 64 bits) of
     ``flags(1) || version(16, big-endian) || expires_at_ms(8, big-endian) || key``. The same in
-    every process and on every platform. Keyword arguments: mmh3 5.3 ignores ``signed`` when it
-    is passed by position."""
-    if not 0 <= version < 1 << (8 * VERSION_SIZE_BYTES):
-        raise ValueError(f"version {version} does not fit {VERSION_SIZE_BYTES} bytes unsigned")
+    every process and on every platform.
+
+    On the replicated write path (twice per write: the old entry and the new), so built for
+    speed: one ``struct`` pack of the fixed fields (the version as its two 64-bit halves) and
+    ``mmh3_x64_128_uintdigest``, whose low 64 bits are the first 64-bit word of the hash: ~0.3 us
+    against ~0.55 us for ``to_bytes`` pieces and ``hash64``. A field out of range makes the pack
+    fail, turned into ValueError here at no cost on the normal path."""
     flags = _FLAG_TOMBSTONE if tombstone else 0
     if expires_at_ms is not None:
-        if not 0 <= expires_at_ms <= _EXPIRES_MS_MAX:
-            raise ValueError(f"expires_at_ms {expires_at_ms} outside [0, {_EXPIRES_MS_MAX}]")
         flags |= _FLAG_EXPIRES
-    encoded = b"".join(
-        (
-            flags.to_bytes(1, "big"),
-            version.to_bytes(VERSION_SIZE_BYTES, "big"),
-            (expires_at_ms or 0).to_bytes(8, "big"),
-            key,
-        )
-    )
-    return mmh3.hash64(encoded, seed=0, x64arch=True, signed=False)[0]
+    try:
+        head = _DIGEST_HEAD.pack(flags, version >> 64, version & DIGEST_MASK, expires_at_ms or 0)
+    except struct.error:
+        if not 0 <= version < 1 << (8 * VERSION_SIZE_BYTES):
+            raise ValueError(
+                f"version {version} does not fit {VERSION_SIZE_BYTES} bytes unsigned"
+            ) from None
+        raise ValueError(f"expires_at_ms {expires_at_ms} outside [0, {_EXPIRES_MS_MAX}]") from None
+    return _murmur3_x64_128(head + key, 0) & DIGEST_MASK
 
 
 def _differing(mine: array, start: int, theirs: list[int]) -> list[int]:
@@ -102,19 +106,18 @@ class BucketSummaries:
         self._root = 0
 
     # -- updates: O(1), three wrapping additions each ---------------------------------------------
-
-    def _shift(self, bucket: int, delta: int) -> None:
-        """Move bucket ``bucket``'s sum, its group's and the root by ``delta`` (mod 2**64)."""
-        sums = self._bucket_sums
-        sums[bucket] = (sums[bucket] + delta) & DIGEST_MASK
-        group_sums = self._group_sums
-        group = bucket // GROUP_SIZE
-        group_sums[group] = (group_sums[group] + delta) & DIGEST_MASK
-        self._root = (self._root + delta) & DIGEST_MASK
+    # Each update moves the bucket's sum, its group's and the root by the same delta (mod 2**64),
+    # written out in each method rather than shared through a helper: these run on every
+    # replicated write, and a Python call costs about as much as the three additions.
 
     def add(self, bucket: int, digest: int) -> None:
         """An entry with ``digest`` appeared in ``bucket`` (a write of a new key)."""
-        self._shift(bucket, digest)
+        sums = self._bucket_sums
+        sums[bucket] = (sums[bucket] + digest) & DIGEST_MASK
+        group_sums = self._group_sums
+        group = bucket // GROUP_SIZE
+        group_sums[group] = (group_sums[group] + digest) & DIGEST_MASK
+        self._root = (self._root + digest) & DIGEST_MASK
         self._bucket_counts[bucket] += 1
 
     def remove(self, bucket: int, digest: int) -> None:
@@ -125,14 +128,37 @@ class BucketSummaries:
         if counts[bucket] == 0:
             raise ValueError(f"remove from empty bucket {bucket}")
         counts[bucket] -= 1
-        self._shift(bucket, -digest)
+        sums = self._bucket_sums
+        sums[bucket] = (sums[bucket] - digest) & DIGEST_MASK
+        group_sums = self._group_sums
+        group = bucket // GROUP_SIZE
+        group_sums[group] = (group_sums[group] - digest) & DIGEST_MASK
+        self._root = (self._root - digest) & DIGEST_MASK
 
     def replace(self, bucket: int, old_digest: int, new_digest: int) -> None:
         """An entry of ``bucket`` changed (an overwrite, a new expiry, a delete that leaves a
         tombstone): its digest goes from ``old_digest`` to ``new_digest``; the count stays."""
         if self._bucket_counts[bucket] == 0:
             raise ValueError(f"replace in empty bucket {bucket}")
-        self._shift(bucket, new_digest - old_digest)
+        delta = new_digest - old_digest
+        sums = self._bucket_sums
+        sums[bucket] = (sums[bucket] + delta) & DIGEST_MASK
+        group_sums = self._group_sums
+        group = bucket // GROUP_SIZE
+        group_sums[group] = (group_sums[group] + delta) & DIGEST_MASK
+        self._root = (self._root + delta) & DIGEST_MASK
+
+    def set_bucket(self, bucket: int, bucket_sum: int, count: int) -> None:
+        """Overwrite ``bucket``'s sum and count with recomputed ones (the drift check's fix); the
+        group sum and the root move by the difference."""
+        sums = self._bucket_sums
+        delta = bucket_sum - sums[bucket]
+        sums[bucket] = bucket_sum & DIGEST_MASK
+        group_sums = self._group_sums
+        group = bucket // GROUP_SIZE
+        group_sums[group] = (group_sums[group] + delta) & DIGEST_MASK
+        self._root = (self._root + delta) & DIGEST_MASK
+        self._bucket_counts[bucket] = count
 
     def add_key(self, key: bytes, version: int, expires_at_ms: int | None, tombstone: bool) -> None:
         """``add`` of an entry given by its fields (the bucket and digest computed here)."""
