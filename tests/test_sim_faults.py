@@ -272,36 +272,11 @@ class _CountingAntiEntropy:
 
 class _AntiEntropyCore(NodeCore):
     """A node with a stand-in anti-entropy (the convergence watch only reads its stats and the
-    store's summaries, which ``_summarize`` sets)."""
+    store's own bucket summaries, kept by every ``Store.apply``)."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.antientropy = _CountingAntiEntropy()
-
-
-class _Summaries:
-    """Per-bucket (sum, count) of a store's entries, taken once: what ``bucket_sum`` and
-    ``bucket_count`` of the real summaries answer, for equal stores equal."""
-
-    def __init__(self, store) -> None:
-        self._buckets: dict[int, tuple[int, int]] = {}
-        for shard in store._shards:
-            for key, value in shard.values.items():
-                digest = hash((key, shard.versions[key], shard.expires_at_ms.get(key), value))
-                total, count = self._buckets.get(bucket_of(key), (0, 0))
-                self._buckets[bucket_of(key)] = (total + digest, count + 1)
-
-    def bucket_sum(self, bucket: int) -> int:
-        return self._buckets.get(bucket, (0, 0))[0]
-
-    def bucket_count(self, bucket: int) -> int:
-        return self._buckets.get(bucket, (0, 0))[1]
-
-
-def _summarize(sim: Simulation) -> None:
-    for address in sim.live_addresses():
-        store = sim.core(address).core.store
-        store.summaries = _Summaries(store)
 
 
 def _formed_cluster(core_class: type[NodeCore] = _AntiEntropyCore) -> Simulation:
@@ -338,12 +313,10 @@ def test_differing_buckets_compares_the_live_owners_only():
     for address in owners[:2]:
         _put(sim, address, key, b"v", 7)
     _put(sim, outsider, key, b"stale", 5)  # not an owner: ignored
-    _summarize(sim)
     compared, differing, problems = differing_buckets(sim)
     assert not problems and compared == 1
     assert len(differing) == 1 and differing[0].startswith(f"bucket {bucket_of(key)}: ")
     _put(sim, owners[2], key, b"v", 7)
-    _summarize(sim)
     assert differing_buckets(sim)[:2] == (1, [])
 
 
@@ -352,7 +325,6 @@ def test_convergence_watch_waits_for_agreement_and_reports_the_time():
     key = b"rk:later"
     owners = _owners(sim, key)
     _put(sim, owners[0], key, b"v", 7)
-    _summarize(sim)
     swept = []
     watch = ConvergenceWatch(sim, bound_ms=5_000)
     watch.start(lambda: swept.append(sim.now_ms))
@@ -360,7 +332,6 @@ def test_convergence_watch_waits_for_agreement_and_reports_the_time():
     def repair() -> None:  # what anti-entropy would do, 1.2 s later
         for address in owners[1:]:
             _put(sim, address, key, b"v", 7)
-        _summarize(sim)
 
     sim.schedule(sim.now_ms + 1_200, repair)
     sim.run_until(sim.now_ms + 6_000)
@@ -370,7 +341,6 @@ def test_convergence_watch_waits_for_agreement_and_reports_the_time():
 
     stuck = ConvergenceWatch(sim, bound_ms=2_000)
     _put(sim, owners[1], key, b"w", 8)
-    _summarize(sim)
     stuck.start(lambda: swept.append(sim.now_ms))
     sim.run_until(sim.now_ms + 3_000)
     passed, message = stuck.verdict()
