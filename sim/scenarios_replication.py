@@ -422,7 +422,8 @@ def unsettled_reason(
     """None when the cluster has settled after heal, else what is still moving: a node down or
     paused (but those in ``departed``, which left on purpose), one that left and still runs, a
     membership view other than the live processes, placement tables that disagree or are being
-    rebuilt, hints still held, client commands still open."""
+    rebuilt, a node still filling (anti-entropy), hints still held, client commands still
+    open."""
     live = sim.live_addresses()
     down = set(sim.addresses) - set(live) - departed
     if down:
@@ -451,6 +452,9 @@ def unsettled_reason(
                 return f"{core.membership.node_id} sees {sorted(seen)}, suspects {suspects}"
         if core.placement.busy or core.placement.table is None:
             return "a placement table is being built"
+        data_state = getattr(core, "data_state", "serving")
+        if data_state != "serving":
+            return f"{core.membership.node_id} is {data_state}"
         epochs.add(core.placement.epoch)
         hints += hints_held(core)
     if len(epochs) > 1:

@@ -88,6 +88,15 @@ class Cluster:
         self.processes[port] = subprocess.Popen(command, stdout=log, stderr=log, env=env)
         log.close()
 
+    def address(self, port: int) -> str:
+        """The native address of the node on ``port``."""
+        return f"127.0.0.1:{port}"
+
+    def where(self, port: int) -> list[str]:
+        """The argv prefix that runs a command where the node on ``port`` can be reached
+        (nothing here; a network namespace's ``ip netns exec`` in the fault tests)."""
+        return []
+
     def kill(self, port: int) -> None:
         process = self.processes.pop(port)
         process.kill()  # SIGKILL: no leave, no goodbye
@@ -109,7 +118,7 @@ class Cluster:
         command = [sys.executable, "-m", "gossipcache", "members", "--json", "--timeout-s", "2"]
         polls = {
             port: subprocess.Popen(
-                [*command, "--node", f"127.0.0.1:{port}"],
+                [*self.where(port), *command, "--node", self.address(port)],
                 stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL,
             )

@@ -20,8 +20,8 @@ PACKAGE = ROOT / "gossipcache"
 #: Bottom to top. A module may import its own layer and the ones below, never one above.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("base", ("errors.py", "limits.py", "sansio.py", "clock.py", "hlc.py")),
-    ("structures", ("store", "placement", "wire", "metrics", "antientropy")),
-    ("cores", ("membership", "replication")),
+    ("structures", ("store", "placement", "wire", "metrics")),
+    ("cores", ("membership", "replication", "antientropy")),
     ("node", ("node",)),
     ("drivers", ("drivers",)),
     ("surfaces", ("client", "cli")),

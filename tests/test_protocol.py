@@ -64,6 +64,7 @@ ARG_STRATEGIES = {
     "persist": st.tuples(keys),
     "auth": st.tuples(st.binary(min_size=1, max_size=64)),
     "topology": st.tuples(),
+    "leave": st.tuples(),
 }
 
 assert set(ARG_STRATEGIES) == OPS == set(OP_ARGS)

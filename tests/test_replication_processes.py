@@ -29,17 +29,28 @@ KEY_COUNT = 120
 class Resp:
     """A minimal RESP client for one node (enough for SET, GET, INFO-free checks)."""
 
-    def __init__(self, port: int, timeout_s: float = 5.0) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout_s)
+    def __init__(
+        self, port: int, timeout_s: float = 5.0, *, sock: socket.socket | None = None
+    ) -> None:
+        # ``sock``: a connection made elsewhere (in a network namespace, by the fault tests).
+        self.sock = sock or socket.create_connection(("127.0.0.1", port), timeout=timeout_s)
         self.buffer = b""
 
     def close(self) -> None:
         self.sock.close()
 
     def call(self, *args: bytes) -> object:
-        request = b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
-        self.sock.sendall(request)
-        return self._reply()
+        return self.pipeline([args])[0]
+
+    def pipeline(self, commands: list[tuple[bytes, ...]]) -> list[object]:
+        """Send every command at once, then read every reply (in order)."""
+        self.sock.sendall(
+            b"".join(
+                b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
+                for args in commands
+            )
+        )
+        return [self._reply() for _ in commands]
 
     def _line(self) -> bytes:
         while b"\r\n" not in self.buffer:
@@ -80,12 +91,15 @@ class ReplicatedCluster(Cluster):
         super().__init__(ports, log_dir)
         self.resp_port_of = dict(zip(ports, resp_ports, strict=True))
 
-    def start(self, port: int) -> None:
+    def start(self, port: int, *extra_args: str) -> None:
+        """Start the node on ``port``; ``extra_args`` are added to (and override) its flags."""
+        host = self.address(port).rpartition(":")[0]
         command = [
-            sys.executable, "-m", "gossipcache", "node", "--port", str(port),
+            *self.where(port), sys.executable, "-m", "gossipcache", "node",
+            "--host", host, "--port", str(port),
             "--resp-port", str(self.resp_port_of[port]), "--seed", self.seed,
             "--membership-profile", "local", "--replicas", "3",
-            "--read-consistency", "quorum", "--max-memory", "64MiB",
+            "--read-consistency", "quorum", "--max-memory", "64MiB", *extra_args,
         ]  # fmt: skip
         log = open(self.log_dir / f"node-{port}.log", "ab")  # noqa: SIM115 (owned by the process)
         self.processes[port] = subprocess.Popen(command, stdout=log, stderr=log)

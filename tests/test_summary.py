@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from gossipcache.placement import bucket_of
 from gossipcache.store.summaries import (
     GROUP_COUNT,
     GROUP_SIZE,
@@ -16,7 +17,6 @@ from gossipcache.store.summaries import (
     entry_digest,
     rebuild,
 )
-from gossipcache.placement import bucket_of
 
 keys = st.binary(max_size=12)
 versions = st.integers(min_value=0, max_value=(1 << 128) - 1)

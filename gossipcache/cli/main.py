@@ -15,7 +15,7 @@ import time
 
 from ..errors import GossipCacheError
 from ..store.eviction import POLICY_NAMES
-from . import bench, cluster, status, tracesim
+from . import bench, cluster, leave, status, tracesim
 
 EXIT_OK = 0
 EXIT_MISSING = 1
@@ -88,8 +88,8 @@ def _run_node(args: argparse.Namespace) -> int:
     except ValueError as error:  # a setting out of range: say which, before binding anything
         print(f"error: {error}", file=sys.stderr)
         return EXIT_ERROR
-    trio.run(run_node, config)
-    return EXIT_OK
+    left_cleanly = trio.run(run_node, config)
+    return EXIT_OK if left_cleanly else EXIT_ERROR
 
 
 def _node_config(args: argparse.Namespace, client_password: bytes | None):
@@ -116,9 +116,13 @@ def _node_config(args: argparse.Namespace, client_password: bytes | None):
         tombstone_grace_ms=int(args.tombstone_grace_s * 1000),
         hint_window_ms=int(args.hint_window_s * 1000),
         read_repair_chance=args.read_repair_chance,
+        antientropy_interval_ms=args.antientropy_interval_ms,
+        antientropy_bytes_per_round_max=args.antientropy_bytes_per_round,
+        antientropy_rounds_per_s_max=args.antientropy_rounds_per_s,
         host_id=args.host_id,
         zone=args.zone,
         allow_development_key_on_network=args.allow_development_key_on_network,
+        leave_timeout_s=args.leave_timeout_s,
     )
 
 
@@ -157,6 +161,13 @@ def _register_node(sub) -> None:
                         help="hints older than this are dropped (default 600)")  # fmt: skip
     parser.add_argument("--read-repair-chance", type=float, default=0.0,
                         help="chance a read at one repairs the key's owners (default 0)")  # fmt: skip
+    parser.add_argument("--antientropy-interval-ms", type=int, default=1000,
+                        help="a summary exchange with one co-owner this often; 0: off"
+                             " (default 1000)")  # fmt: skip
+    parser.add_argument("--antientropy-bytes-per-round", type=int, default=8 * 1024 * 1024,
+                        help="bytes of entries repaired per round at most (default 8 MiB)")  # fmt: skip
+    parser.add_argument("--antientropy-rounds-per-s", type=int, default=50,
+                        help="rounds per second at most while repairs remain (default 50)")  # fmt: skip
     parser.add_argument("--host-id", default=None,
                         help="the host this node runs on, for placing replicas on distinct"
                              " hosts (default: the machine's name)")  # fmt: skip
@@ -168,6 +179,9 @@ def _register_node(sub) -> None:
     parser.add_argument("--client-password-file", default=None,
                         help="file whose first line is the password clients must send (AUTH)"
                              " before any command (default: none required)")  # fmt: skip
+    parser.add_argument("--leave-timeout-s", type=float, default=60.0,
+                        help="on SIGTERM or a leave request, exit after handing off the data,"
+                             " or after this many seconds at most (default 60)")  # fmt: skip
     parser.set_defaults(run=_run_node)
 
 
@@ -327,6 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     _register_client_commands(sub)
     cluster.register(sub)
     status.register(sub)
+    leave.register(sub)
     tracesim.register(sub)
     bench.register(sub)
     return parser

@@ -714,6 +714,13 @@ class Client:
         its placement table ranks)."""
         return await self._node_call(node, protocol.OP_TOPOLOGY)
 
+    async def leave(self, *, node: str | None = None) -> str:
+        """Ask a node to leave the cluster gracefully (hand off its data, announce the leave,
+        exit): returns ``"leaving"`` at once; the node goes away afterwards (``gossipcache
+        leave`` waits for that). Raises ``ServerError`` ("unavailable") when the node runs
+        without membership."""
+        return await self._node_call(node, protocol.OP_LEAVE)
+
 
 class SyncClient:
     """The same API as ``Client`` for blocking code: a private Trio loop runs in a thread.

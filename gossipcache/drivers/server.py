@@ -19,6 +19,7 @@ import socket as _stdlib_socket
 
 import trio
 
+from ..node import commands as c
 from ..node.config import NodeConfig
 from ..node.core import NodeCore
 from ..node.metadata import HOST_ID_SIZE_BYTES_MAX
@@ -34,6 +35,9 @@ log = logging.getLogger("gossipcache.server")
 
 #: Pending connections the kernel queues per listener.
 LISTEN_BACKLOG = 1024
+#: While a graceful leave runs, how often the driver checks whether the core finished it (a
+#: flag read; the leave itself is driven by the core's timers and peer input).
+LEAVE_POLL_S = 0.05
 
 
 def tune_gc() -> None:
@@ -83,6 +87,8 @@ class NodeServer:
         self.ports: dict[str, int] = {}
         #: The membership driver, once ``serve`` bound its sockets (None: membership off).
         self.peer_driver: net.PeerDriver | None = None
+        #: Set by the first SIGTERM / SIGINT or a ``leave`` request: ``run_node`` then leaves.
+        self.leave_requested = trio.Event()
 
     async def serve(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         """Serve until cancelled. ``task_status.started`` fires once every listener is bound."""
@@ -120,6 +126,7 @@ class NodeServer:
             native_sock = await _listen(config.host, config.port)
             core = NodeCore(config, self.clock, process_id=os.getpid())
         self.core = core
+        self._watch_leave_requests(core)
         tune_gc()
         async with trio.open_nursery() as nursery:
             reactor = ClientReactor(
@@ -158,23 +165,76 @@ class NodeServer:
             nursery.start_soon(reactor.run)
             task_status.started(self.ports)
 
-    async def leave_cluster(self) -> None:
-        """Leave the membership gracefully: announce it, then wait (bounded) for the
-        announcement to be sent. A no-op without membership."""
-        if self.peer_driver is not None and self.core is not None:
-            await self.peer_driver.stop(self.core.leave, net.STOP_WAIT_S)
+    async def leave_cluster(self, timeout_s: float | None = None) -> bool:
+        """Leave the membership gracefully: begin the leave (``NodeCore.begin_leave``: the
+        buckets' hand-off, then the announcement), wait up to ``timeout_s`` (default: the
+        config's ``leave_timeout_s``) for the core to finish it, then up to ``STOP_WAIT_S``
+        for what it queued to be sent. True when the leave finished in time; past the timeout
+        the leave is announced anyway, with a warning, and the result is False. The reactor
+        keeps serving meanwhile (the hand-off needs its peer streams and timers). A no-op
+        returning True without membership."""
+        core = self.core
+        if self.peer_driver is None or core is None:
+            return True
+        if timeout_s is None:
+            timeout_s = self.config.leave_timeout_s
+        self.peer_driver.step(core.begin_leave)
+        with trio.move_on_after(timeout_s):
+            while not core.leave_finished:
+                await trio.sleep(LEAVE_POLL_S)
+        finished = core.leave_finished
+        if not finished:
+            log.warning(
+                "the graceful leave did not finish within %.1f s: leaving anyway (keys not "
+                "handed off remain on their other replicas only)",
+                timeout_s,
+            )
+        await self.peer_driver.stop(None if finished else core.leave, net.STOP_WAIT_S)
+        return finished
+
+    def _watch_leave_requests(self, core: NodeCore) -> None:
+        """Serve the ``leave`` command through the core's own handler, and also set
+        ``leave_requested`` so that ``run_node`` takes the process out once the leave is done."""
+        handler, _ = core.handler_of(c.Leave)
+
+        def leave(command: c.Leave, wall_ms: int) -> object:
+            result = handler(command, wall_ms)  # raises when the node cannot leave
+            self.leave_requested.set()
+            return result
+
+        core.add_command(c.Leave, leave)
 
 
-async def run_node(config: NodeConfig, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-    """Build a node and serve it until cancelled or until SIGINT / SIGTERM."""
+async def run_node(config: NodeConfig, *, task_status=trio.TASK_STATUS_IGNORED) -> bool:
+    """Build a node and serve it until a graceful leave (SIGTERM, SIGINT or a ``leave``
+    request) is done, or until cancelled. A second signal during the leave exits at once.
+    Returns True when the node left cleanly (False: the leave timed out or was cut short)."""
     server = NodeServer(config)
-    async with trio.open_nursery() as nursery:
-        ports = await nursery.start(server.serve)
-        log.info("node serving: %s", ports)
-        task_status.started(server)
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            async for signum in signals:
-                log.info("received %s: shutting down", signal.Signals(signum).name)
-                await server.leave_cluster()
-                nursery.cancel_scope.cancel()
-                break
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            ports = await nursery.start(server.serve)
+            log.info("node serving: %s", ports)
+            task_status.started(server)
+            cut_short = trio.CancelScope()
+            nursery.start_soon(_take_signals, signals, server, cut_short)
+            await server.leave_requested.wait()
+            left_cleanly = False
+            with cut_short:
+                left_cleanly = await server.leave_cluster()
+            nursery.cancel_scope.cancel()
+    if left_cleanly:
+        log.info("left the cluster: exiting")
+    return left_cleanly
+
+
+async def _take_signals(signals, server: NodeServer, cut_short: trio.CancelScope) -> None:
+    """The first SIGINT / SIGTERM begins a graceful leave; the next one cuts it short."""
+    async for signum in signals:
+        name = signal.Signals(signum).name
+        if not server.leave_requested.is_set():
+            log.info("received %s: leaving the cluster (again to exit at once)", name)
+            server.leave_requested.set()
+        else:
+            log.warning("received %s during the leave: exiting at once", name)
+            cut_short.cancel()
+            return

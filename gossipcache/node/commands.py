@@ -411,6 +411,19 @@ class Flush(Command):
         return make(cls, (cls.name,))
 
 
+class Leave(Command):
+    """Leave the cluster gracefully: hand this node's buckets to their new owners, announce
+    the leave, then the node's process exits (``NodeCore.begin_leave``). Idempotent. Result:
+    ``"leaving"``. Raises ``Unavailable`` when membership is off (a node alone has nobody to
+    hand its data to: stop its process instead)."""
+
+    __slots__ = ()
+    name = "leave"
+
+    def __new__(cls) -> Leave:
+        return make(cls, (cls.name,))
+
+
 #: Every command type the core executes (sessions may add their own local ones).
 COMMAND_TYPES: tuple[type[Command], ...] = (
     Get,
@@ -427,4 +440,5 @@ COMMAND_TYPES: tuple[type[Command], ...] = (
     Members,
     Flush,
     Topology,
+    Leave,
 )

@@ -88,6 +88,13 @@ class NodeConfig:
     hint_window_ms: int = 600_000
     #: Chance that a read at ``one`` also repairs the key's owners in the background.
     read_repair_chance: float = 0.0
+    #: Anti-entropy (docs/design.md, "Anti-entropy"): a round with one co-owner this often;
+    #: bytes of entries and entries listed per round at most; rounds per second at most when
+    #: rounds leave work (how fast a wiped or new node is filled). 0 interval: off.
+    antientropy_interval_ms: int = 1000
+    antientropy_bytes_per_round_max: int = 8 * 1024 * 1024
+    antientropy_keys_per_round_max: int = 32_768
+    antientropy_rounds_per_s_max: int = 50
     #: The host this node runs on, advertised to the cluster: replicas of a key go to distinct
     #: hosts. None: the machine's name (the driver fills it in; the sans-IO core alone uses the
     #: address's host part).
@@ -98,6 +105,10 @@ class NodeConfig:
     #: before any other command; None: no client authentication. Not the cluster key, which
     #: authenticates nodes to each other. Kept out of ``repr`` so it never reaches a log.
     client_password: bytes | None = field(default=None, repr=False)
+    #: A graceful leave (SIGTERM, the ``leave`` op) hands the node's buckets to their new
+    #: owners before the process exits; past this the process exits anyway, with a warning
+    #: (the data not handed off then has only its other replicas).
+    leave_timeout_s: float = 60.0
 
     def __post_init__(self) -> None:
         if not 1 <= self.replicas <= PLACEMENT_REPLICAS_MAX:
@@ -110,6 +121,8 @@ class NodeConfig:
         for name in ("read_consistency", "write_consistency"):
             if getattr(self, name) not in ("one", "quorum", "all"):
                 raise ValueError(f"{name} must be one, quorum or all")
+        if self.antientropy_interval_ms < 0:
+            raise ValueError("antientropy_interval_ms must not be negative (0: off)")
         if not 0.0 <= self.read_repair_chance <= 1.0:
             raise ValueError("read_repair_chance must be in [0, 1]")
         if self.membership_profile not in MEMBERSHIP_PROFILES:
@@ -137,6 +150,10 @@ class NodeConfig:
             "tombstone_grace_ms",
             "expired_tombstone_ms",
             "hint_window_ms",
+            "antientropy_bytes_per_round_max",
+            "antientropy_keys_per_round_max",
+            "antientropy_rounds_per_s_max",
+            "leave_timeout_s",
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")

@@ -103,6 +103,15 @@ class Coordinator:
         #: refused.
         self.joining = bool(config.seeds)
         self.placement.joined = not self.joining
+        #: Owners whose copies are incomplete (filling: a new node, or one restarted empty):
+        #: reads neither ask them nor count them; writes do. Empty outside a change.
+        self.incomplete: frozenset[str] = frozenset()
+        #: The target table while buckets move (a node fills or leaves), else None: writes
+        #: also go to a bucket's target owners, uncounted (``Replication.write``'s extras).
+        self.target_table = None
+        #: Owners that get writes without counting towards the level (nodes just started:
+        #: they may turn out to be newcomers and leave the layout again).
+        self.uncounted: frozenset[str] = frozenset()
 
     def handlers(self) -> dict[type[c.Command], Callable]:
         return {
@@ -129,6 +138,32 @@ class Coordinator:
         return table.owners_of_bucket(
             crc_hqx(key, 0) & BUCKET_MASK if b"{" not in key else bucket_of(key)
         )
+
+    def extras(self, key: bytes, owners: tuple[str, ...]) -> tuple[str, ...]:
+        """Who gets the write without counting: the key's target owners not among ``owners``
+        and the uncounted owners (none outside a change)."""
+        target = self.target_table
+        extras = () if target is None else tuple(
+            node for node in target.owners_of_key(key) if node not in owners
+        )  # fmt: skip
+        uncounted = self.uncounted
+        if uncounted:
+            extras += tuple(owner for owner in owners if owner in uncounted)
+        return extras
+
+    def counted(self, owners: tuple[str, ...]) -> tuple[str, ...]:
+        """``owners`` whose acknowledgements count towards a write's level."""
+        uncounted = self.uncounted
+        if not uncounted:
+            return owners
+        return tuple(owner for owner in owners if owner not in uncounted)
+
+    def readable(self, owners: tuple[str, ...]) -> tuple[str, ...]:
+        """``owners`` whose copies are complete: the ones a read asks."""
+        incomplete = self.incomplete
+        if not incomplete:
+            return owners
+        return tuple(owner for owner in owners if owner not in incomplete)
 
     def _check_joined(self, table) -> None:
         reason = self.join_pending_reason(table)
@@ -211,7 +246,7 @@ class Coordinator:
             finish_entry(entry, error)
 
         self.replication.read(
-            key, owners, required_for(level, len(owners)), done, wall_ms,
+            key, self.readable(owners), required_for(level, len(owners)), done, wall_ms,
             self.core.clock.monotonic_ms(),
         )  # fmt: skip
 
@@ -229,8 +264,9 @@ class Coordinator:
             finish_write(op, error)
 
         return self.replication.write(
-            key, value, expires_at_ms, owners, required_for(level, len(owners)), done,
-            wall_ms, self.core.clock.monotonic_ms(), after_version=after_version,
+            key, value, expires_at_ms, self.counted(owners), required_for(level, len(owners)),
+            done, wall_ms, self.core.clock.monotonic_ms(), after_version=after_version,
+            extras=self.extras(key, owners),
         )  # fmt: skip
 
     # -- reads ------------------------------------------------------------------------------
@@ -266,7 +302,7 @@ class Coordinator:
         level = self._level(command, self.read_level) if len(command) > 2 else self.read_level
         if level == c.ONE:
             owners = self.owners(key)
-            if self.own in owners:
+            if self.own in owners and self.own not in self.incomplete:
                 self.local_reads += 1
                 self.by_level[c.ONE].reads += 1
                 if self.read_repair_chance and self.rng.random() < self.read_repair_chance:
@@ -423,9 +459,12 @@ class Coordinator:
         if core.pending_count >= core.config.pending_per_node_max:
             core.defer(c.Put, command)  # raises ServiceUnavailable, counted
         slot = _Slot()
+        changing = self.target_table is not None or self.uncounted
         version = self.replication.write(
-            key, value, expires_at_ms, owners, required_for(level, len(owners)),
-            self._plain_put_done, wall_ms, core.clock.monotonic_ms(), token=slot,
+            key, value, expires_at_ms, self.counted(owners) if changing else owners,
+            required_for(level, len(owners)), self._plain_put_done, wall_ms,
+            core.clock.monotonic_ms(), token=slot,
+            extras=self.extras(key, owners) if changing else (),
         )  # fmt: skip
         if slot.done:
             if slot.error is not None:

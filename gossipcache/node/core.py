@@ -30,6 +30,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict
 
+from ..antientropy import PAYLOAD_TAG as ANTIENTROPY_TAG
+from ..antientropy import AntiEntropy, AntiEntropyConfig, Layout
 from ..clock import Clock
 from ..errors import InvariantViolation, ServiceUnavailable
 from ..hlc import node_tag
@@ -43,7 +45,17 @@ from ..store import Store
 from . import commands as c
 from .config import MEMBERSHIP_PROFILES, NodeConfig
 from .coordinator import Coordinator
-from .metadata import CAPACITY_BYTES_MAX, NodeMetadata, decode_metadata
+from .metadata import (
+    CAPACITY_BYTES_MAX,
+    STATE_FILLED,
+    STATE_FILLING,
+    STATE_LEAVING,
+    STATE_REFILLING,
+    STATE_SERVING,
+    STATE_STARTING,
+    NodeMetadata,
+    decode_metadata,
+)
 from .placement_view import PlacementView
 
 log = logging.getLogger("gossipcache.node")
@@ -69,6 +81,10 @@ HINTS_TARGET_BYTES_MAX = 64 * 1024 * 1024
 #: which is fine for catching a rare bug, not a substitute for correct incremental updates.
 SUMMARY_VERIFY_INTERVAL_MS = 1000
 SUMMARY_VERIFY_ENTRIES_MAX = 2048
+#: How often the core checks whether its data state moves on (filled, serving, left).
+DATA_STATE_CHECK_INTERVAL_MS = 50
+#: What the ``leave`` command answers once the leave has begun.
+LEAVE_REPLY = "leaving"
 
 
 class Pending:
@@ -134,6 +150,10 @@ class NodeCore:
             record_evictions=replicated,
             track_buckets=replicated,
         )
+        #: This node's data state (node/metadata.py), advertised to the cluster: a node that
+        #: joins a replicated cluster (it has seeds) is filled from its peers before its copies
+        #: count (docs/design.md, "Scaling and refill").
+        self.data_state = STATE_STARTING if replicated and config.seeds else STATE_SERVING
         self.metrics = ServerMetrics()
         self._handlers: dict[type[c.Command], tuple[Callable, CommandMetrics]] = {}
         for command_type, handler in (
@@ -151,6 +171,7 @@ class NodeCore:
             (c.Members, self._members),
             (c.Flush, self._flush),
             (c.Topology, self._topology),
+            (c.Leave, self._leave),
         ):
             self.add_command(command_type, handler)
         #: Commands waiting for completion, and those completed but not yet taken.
@@ -174,17 +195,34 @@ class NodeCore:
         # back the same buckets.
         own_id = address if self.membership is not None else LOCAL_NODE_ID
         own = self.metadata(address or f"{config.host}:{config.port}")
-        self.placement = PlacementView(
-            config.replicas,
-            PlacementMember(own_id, own.host_id, own.zone, float(own.capacity_bytes)),
-        )
+        self._own_member = PlacementMember(own_id, own.host_id, own.zone, float(own.capacity_bytes))
+        self.placement = PlacementView(config.replicas, self._own_member)
         self._last_tick_ms = now_ms
         self._next_placement_refresh_ms = now_ms + PLACEMENT_REFRESH_MS
         self._next_join_check_ms = now_ms
         self.replication: Replication | None = None
         self.coordinator: Coordinator | None = None
+        self.antientropy: AntiEntropy | None = None
+        #: The placement of the members that will hold the data once buckets have moved, while
+        #: it differs from ``placement`` (a node fills or leaves); else None.
+        self.target_placement: PlacementView | None = None
+        #: Placement ids whose copies are incomplete (filling), and whether a live member fills.
+        self._incomplete: frozenset[str] = frozenset()
+        self._fillers = False
+        self._holders_known = False
+        self._uncounted: frozenset[str] = frozenset()
+        self._meta_changes_seen = 0
+        self._layout_key: tuple | None = None
+        self._fill_layout_key: tuple | None = None
+        #: Buckets this node received completely while filling (kept across layout changes).
+        self._synced: set[int] = set()
+        self._leave_started = False
+        self._leave_finished = False
+        self._next_data_state_check_ms = now_ms
         if self.membership is not None and config.replication_enabled:
             self._start_replication(own_id, rng)
+            if config.antientropy_interval_ms:
+                self._start_antientropy(own_id, rng, now_ms)
 
     def _start_replication(self, own_id: str, rng: random.Random) -> None:
         config = self.config
@@ -207,6 +245,24 @@ class NodeCore:
         self.coordinator = Coordinator(self, self.replication, rng)
         for command_type, handler in self.coordinator.handlers().items():
             self.add_command(command_type, handler)
+
+    def _start_antientropy(self, own_id: str, rng: random.Random, now_ms: int) -> None:
+        config = self.config
+        self.antientropy = AntiEntropy(
+            own_id,
+            self.store,
+            AntiEntropyConfig(
+                interval_ms=config.antientropy_interval_ms,
+                confirm_ms=config.replica_timeout_ms,
+                keys_per_round_max=config.antientropy_keys_per_round_max,
+                bytes_per_round_max=config.antientropy_bytes_per_round_max,
+                rounds_per_s_max=config.antientropy_rounds_per_s_max,
+                max_clock_offset_ms=config.max_clock_offset_ms,
+            ),
+            rng,
+            now_ms,
+        )
+        self.antientropy.on_synced = self._synced.add
 
     def add_command(self, command_type: type[c.Command], handler: Callable) -> None:
         """Serve ``command_type`` with ``handler(command, wall_ms)``; its metrics series is
@@ -291,6 +347,10 @@ class NodeCore:
             if channel is Channel.STREAM and self.replication is not None:
                 self.replication.handle(source, payload, now_ms, self.clock.wall_ms())
             return
+        if payload[:1] == ANTIENTROPY_TAG:
+            if channel is Channel.STREAM and self.antientropy is not None:
+                self.antientropy.handle(source, payload, now_ms, self.clock.wall_ms())
+            return
         self.membership.handle(source, channel, payload, now_ms)
         self._after_membership()
 
@@ -300,6 +360,8 @@ class NodeCore:
             self._after_membership()
         if self.replication is not None:
             self.replication.peer_failed(peer, now_ms, self.clock.wall_ms())
+        if self.antientropy is not None:
+            self.antientropy.peer_failed(peer)
 
     def tick(self, now_ms: int) -> None:
         """Run what is due at ``now_ms``: membership timers, the active-expiry cycle and a
@@ -307,6 +369,9 @@ class NodeCore:
         self._last_tick_ms = now_ms
         if self.placement.busy:
             self.placement.step()
+        target = self.target_placement
+        if target is not None and target.busy:
+            target.step()
         membership = self.membership
         if membership is not None:
             deadline_ms = membership.next_deadline_ms()
@@ -333,9 +398,19 @@ class NodeCore:
             deadline_ms = replication.next_deadline_ms()
             if deadline_ms is not None and deadline_ms <= now_ms:
                 replication.tick(now_ms, self.clock.wall_ms())
+            antientropy = self.antientropy
+            if antientropy is not None:
+                self._refresh_layout()
+                if antientropy.next_deadline_ms() <= now_ms:
+                    antientropy.tick(now_ms, self.clock.wall_ms())
+                if now_ms >= self._next_data_state_check_ms:
+                    self._next_data_state_check_ms = now_ms + DATA_STATE_CHECK_INTERVAL_MS
+                    self._advance_data_state(now_ms)
 
     def next_deadline_ms(self) -> int:
-        if self.placement.busy:  # the next slice of the build, right after this turn
+        if self.placement.busy or (
+            self.target_placement is not None and self.target_placement.busy
+        ):  # the next slice of the build, right after this turn
             return self._last_tick_ms + 1
         deadline_ms = self._next_expire_ms
         if self.store.summaries is not None:
@@ -349,6 +424,10 @@ class NodeCore:
             replication_ms = self.replication.next_deadline_ms()
             if replication_ms is not None and replication_ms < deadline_ms:
                 deadline_ms = replication_ms
+        if self.antientropy is not None:
+            deadline_ms = min(
+                deadline_ms, self.antientropy.next_deadline_ms(), self._next_data_state_check_ms
+            )
         return deadline_ms
 
     def take_outbox(self) -> list[Outgoing]:
@@ -361,6 +440,8 @@ class NodeCore:
             if evicted:
                 self._tell_evictions(evicted)
             outbox += replication.take_outbox()
+        if self.antientropy is not None:
+            outbox += self.antientropy.take_outbox()
         self._outbox = []
         return outbox
 
@@ -378,10 +459,114 @@ class NodeCore:
                 self.replication.evict_notice(key, version, owners)
 
     def leave(self, now_ms: int) -> None:
-        """Announce a graceful leave to the cluster (a no-op without membership)."""
+        """Announce a graceful leave to the cluster at once (a no-op without membership): what
+        this node alone holds is lost. ``begin_leave`` hands the buckets over first."""
         if self.membership is not None:
             self.membership.leave(now_ms)
             self._after_membership()
+        self._leave_started = self._leave_finished = True
+
+    def begin_leave(self, now_ms: int) -> None:
+        """Leave gracefully: advertise ``leaving`` (the others compute the layout without this
+        node and send new writes to its buckets' next owners too), hand every bucket to its
+        next owners by anti-entropy rounds, then announce the leave; ``leave_finished`` tells
+        when. Idempotent. Without replication there is nothing to hand over."""
+        if self._leave_started:
+            return
+        if (
+            self.antientropy is None
+            or self.coordinator.joining  # it never served: it holds nothing of the cluster's
+            or self.membership.live_member_count() <= 1  # the last node: nobody to hand to
+        ):
+            self.leave(now_ms)
+            return
+        self._leave_started = True
+        self._set_data_state(STATE_LEAVING)
+        self._update_placement()
+
+    @property
+    def leave_finished(self) -> bool:
+        """True once the buckets are handed over and the leave announced: a server exits."""
+        return self._leave_finished
+
+    def _set_data_state(self, state: str) -> None:
+        if state == self.data_state:
+            return
+        log.info("data state: %s -> %s", self.data_state, state)
+        self.data_state = state
+        membership = self.membership
+        membership.set_meta(self.metadata(membership.address).encode(), self.clock.monotonic_ms())
+        self._update_placement()
+
+    def _refresh_layout(self) -> None:
+        """Once both tables are built, give anti-entropy and the coordinator the layout they
+        describe (O(buckets), once per change of either table or of the incomplete set)."""
+        serving = self.placement
+        target = self.target_placement or serving
+        if serving.busy or target.busy or serving.table is None or target.table is None:
+            return
+        key = (serving.table.epoch, target.table.epoch, self._incomplete, self.data_state)
+        if key == self._layout_key:
+            return
+        self._layout_key = key
+        incomplete = self._incomplete
+        own = serving.own_id
+        complete = {member.node_id for member in serving.table.members} - incomplete
+        layout = Layout(own, serving.table, target.table, complete)
+        antientropy = self.antientropy
+        antientropy.set_layout(layout)
+        coordinator = self.coordinator
+        coordinator.incomplete = incomplete
+        coordinator.uncounted = self._uncounted
+        coordinator.target_table = target.table if target is not serving else None
+        serving.complete = own not in incomplete
+        if self.data_state in (STATE_FILLING, STATE_REFILLING):
+            antientropy.require_sync(layout.fill_from - self._synced)
+            self._fill_layout_key = key
+        if self.data_state == STATE_LEAVING:
+            antientropy.require_handoff(layout.handoff)
+
+    def _advance_data_state(self, now_ms: int) -> None:
+        """filling -> filled once every bucket was received; filled -> serving once no
+        member fills any more; leaving -> left once every bucket was handed over."""
+        state = self.data_state
+        if state == STATE_SERVING or self.coordinator.joining:
+            return
+        antientropy = self.antientropy
+        settled = (
+            self._layout_key is not None
+            and not self.placement.busy
+            and not (self.target_placement is not None and self.target_placement.busy)
+        )
+        if state == STATE_STARTING:
+            predecessor = self.membership.predecessor_meta
+            if predecessor is not None and decode_metadata(predecessor, "").state in (
+                STATE_SERVING, STATE_REFILLING, STATE_FILLED, STATE_STARTING,
+            ):  # fmt: skip
+                # This address held data before (a restart): keep its buckets while refilling.
+                self._set_data_state(STATE_REFILLING)
+            elif self._holders_known:
+                self._set_data_state(STATE_FILLING)  # a newcomer: receive buckets first
+            else:
+                # A cluster starting: no member holds data. Serving at once keeps the layout
+                # still (starting nodes are placed already) while the others decide the same.
+                self._set_data_state(STATE_SERVING)
+        elif state == STATE_FILLING:
+            if settled and self._fill_layout_key == self._layout_key and not antientropy.unsynced:
+                self._set_data_state(STATE_FILLED)
+        elif state == STATE_REFILLING:
+            if settled and self._fill_layout_key == self._layout_key and not antientropy.unsynced:
+                self._set_data_state(STATE_SERVING)
+        elif state == STATE_FILLED:
+            if settled and not self._fillers:
+                self._set_data_state(STATE_SERVING)
+        elif state == STATE_LEAVING and not self._leave_finished and settled:
+            target = self.target_placement
+            own = self.placement.own_id
+            gone = target is None or all(m.node_id != own for m in target.table.members)
+            if gone and self._layout_key[3] == STATE_LEAVING and not antientropy.handoff:
+                log.info("buckets handed over: leaving the cluster")
+                self.leave(now_ms)
 
     # -- checks --------------------------------------------------------------------------------
 
@@ -426,7 +611,12 @@ class NodeCore:
         host part of its address), zone and capacity (its memory limit)."""
         config = self.config
         host_id = config.host_id or address.rpartition(":")[0]
-        return NodeMetadata(host_id, config.zone, min(config.size_bytes_max, CAPACITY_BYTES_MAX))
+        return NodeMetadata(
+            host_id,
+            config.zone,
+            min(config.size_bytes_max, CAPACITY_BYTES_MAX),
+            getattr(self, "data_state", STATE_SERVING),
+        )
 
     def _after_membership(self) -> None:
         """Consume the membership core's events: logged and kept (bounded) for now; placement
@@ -441,30 +631,59 @@ class NodeCore:
                 event.incarnation,
             )
         self.membership_events.extend(events)
-        if events:
+        meta_changes = self.membership.meta_changes
+        if events or meta_changes != self._meta_changes_seen:
+            # A member's data state is in its meta: placement depends on it too.
+            self._meta_changes_seen = meta_changes
             self._update_placement()
 
     def _update_placement(self) -> None:
-        members, down = self._placement_members()
+        members, target, down, incomplete = self._placement_members()
         self.placement.update(members)
+        if not target:  # None: no change under way; empty: the last node is leaving
+            self.target_placement = None
+        else:
+            if self.target_placement is None:
+                view = self.placement
+                self.target_placement = PlacementView(view.replicas, self._own_member)
+            self.target_placement.update(target)
+        self._incomplete = frozenset(incomplete)
         replication = self.replication
         if replication is not None:
             replication.down = down
             ranked = {member.node_id for member in members}
-            for target in replication.hints.targets():
-                if target not in ranked:  # gone for good: its buckets moved on
-                    replication.hints.drop_target(target)
+            ranked.update(member.node_id for member in target or ())
+            for hint_target in replication.hints.targets():
+                if hint_target not in ranked:  # gone for good: its buckets moved on
+                    replication.hints.drop_target(hint_target)
+        if self.antientropy is not None:
+            self.antientropy.down = down
+            self._refresh_layout()  # at once when the tables need no rebuild (states moved)
 
-    def _placement_members(self) -> tuple[list[PlacementMember], set[str]]:
-        """The members placement uses, by address, as their metadata describes them: the live
-        ones (alive or suspect: a suspect may be fine), and the dead ones still within the
-        hint window, which keep their buckets meanwhile (writes to them become hints, so a
-        node that returns gets them back, and a flapping node moves no data). A member that
-        left gracefully, or is dead longer, is out. Also returns the dead ones' addresses.
-        When one address has several records (a restarted process), the live one counts."""
+    def _placement_members(
+        self,
+    ) -> tuple[list[PlacementMember], list[PlacementMember] | None, set[str], set[str]]:
+        """The members placement uses, by address, as their metadata describes them.
+
+        Returns ``(serving, target, down, incomplete)``:
+
+        - ``serving``: the members whose copies hold the data, which reads and writes use: the
+          live ones (alive or suspect: a suspect may be fine) and the dead ones still within
+          the hint window (they keep their buckets meanwhile: writes to them become hints, a
+          node that returns gets them back, a flapping node moves no data), whose data state
+          is ``serving`` or ``leaving`` (``filled`` too once no member fills). An address with
+          such a record stays, even while a process restarted there (empty) fills.
+        - ``target``: the members that will hold the data once buckets have moved: the live
+          ones not leaving and the dead ones within the window that were not; None when equal
+          to ``serving`` (no change under way).
+        - ``down``: the dead ones' addresses; ``incomplete``: the live ones still filling.
+
+        A member that left gracefully, or is dead longer, is out. When no member at all holds
+        data (a cluster starting), ``serving`` is ``target``: nobody has anything to fill."""
         now_ms = self.clock.monotonic_ms()
         window_ms = self.config.hint_window_ms
-        chosen: dict[str, tuple[bool, PlacementMember]] = {}
+        live_records: dict[str, tuple[PlacementMember, str]] = {}
+        dead_records: dict[str, list[tuple[PlacementMember, str]]] = {}
         for member in self.membership.members():
             state = member.state
             live = state in (MemberState.ALIVE, MemberState.SUSPECT)
@@ -472,20 +691,63 @@ class NodeCore:
                 state == MemberState.DEAD and now_ms - member.since_ms < window_ms
             ):
                 continue
-            if member.address in chosen and (chosen[member.address][0] or not live):
-                continue
             metadata = decode_metadata(member.meta, member.node_id)
-            chosen[member.address] = (
-                live,
-                PlacementMember(
-                    member.address,
-                    metadata.host_id,
-                    metadata.zone,
-                    float(metadata.capacity_bytes),
-                ),
+            placed = PlacementMember(
+                member.address, metadata.host_id, metadata.zone, float(metadata.capacity_bytes)
             )
-        down = {address for address, (live, _) in chosen.items() if not live}
-        return [member for _, member in chosen.values()], down
+            if live:
+                live_records.setdefault(member.address, (placed, metadata.state))
+            else:
+                dead_records.setdefault(member.address, []).append((placed, metadata.state))
+        fillers = any(state == STATE_FILLING for _, state in live_records.values())
+        self._fillers = fillers
+        own_address = self.placement.own_id
+        # A member past ``starting`` means the cluster holds (or held) data: a node that
+        # starts now is a newcomer and fills.
+        self._holders_known = any(
+            state != STATE_STARTING and address != own_address
+            for address, (_, state) in live_records.items()
+        ) or any(
+            state != STATE_STARTING and address != own_address
+            for address, records in dead_records.items()
+            for _, state in records
+        )
+        # Whose copies hold the data; ``filled`` ones join once nobody fills any more, all at
+        # once (one layout change, and no node owns buckets it did not receive).
+        complete_states = {STATE_SERVING, STATE_LEAVING} if fillers else {
+            STATE_SERVING, STATE_LEAVING, STATE_FILLED
+        }  # fmt: skip
+        holding = complete_states | {STATE_REFILLING, STATE_STARTING}
+        serving: list[PlacementMember] = []
+        target: list[PlacementMember] = []
+        down: set[str] = set()
+        incomplete: set[str] = set()
+        for address in live_records.keys() | dead_records.keys():
+            live = live_records.get(address)
+            dead = dead_records.get(address, ())
+            states = [state for _, state in dead]
+            placed = live[0] if live is not None else dead[0][0]
+            if live is None:
+                down.add(address)
+            else:
+                states.append(live[1])
+                if live[1] not in complete_states:
+                    incomplete.add(address)
+            if any(state in holding for state in states):
+                serving.append(placed)
+            if (live is not None and live[1] != STATE_LEAVING) or (
+                live is None
+                and any(state != STATE_LEAVING for state in states)
+                and any(state in holding for state in states)
+            ):
+                target.append(placed)
+        if not serving:
+            serving = target
+        self._uncounted = frozenset(
+            address for address, (_, state) in live_records.items() if state == STATE_STARTING
+        )
+        same = {m.node_id for m in serving} == {m.node_id for m in target}
+        return serving, None if same else target, down, incomplete
 
     # -- command handlers: (command, wall_ms) -> result ------------------------------------------
 
@@ -666,6 +928,15 @@ class NodeCore:
         self.store.flush()
         return True
 
+    def _leave(self, command: c.Leave, wall_ms: int) -> str:
+        if self.membership is None:
+            raise ServiceUnavailable(
+                "membership is not running: a node alone has nobody to hand its data to "
+                "(stop its process instead)"
+            )
+        self.begin_leave(self.clock.monotonic_ms())
+        return LEAVE_REPLY
+
     # -- shared --------------------------------------------------------------------------------
 
     def stats_dict(self) -> dict:
@@ -704,4 +975,14 @@ class NodeCore:
                 replication_evictions_unreported=self.store.evictions_unreported,
             )
             result.update(self.coordinator.stats())
+        antientropy = self.antientropy
+        if antientropy is not None:
+            result.update(
+                {f"antientropy_{name}": value for name, value in asdict(antientropy.stats).items()}
+            )
+            result.update(
+                antientropy_unsynced_buckets=antientropy.unsynced_count,
+                antientropy_handoff_buckets=sum(map(len, antientropy.handoff.values())),
+                data_state=self.data_state,
+            )
         return result

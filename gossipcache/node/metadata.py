@@ -7,8 +7,14 @@ about twice the buckets). Membership carries them opaquely in each member's ``me
 ``META_SIZE_BYTES_MAX`` = 128 bytes, gossiped with every alive update); this module is the one
 encoding of them.
 
-Wire form: a msgpack array ``[1, host_id, zone or nil, capacity_bytes]``, the leading 1 the
-format version. A record this node cannot read (empty, malformed, a newer version) is not an
+It also carries the node's **data state** (``STATE_*``): whether its copies of its buckets are
+complete (``serving``), being received (``filling``, then ``filled`` once received while other
+nodes still fill; ``refilling`` for a process restarted empty at an address that held data),
+or being handed to their next owners (``leaving``). Placement and the
+coordinator read it (docs/design.md, "Scaling and refill").
+
+Wire form: a msgpack array ``[1, host_id, zone or nil, capacity_bytes, state]``, the leading 1
+the format version; a record without ``state`` (an older node) is ``serving``. A record this node cannot read (empty, malformed, a newer version) is not an
 error: its member is treated as a host of its own with the default capacity, so an old or odd
 node still gets buckets, just without the host rule's protection.
 """
@@ -31,6 +37,22 @@ CAPACITY_BYTES_DEFAULT = 256 * 1024 * 1024
 #: Largest capacity accepted (1 PiB): keeps weights finite and comparable.
 CAPACITY_BYTES_MAX = 1 << 50
 
+#: Data states, by wire code.
+STATE_SERVING = "serving"
+STATE_FILLING = "filling"
+STATE_FILLED = "filled"
+STATE_LEAVING = "leaving"
+#: Filling, at an address that held data before (a process restarted empty): it keeps its
+#: address's buckets meanwhile (reads skip it, writes count it).
+STATE_REFILLING = "refilling"
+#: Just started, not yet told by its peers whether the cluster holds data: placed like a holder
+#: (so the layout does not move when a starting cluster begins serving) but neither read nor
+#: counted for writes. It then serves (a cluster starting), fills (a newcomer) or refills.
+STATE_STARTING = "starting"
+STATES = (
+    STATE_SERVING, STATE_FILLING, STATE_FILLED, STATE_LEAVING, STATE_REFILLING, STATE_STARTING
+)  # fmt: skip
+
 
 @dataclass(frozen=True, slots=True)
 class NodeMetadata:
@@ -39,6 +61,7 @@ class NodeMetadata:
     host_id: str
     zone: str | None
     capacity_bytes: int
+    state: str = STATE_SERVING
 
     def __post_init__(self) -> None:
         _check_name("host_id", self.host_id, HOST_ID_SIZE_BYTES_MAX)
@@ -47,9 +70,14 @@ class NodeMetadata:
         capacity = self.capacity_bytes
         if type(capacity) is not int or not 0 < capacity <= CAPACITY_BYTES_MAX:
             raise ValueError(f"capacity_bytes must be in (0, 2**50], got {capacity!r:.40}")
+        if self.state not in STATES:
+            raise ValueError(f"state must be one of {STATES}, got {self.state!r:.40}")
 
     def encode(self) -> bytes:
-        meta = msgpack.packb([METADATA_VERSION, self.host_id, self.zone, self.capacity_bytes])
+        fields = [METADATA_VERSION, self.host_id, self.zone, self.capacity_bytes]
+        if self.state != STATE_SERVING:
+            fields.append(STATES.index(self.state))
+        meta = msgpack.packb(fields)
         if len(meta) > META_SIZE_BYTES_MAX:  # cannot happen within the caps above
             raise ValueError(f"node metadata is {len(meta)} bytes, over {META_SIZE_BYTES_MAX}")
         return meta
@@ -63,9 +91,13 @@ def decode_metadata(meta: bytes, node_id: str) -> NodeMetadata:
             meta, max_str_len=META_SIZE_BYTES_MAX, max_bin_len=0, max_array_len=8,
             max_map_len=0, max_ext_len=0,
         )  # fmt: skip
-        version, host_id, zone, capacity = fields
-        if version == METADATA_VERSION:
-            return NodeMetadata(host_id, zone, capacity)
+        version, host_id, zone, capacity, *rest = fields
+        if version == METADATA_VERSION and len(rest) <= 1:
+            code = rest[0] if rest else 0
+            if type(code) is not int or not 0 <= code < len(STATES):
+                raise ValueError("bad state")
+            state = STATES[code]
+            return NodeMetadata(host_id, zone, capacity, state)
     except (ValueError, TypeError, msgpack.UnpackException):
         pass  # every malformed form: below
     return NodeMetadata(_unknown_host(node_id), None, CAPACITY_BYTES_DEFAULT)

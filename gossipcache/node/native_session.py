@@ -97,6 +97,7 @@ NATIVE_OPS: dict[str, tuple[Callable, Callable, type[c.Command]]] = {
     protocol.OP_EXISTS: (lambda m: c.Exists((m[2],)), _found_if_true, c.Exists),
     protocol.OP_PERSIST: (lambda m: c.Persist(m[2]), _found_if_true, c.Persist),
     protocol.OP_TOPOLOGY: (lambda m: c.Topology(), _ok, c.Topology),
+    protocol.OP_LEAVE: (lambda m: c.Leave(), _ok, c.Leave),
     # The data ops carrying a consistency level (their last argument, which the decoder
     # checked, and for which it tagged the op): whole commands, off the hot path.
     _with_level(protocol.OP_GET): (lambda m: c.Get(m[2], consistency=m[3]), _value, c.Get),

@@ -43,6 +43,7 @@ class PlacementView:
         #: tests it instead of searching the owner tuple. All 0 while ``joined`` is False.
         self.owned = bytearray(b"\x01" * BUCKET_COUNT)
         self._joined = True
+        self._complete = True
         #: Tables completed since start, and members left out over the cap.
         self.builds_completed = 0
         self.members_over_cap = 0
@@ -59,9 +60,21 @@ class PlacementView:
         self._joined = joined
         self._refresh_owned()
 
+    @property
+    def complete(self) -> bool:
+        """False while this node's copies are incomplete (it is being filled): ``owned`` is
+        then all 0, so no read is served from them."""
+        return self._complete
+
+    @complete.setter
+    def complete(self, complete: bool) -> None:
+        if complete != self._complete:
+            self._complete = complete
+            self._refresh_owned()
+
     def _refresh_owned(self) -> None:
         table = self.table
-        if not self._joined:
+        if not self._joined or not self._complete:
             self.owned = bytearray(BUCKET_COUNT)
         elif table is None:
             self.owned = bytearray(b"\x01" * BUCKET_COUNT)

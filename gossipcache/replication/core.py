@@ -130,7 +130,7 @@ class _Write:
     __slots__ = (
         "req", "key", "value", "expires_at_ms", "version", "owners", "required", "waiting",
         "acked", "replaced_live", "deadline_ms", "on_done", "restamps", "answered",
-        "restamp_above", "token",
+        "restamp_above", "token", "extras",
     )  # fmt: skip
 
     def __init__(self, req, key, value, expires_at_ms, owners, required, on_done, deadline_ms):
@@ -152,6 +152,9 @@ class _Write:
         self.restamp_above = 0
         #: The caller's, handed back with the op (the command's ``Pending``, say).
         self.token = None
+        #: Nodes that get the write without counting towards the level: a bucket's next
+        #: owners while it moves to them (docs/design.md, "Scaling and refill").
+        self.extras: tuple[str, ...] = ()
 
 
 class _HintDelivery:
@@ -257,18 +260,21 @@ class Replication:
         *,
         after_version: int = 0,
         token: object = None,
+        extras: tuple[str, ...] = (),
     ) -> int:
         """Write ``key`` (``value`` None: a tombstone collected at ``expires_at_ms``) to
         ``owners``; ``on_done(op, error)`` runs once, when ``required`` of them hold it (``op``
         tells ``version``, ``replaced_live`` and the caller's ``token``) or when that became
         impossible (``error`` set). The version is newer than ``after_version`` (a
-        read-modify-write passes what it read). Returns the version (0 if none was stamped)."""
+        read-modify-write passes what it read). ``extras`` get the write too, uncounted and
+        unhinted. Returns the version (0 if none was stamped)."""
         self.stats.writes_coordinated += 1
         op = _Write(
             self._req(), key, value, expires_at_ms, owners, required, on_done,
             now_ms + self.config.replica_timeout_ms,
         )  # fmt: skip
         op.token = token
+        op.extras = extras
         stamp_base = after_version >> 64
         try:
             stamp = (
@@ -507,10 +513,25 @@ class Replication:
                     )
                 op.waiting.add(owner)
                 self._queue(owner, message, len(op.key) + len(op.value or b""))
+        if op.extras:
+            self._send_extras(op, message, wall_ms, now_ms)
         if op.restamp_above:
             self._restamp(op, wall_ms, now_ms)
             return
         self._write_progress(op, now_ms)
+
+    def _send_extras(self, op: _Write, message: list | None, wall_ms: int, now_ms: int) -> None:
+        """The write to a bucket's next owners: applied or sent, never counted, never hinted
+        (a next owner that misses it gets the bucket by anti-entropy)."""
+        for extra in op.extras:
+            if extra == self.own:
+                self._apply_local(op.key, op.value, op.version, op.expires_at_ms, wall_ms)
+            elif extra not in self.down and not self._unreachable_at(extra, now_ms):
+                if message is None:
+                    message = codec.write_message(
+                        op.req, op.key, op.value, op.version, op.expires_at_ms
+                    )
+                self._queue(extra, message, len(op.key) + len(op.value or b""))
 
     def _apply_local(self, key, value, version, expires_at_ms, wall_ms) -> int:
         try:
@@ -558,7 +579,8 @@ class Replication:
             self._read_progress(op, wall_ms)
             return
         if not isinstance(op, _Write) or source not in op.waiting:
-            self.stats.unexpected_replies += 1
+            if not (isinstance(op, _Write) and source in op.extras):
+                self.stats.unexpected_replies += 1
             return
         if outcome == codec.OUTCOME_STALE and held_version > op.version:
             with contextlib.suppress(VersionTooFarAhead, ClockExhausted):

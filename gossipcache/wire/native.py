@@ -46,6 +46,7 @@ OP_EXISTS = "exists"
 OP_PERSIST = "persist"
 OP_AUTH = "auth"
 OP_TOPOLOGY = "topology"
+OP_LEAVE = "leave"
 
 #: Response statuses.
 STATUS_OK = 0
@@ -102,6 +103,7 @@ OP_ARGS: dict[str, tuple[str, ...]] = {
     OP_PERSIST: (_KEY,),
     OP_AUTH: (_PASSWORD,),
     OP_TOPOLOGY: (),
+    OP_LEAVE: (),
 }
 OPS = frozenset(OP_ARGS)
 
@@ -280,6 +282,7 @@ _VALID_MESSAGE = {
     OP_PERSIST: _valid_key_only,
     OP_AUTH: _valid_key_only,  # one bin argument, the password
     OP_TOPOLOGY: _valid_without_args,
+    OP_LEAVE: _valid_without_args,
 }
 assert set(_VALID_MESSAGE) == OPS, "every op needs a fast validity check"
 
