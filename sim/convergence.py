@@ -11,7 +11,7 @@ node are compared (a bucket empty everywhere agrees); a node that holds a bucket
 owns is not an owner of it and is ignored.
 
 It reports how long it took and how many anti-entropy rounds ran meanwhile (the most any one
-node ran, from ``core.antientropy.stats()["rounds"]``).
+node ran, from ``core.antientropy.stats.rounds_started``).
 
 Until a node has anti-entropy (no ``antientropy`` attribute, or it is None, or its store keeps
 no summaries) the watch does not wait and the verdict is "skipped: no anti-entropy" (passed):
@@ -51,9 +51,14 @@ def rounds_by_node(sim: Simulation) -> dict[str, int]:
     """Anti-entropy rounds each live node has run (0 when its stats do not count them)."""
     rounds = {}
     for address in sim.live_addresses():
-        antientropy = getattr(sim.core(address).core, "antientropy", None)
-        stats = antientropy.stats() if antientropy is not None else {}
-        rounds[address] = int(stats.get("rounds", 0))
+        stats = getattr(getattr(sim.core(address).core, "antientropy", None), "stats", None)
+        if callable(stats):  # the contract's ``stats() -> dict``
+            stats = stats()
+        if isinstance(stats, dict):
+            count = stats.get("rounds_started", stats.get("rounds", 0))
+        else:  # the core's ``AntiEntropyStats`` counters
+            count = getattr(stats, "rounds_started", 0)
+        rounds[address] = int(count)
     return rounds
 
 
