@@ -34,17 +34,19 @@ SKIPPED = "skipped: no anti-entropy"
 
 
 def _summaries(core: object) -> object | None:
-    """The node's bucket summaries when it runs anti-entropy, else None."""
-    if getattr(core, "antientropy", None) is None:
-        return None
-    store = getattr(core, "store", None)
-    return getattr(store, "summaries", None)
+    """The node's bucket summaries (None when its store keeps none)."""
+    return getattr(getattr(core, "store", None), "summaries", None)
 
 
 def antientropy_missing(sim: Simulation) -> bool:
-    """Whether some live node runs no anti-entropy (then there is nothing to wait for)."""
+    """Whether some live node runs no anti-entropy or keeps no summaries (then there is
+    nothing to wait for)."""
     live = sim.live_addresses()
-    return not live or any(_summaries(sim.core(a).core) is None for a in live)
+    return not live or any(
+        getattr(sim.core(a).core, "antientropy", None) is None
+        or _summaries(sim.core(a).core) is None
+        for a in live
+    )
 
 
 def rounds_by_node(sim: Simulation) -> dict[str, int]:

@@ -6,9 +6,11 @@ join, graceful leave), the convergence checker on hand-made disagreements, the b
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 
 import pytest
 
+import sim.convergence as sim_convergence
 from gossipcache.node.core import NodeCore
 from gossipcache.placement import bucket_of
 from sim import Simulation
@@ -223,40 +225,27 @@ def test_a_leave_that_never_finishes_fails_faults_fired():
 # ---------------------------------------------------------------------------- convergence
 
 
-class _CountingAntiEntropy:
-    """Stands in for ``NodeCore.antientropy``: only its stats are read."""
-
-    def __init__(self) -> None:
-        self.rounds = 0
-
-    def stats(self) -> dict[str, int]:
-        self.rounds += 1
-        return {"rounds": self.rounds}
+#: Anti-entropy off: these tests make and mend the differences themselves.
+_NO_REPAIR_CONFIG = replace(NODE_CONFIG, antientropy_interval_ms=0)
 
 
-class _AntiEntropyCore(NodeCore):
-    """A node with a stand-in anti-entropy (the convergence watch only reads its stats and the
-    store's own bucket summaries, kept by every ``Store.apply``)."""
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.antientropy = _CountingAntiEntropy()
-
-
-def _formed_cluster(core_class: type[NodeCore] = _AntiEntropyCore) -> Simulation:
+def _formed_cluster() -> Simulation:
     sim = Simulation(9)
     addresses = node_addresses(4)
     factory = node_factory(
-        sim,
-        NODE_CONFIG,
-        observers=(LazyPlacementObserver(),),
-        core_class=core_class,
-        seeds=lambda a: addresses,
+        sim, _NO_REPAIR_CONFIG, observers=(LazyPlacementObserver(),), seeds=lambda a: addresses
     )
     for address in addresses:
         sim.add_node(address, factory)
     sim.run_until(3_000)
     return sim
+
+
+@pytest.fixture
+def watched(monkeypatch):
+    """The watch treats the cluster as running anti-entropy (it is off: nothing but the test
+    repairs), so it waits instead of skipping."""
+    monkeypatch.setattr(sim_convergence, "antientropy_missing", lambda sim: False)
 
 
 def _owners(sim: Simulation, key: bytes) -> list[str]:
@@ -284,7 +273,7 @@ def test_differing_buckets_compares_the_live_owners_only():
     assert differing_buckets(sim)[:2] == (1, [])
 
 
-def test_convergence_watch_waits_for_agreement_and_reports_the_time():
+def test_convergence_watch_waits_for_agreement_and_reports_the_time(watched):
     sim = _formed_cluster()
     key = b"rk:later"
     owners = _owners(sim, key)
@@ -313,7 +302,7 @@ def test_convergence_watch_waits_for_agreement_and_reports_the_time():
 
 
 def test_convergence_is_skipped_without_anti_entropy():
-    sim = _formed_cluster(NodeCore)
+    sim = _formed_cluster()
     watch = ConvergenceWatch(sim, bound_ms=1_000)
     assert watch.verdict()[0] is False  # never started
     watch.start(lambda: None)
