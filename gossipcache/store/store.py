@@ -527,13 +527,10 @@ class Store:
                 expires_at_ms += self._expired_tombstone_ms or 0
             if expires_at_ms is None:
                 raise ValueError("a tombstone needs the instant it is collected")
-            held_expiry_ms = shard.expires_at_ms.get(key) if replaced_live else None
-            if held_expiry_ms is not None:
-                # The deleted value would have expired anyway: its tombstone need not outlive
-                # the one its expiry would have left.
-                expires_at_ms = min(
-                    expires_at_ms, held_expiry_ms + (self._expired_tombstone_ms or 0)
-                )
+            # The tombstone keeps the instant the write carries, whatever was held: replicas
+            # that held different things must end with the same entry, or their summaries
+            # would differ until it is collected (anti-entropy found this: a delete of an
+            # expiring value was shortened on the replicas that held the value only).
             if len(key) > self.key_size_bytes_max:
                 raise KeyTooLarge(
                     f"key is {len(key)} bytes; the maximum is {self.key_size_bytes_max}"
