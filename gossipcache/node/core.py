@@ -83,6 +83,9 @@ SUMMARY_VERIFY_INTERVAL_MS = 1000
 SUMMARY_VERIFY_ENTRIES_MAX = 2048
 #: How often the core checks whether its data state moves on (filled, serving, left).
 DATA_STATE_CHECK_INTERVAL_MS = 50
+#: While its data state is changing, a node re-announces its record this often: the others
+#: must learn it (a leave waits for it) even when every gossiped copy was lost to a partition.
+DATA_STATE_REANNOUNCE_MS = 1000
 #: What the ``leave`` command answers once the leave has begun.
 LEAVE_REPLY = "leaving"
 
@@ -212,6 +215,7 @@ class NodeCore:
         self._holders_known = False
         self._uncounted: frozenset[str] = frozenset()
         self._meta_changes_seen = 0
+        self._next_reannounce_ms = 0
         self._layout_key: tuple | None = None
         self._fill_layout_key: tuple | None = None
         #: Buckets this node received completely while filling (kept across layout changes).
@@ -532,6 +536,9 @@ class NodeCore:
         state = self.data_state
         if state == STATE_SERVING or self.coordinator.joining:
             return
+        if now_ms >= self._next_reannounce_ms:
+            self._next_reannounce_ms = now_ms + DATA_STATE_REANNOUNCE_MS
+            self.membership.reannounce(now_ms)
         antientropy = self.antientropy
         settled = (
             self._layout_key is not None
