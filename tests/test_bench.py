@@ -416,7 +416,10 @@ def cluster_servers():
             views = [server.core.placement for server in servers]
             with trio.fail_after(15):
                 while not (
-                    all(v.table is not None and len(v.table.members) == 3 for v in views)
+                    all(
+                        s.core.layout_settled and len(s.core.placement.table.members) == 3
+                        for s in servers
+                    )
                     and len({v.epoch for v in views}) == 1
                 ):
                     await trio.sleep(0.02)

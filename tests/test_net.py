@@ -318,8 +318,7 @@ async def test_node_pair_joins_and_serves_members(nursery) -> None:
     for node in (a, b):  # and both rank both: b serves data once its table holds a
         await node.node.wait_until(
             lambda node=node: (
-                node.core.placement.table is not None
-                and len(node.core.placement.table.members) == 2
+                node.core.layout_settled and len(node.core.placement.table.members) == 2
             )
         )
     assert [e.kind for e in a.node.membership_events] == [EventKind.JOINED]

@@ -195,8 +195,7 @@ async def test_a_clients_replicated_write_leaves_in_the_same_pass(nursery) -> No
         servers.append(await start(nursery, seeds=seeds, replicas=3, host_id=f"host-{index}"))
     await wait_until(
         lambda: all(
-            s.core.placement.table is not None and len(s.core.placement.table.members) == 3
-            for s in servers
+            s.core.layout_settled and len(s.core.placement.table.members) == 3 for s in servers
         )
     )
     coordinator = servers[0]

@@ -27,9 +27,14 @@ def cluster(nodes: int = 5, seed: int = 1, config: NodeConfig = CLUSTER_CONFIG):
     for address in addresses:
         sim.add_node(address, factory)
     sim.run_until(SETTLE_MS)
-    for address in addresses:  # every node sees every other and has built its table
-        core = sim.core(address).core
-        assert core.placement.table is not None and len(core.placement.table.members) == nodes
+
+    def settled() -> bool:  # every node sees every other serving, and has built its table
+        cores = [sim.core(address).core for address in addresses]
+        return all(c.layout_settled and len(c.placement.table.members) == nodes for c in cores)
+
+    while not settled():
+        assert sim.now_ms < 6 * SETTLE_MS, "the simulated cluster did not settle"
+        sim.run_until(sim.now_ms + 100)
     return sim, addresses, ClientWorkload(sim)
 
 

@@ -35,8 +35,8 @@ from tests.test_sim_replication import LosingCore, ReferenceCore
 #: that found bugs (faults-membership 1 and faults-mixed 2: one delete's tombstones kept with
 #: different collection instants; faults-membership 10: a "leaving" record lost to a
 #: partition, so the leave stalled). ``python -m sim soak`` runs many more.
-CI_SEEDS = {"faults-mixed": range(0, 6), "faults-membership": range(0, 12)}
-SEED_CHUNK = 6
+CI_SEEDS = {"faults-mixed": range(0, 4), "faults-membership": range(0, 6)}
+SEED_CHUNK = 5
 
 #: Seeds that fail on the node (the lead's code), left out of CI; replay with
 #: ``python -m sim run NAME --nodes 5 --seed S --duration-s 8``. With anti-entropy (main at
@@ -50,6 +50,7 @@ KNOWN_NODE_BUGS: dict[tuple[str, int], str] = {}
 
 #: Seeds beyond the CI ranges that found a bug (fixed), replayed in CI.
 SEEDS_THAT_FOUND_BUGS = (
+    ("faults-membership", 10),  # a "leaving" record lost to a partition: the leave stalled
     # A joined node crashed while starting and restarted: some nodes placed its address for
     # its dead "starting" record, others not, so their shared bucket sets never matched and
     # every anti-entropy round of the new process was refused (BUSY): it filled forever.

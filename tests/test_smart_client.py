@@ -83,12 +83,7 @@ def test_every_node_of_a_simulated_cluster_reports_its_own_table() -> None:
     sim.run_until(100)  # the nodes start
     cores = [sim.core(address).core for address in addresses]
     deadline_ms = 30_000
-    while not all(
-        core.placement.table is not None
-        and len(core.placement.table.members) == 3
-        and not core.placement.busy
-        for core in cores
-    ):
+    while not all(core.layout_settled and len(core.placement.table.members) == 3 for core in cores):
         assert sim.now_ms < deadline_ms, "the simulated cluster did not settle"
         sim.run_until(sim.now_ms + 100)
     for core in cores:
@@ -271,8 +266,8 @@ async def _settled(servers: list[NodeServer], count: int) -> None:
         views = [server.core.placement for server in servers]
         return (
             all(
-                view.table is not None and len(view.table.members) == count and not view.busy
-                for view in views
+                server.core.layout_settled and len(server.core.placement.table.members) == count
+                for server in servers
             )
             and len({view.epoch for view in views}) == 1
         )

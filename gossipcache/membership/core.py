@@ -112,6 +112,8 @@ INCARNATION_STEP_MAX = 1
 INCARNATION_START_MAX = 2**62
 
 
+#: Earlier processes at our own address remembered (``predecessor_metas``), newest kept.
+PREDECESSORS_MAX = 8
 #: Members a changed meta is pushed to at once (``set_meta``), besides gossip.
 META_PUSH_FANOUT = 3
 
@@ -320,8 +322,8 @@ class Membership:
         self._stats: dict[str, int] = {}
         #: How many times a member's meta changed (the node core re-reads members on a change).
         self.meta_changes = 0
-        #: (incarnation, meta) of the newest earlier process at our address we heard of.
-        self._predecessor: tuple[int, bytes] | None = None
+        #: node id -> (incarnation, meta) of earlier processes at our address we heard of.
+        self._predecessors: dict[str, tuple[int, bytes]] = {}
         self._queue_update(node_id, Alive(node_id, address, incarnation, meta))
 
     # ----------------------------------------------------------------------------------------
@@ -332,19 +334,22 @@ class Membership:
         return self._self.incarnation
 
     @property
-    def predecessor_meta(self) -> bytes | None:
-        """The meta of the newest earlier process at this node's address that a member told
-        us of (alive or dead), or None: a restarted node learns what it was (the node core
-        uses it to know that its address held data before)."""
-        return None if self._predecessor is None else self._predecessor[1]
+    def predecessor_metas(self) -> list[bytes]:
+        """The metas of earlier processes at this node's address that members told us of
+        (alive or dead), newest first: a restarted node learns what it was (the node core uses
+        them to know that its address held data before)."""
+        ordered = sorted(self._predecessors.values(), key=lambda item: item[0], reverse=True)
+        return [meta for _, meta in ordered]
 
     def _note_predecessor(self, node_id: str, address: str, incarnation: int, meta: bytes):
-        if (
-            address == self.address
-            and node_id != self.node_id
-            and (self._predecessor is None or incarnation > self._predecessor[0])
-        ):
-            self._predecessor = (incarnation, meta)
+        if address != self.address or node_id == self.node_id:
+            return
+        known = self._predecessors.get(node_id)
+        if known is None or incarnation > known[0]:
+            self._predecessors[node_id] = (incarnation, meta)
+            if len(self._predecessors) > PREDECESSORS_MAX:  # keep the newest
+                oldest = min(self._predecessors, key=lambda key: self._predecessors[key][0])
+                del self._predecessors[oldest]
 
     @property
     def local_health(self) -> int:

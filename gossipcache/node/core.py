@@ -220,6 +220,7 @@ class NodeCore:
         self._meta_changes_seen = 0
         self._next_reannounce_ms = 0
         self._layout_key: tuple | None = None
+        self._layout_base: Layout | None = None
         self._fill_layout_key: tuple | None = None
         #: Buckets this node received completely while filling (kept across layout changes).
         self._synced: set[int] = set()
@@ -492,6 +493,19 @@ class NodeCore:
         self._update_placement()
 
     @property
+    def layout_settled(self) -> bool:
+        """True when no bucket is moving as this node sees it: it serves, every member it
+        knows serves, and its tables are built (tests and tools wait for this)."""
+        return (
+            self.data_state == STATE_SERVING
+            and not self._incomplete
+            and not self._uncounted
+            and self.target_placement is None
+            and not self.placement.busy
+            and self.placement.table is not None
+        )
+
+    @property
     def leave_finished(self) -> bool:
         """True once the buckets are handed over and the leave announced: a server exits."""
         return self._leave_finished
@@ -519,7 +533,11 @@ class NodeCore:
         incomplete = self._incomplete
         own = serving.own_id
         complete = {member.node_id for member in serving.table.members} - incomplete
-        layout = Layout(own, serving.table, target.table, complete)
+        base = self._layout_base
+        if base is not None and base.epoch == key[:2]:
+            layout = base.with_complete(complete)  # same tables: no pass over the buckets
+        else:
+            layout = self._layout_base = Layout(own, serving.table, target.table, complete)
         antientropy = self.antientropy
         antientropy.set_layout(layout)
         coordinator = self.coordinator
@@ -548,14 +566,16 @@ class NodeCore:
             and not self.placement.busy
             and not (self.target_placement is not None and self.target_placement.busy)
         )
-        if state == STATE_STARTING:
-            predecessor = self.membership.predecessor_meta
-            if predecessor is not None and decode_metadata(predecessor, "").state in (
-                STATE_SERVING, STATE_REFILLING, STATE_LEAVING,
-            ):  # fmt: skip
-                # This address held data before (a restart): keep its buckets while refilling.
-                self._set_data_state(STATE_REFILLING)
-            elif self._holders_known:
+        if state in (STATE_STARTING, STATE_FILLING) and any(
+            decode_metadata(meta, "").state in DEAD_HOLDING_STATES
+            for meta in self.membership.predecessor_metas
+        ):
+            # This address held data before (a restart): keep its buckets while refilling. Also
+            # from filling: the news of the predecessor may come after the start (the seed
+            # that answered had restarted too, and only a later push-pull carries it).
+            self._set_data_state(STATE_REFILLING)
+        elif state == STATE_STARTING:
+            if self._holders_known:
                 self._set_data_state(STATE_FILLING)  # a newcomer: receive buckets first
             else:
                 # A cluster starting: no member holds data. Serving at once keeps the layout
