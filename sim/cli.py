@@ -9,6 +9,9 @@
   checks that failed and its replay command, then a one-line summary.
 - ``python -m sim fuzz SCENARIO [--runs K] [--seed S] [--nodes N] [--duration-s T]`` runs K
   seeds derived from S and prints the replay command of each failing one (exit 1 if any failed).
+- ``python -m sim soak --seeds N [--scenario S ...] [--jobs J] [--first-seed K]`` runs N seeds
+  of each scenario (default: the fault suite) on J processes, printing progress, each failing
+  seed's replay command and the coverage totals (``sim.soak``); exit 1 if any failed.
 - ``python -m sim bench NAME [ARGS...]`` (``python -m sim bench`` lists the benches).
 """
 
@@ -22,6 +25,7 @@ import sys
 from . import scenarios
 from .bench import bench_names, get_bench
 from .rng import derive_seed
+from .soak import SOAK_JOBS_MAX, SOAK_SEEDS_MAX, default_names, soak
 
 EXIT_PASSED = 0
 EXIT_FAILED = 1
@@ -57,6 +61,16 @@ def _parser() -> argparse.ArgumentParser:
     fuzz.add_argument("--seed", type=int, default=None, help="root of the derived seeds")
     fuzz.add_argument("--nodes", type=int, default=None)
     fuzz.add_argument("--duration-s", type=float, default=None)
+    soak_ = commands.add_parser("soak", help="run many seeds of many scenarios")
+    soak_.add_argument("--seeds", type=int, required=True, help="seeds per scenario")
+    soak_.add_argument(
+        "--scenario",
+        action="append",
+        default=None,
+        help="a scenario to run (repeatable; default: every faults-* scenario)",
+    )
+    soak_.add_argument("--jobs", type=int, default=1, help="worker processes (default 1)")
+    soak_.add_argument("--first-seed", type=int, default=0)
     bench = commands.add_parser("bench", help="run a registered bench")
     bench.add_argument("name", nargs="?")
     bench.add_argument("bench_args", nargs=argparse.REMAINDER)
@@ -125,6 +139,21 @@ def _run_seeds(scenario_: scenarios.Scenario, args: argparse.Namespace) -> int:
     return EXIT_FAILED if failures else EXIT_PASSED
 
 
+def _soak(args: argparse.Namespace) -> int:
+    names = args.scenario or default_names()
+    unknown = [name for name in names if name not in scenarios.names()]
+    if unknown:
+        print(f"unknown scenario(s) {unknown}; known: {', '.join(scenarios.names())}",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_USAGE
+    if not 0 < args.seeds <= SOAK_SEEDS_MAX or not 0 < args.jobs <= SOAK_JOBS_MAX:
+        print(f"--seeds must be within 1..{SOAK_SEEDS_MAX} and --jobs within 1..{SOAK_JOBS_MAX}",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_USAGE
+    results = soak(names, args.seeds, first_seed=args.first_seed, jobs=args.jobs)
+    return EXIT_PASSED if all(result.passed for result in results) else EXIT_FAILED
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code."""
     args = _parser().parse_args(argv)
@@ -143,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
             print(error.args[0], file=sys.stderr)
             return EXIT_USAGE
         return bench.run(args.bench_args)
+    if args.command == "soak":
+        return _soak(args)
     try:
         scenario_ = scenarios.get(args.scenario)
     except KeyError as error:

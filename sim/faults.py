@@ -6,10 +6,17 @@ Poisson process over the whole cluster (``*_per_min`` is the cluster-wide rate),
 kind on or off never changes when another kind fires. Every fault that lasts (partition, clog,
 crash, pause) is undone after a drawn duration, and ``heal`` undoes whatever is left when the
 liveness phase starts.
+
+Besides the injector's Poisson processes, two shapes of partition are offered as functions a
+scripted scenario can call (``sim.scenarios_faults`` does): ``bridge_partition`` (two sides that
+cannot reach each other and one bridge node that reaches both: a node sees peers its peers call
+dead) and ``FlappingLink`` (one pair's link blocked and unblocked every few hundred ms: the
+suspicion and stream-retry paths run over and over).
 """
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, replace
 
 from .network import CLOG_DELAY_MS_DEFAULT, NetworkConfig
@@ -50,6 +57,11 @@ class FaultPlan:
     clock_offset_ms_max: int = 0
     clock_drift_ppm_max: int = 0
     down_nodes_max: int | None = None
+    bridges_per_min: float = 0.0
+    bridge_ms: tuple[int, int] = (1_000, 10_000)
+    flaps_per_min: float = 0.0
+    flap_ms: tuple[int, int] = (2_000, 5_000)
+    flap_toggle_ms: tuple[int, int] = (100, 500)
 
     def __post_init__(self) -> None:
         for name in (
@@ -67,13 +79,25 @@ class FaultPlan:
             "crashes_per_min",
             "pauses_per_min",
             "clock_jumps_per_min",
+            "bridges_per_min",
+            "flaps_per_min",
         ):
             if not 0.0 <= getattr(self, name) < float("inf"):
                 raise ValueError(f"{name} must be finite and non-negative")
-        for name in ("partition_ms", "clog_ms", "crash_down_ms", "pause_ms"):
+        for name in (
+            "partition_ms",
+            "clog_ms",
+            "crash_down_ms",
+            "pause_ms",
+            "bridge_ms",
+            "flap_ms",
+            "flap_toggle_ms",
+        ):
             low, high = getattr(self, name)
             if not 0 <= low <= high:
                 raise ValueError(f"{name} must be (min, max) with 0 <= min <= max")
+        if self.flap_toggle_ms[0] < 1:
+            raise ValueError("flap_toggle_ms must be at least 1 ms (a flap toggles forward)")
         if not 0 <= self.clock_drift_ppm_max < 1_000_000:
             raise ValueError("clock_drift_ppm_max must be within [0, 1,000,000)")
 
@@ -100,7 +124,7 @@ class FaultPlan:
 
 
 #: The fault kinds the injector schedules, each an independent process.
-_PROCESSES = ("partition", "clog", "crash", "pause", "clock_jump")
+_PROCESSES = ("partition", "clog", "crash", "pause", "clock_jump", "bridge", "flap")
 
 
 class FaultInjector:
@@ -153,6 +177,8 @@ class FaultInjector:
             "crash": plan.crashes_per_min,
             "pause": plan.pauses_per_min,
             "clock_jump": plan.clock_jumps_per_min,
+            "bridge": plan.bridges_per_min,
+            "flap": plan.flaps_per_min,
         }[kind]
         return per_min / _MS_PER_MIN
 
@@ -235,6 +261,82 @@ class FaultInjector:
         if self._rng.random() < 0.5:
             delta_ms = -delta_ms
         self._sim.jump_clock(self._rng.choice(addresses), delta_ms)
+
+    def _inject_bridge(self) -> None:
+        sim = self._sim
+        partition_id = bridge_partition(sim, self._rng, sim.addresses)
+        if partition_id is not None:
+            duration_ms = self._duration_ms(self._plan.bridge_ms)
+            sim.schedule(sim.now_ms + duration_ms, sim.heal, partition_id)
+
+    def _inject_flap(self) -> None:
+        sim = self._sim
+        if len(sim.addresses) < 2:
+            return
+        a, b = self._rng.sample(sim.addresses, 2)
+        # Never past the safety phase: heal() must leave every link open.
+        until_ms = min(self._safety_end_ms, sim.now_ms + self._duration_ms(self._plan.flap_ms))
+        FlappingLink(sim, self._rng, a, b, self._plan.flap_toggle_ms, until_ms).start()
+
+
+def bridge_partition(sim: Simulation, rng: random.Random, addresses: list[str]) -> int | None:
+    """Split ``addresses`` (at least 3) into a bridge node and two non-empty sides that cannot
+    reach each other (symmetric); the bridge reaches both. Counted as ``bridge_partition``.
+    Returns the partition id for ``Simulation.heal``, or None with fewer than 3 addresses."""
+    if len(addresses) < 3:
+        return None
+    shuffled = rng.sample(addresses, len(addresses))
+    bridge, others = shuffled[0], shuffled[1:]
+    cut = rng.randint(1, len(others) - 1)
+    sim.trace("bridge", bridge)
+    return sim.partition(others[:cut], others[cut:], symmetric=True, kind="bridge_partition")
+
+
+class FlappingLink:
+    """The link between ``a`` and ``b`` blocked (both ways) and unblocked in turn, each state
+    lasting a uniform draw from ``toggle_ms``, from ``start()`` until ``until_ms``; the link is
+    open from then on. Counted once as ``flapping_link`` and once per blocked spell as
+    ``link_flap``."""
+
+    def __init__(
+        self,
+        sim: Simulation,
+        rng: random.Random,
+        a: str,
+        b: str,
+        toggle_ms: tuple[int, int],
+        until_ms: int,
+    ) -> None:
+        self._sim = sim
+        self._rng = rng
+        self.a = a
+        self.b = b
+        self._toggle_ms = toggle_ms
+        self._until_ms = until_ms
+        self._partition_id: int | None = None
+
+    def start(self) -> None:
+        self._sim.note("flapping_link")
+        self._block()
+
+    def _next_ms(self) -> int:
+        return self._sim.now_ms + self._rng.randint(*self._toggle_ms)
+
+    def _block(self) -> None:
+        sim = self._sim
+        if sim.now_ms >= self._until_ms:
+            return
+        self._partition_id = sim.partition([self.a], [self.b], kind="link_flap")
+        sim.schedule(self._next_ms(), self._unblock)
+
+    def _unblock(self) -> None:
+        sim = self._sim
+        if self._partition_id is not None:
+            sim.heal(self._partition_id)
+            self._partition_id = None
+        at_ms = self._next_ms()
+        if at_ms < self._until_ms:
+            sim.schedule(at_ms, self._block)
 
 
 def network_with_plan(network: NetworkConfig, plan: FaultPlan) -> NetworkConfig:

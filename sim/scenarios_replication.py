@@ -215,6 +215,11 @@ class ReplicationRun:
         self.commands = ReplicationCommands()
         self.rng = sim.rng("replication/script")
         self.wipes = 0
+        #: Addresses that left the cluster on purpose: expected down when the run settles.
+        self.departed: set[str] = set()
+        #: The sweep starts at the latest this long before the run ends (a subclass that waits
+        #: for something before its sweep reserves that wait too).
+        self.sweep_reserve_ms = SWEEP_RESERVE_MS
         self.clock_error_ms_max = CLOCK_OFFSET_MS_MAX
         self.settled_at_ms: int | None = None
         self.settle_note = "the liveness phase has not started"
@@ -234,6 +239,11 @@ class ReplicationRun:
         if self._index is None or self._index[0] != size:
             self._index = (size, HistoryIndex(self.workload.history, self.clock_error_ms_max))
         return self._index[1]
+
+    def running(self) -> list[str]:
+        """Nodes up, not paused and not leaving: what a fault or the sweep may pick."""
+        sim = self.sim
+        return [a for a in sim.live_addresses() if not sim.is_paused(a) and a not in self.departed]
 
     def sweep_note(self, key: bytes) -> str:
         attempts = self._sweep_attempts[key]
@@ -256,7 +266,7 @@ class ReplicationRun:
             until_ms=safety_end_ms,
         )
         self._script_faults(WORKLOAD_START_MS, safety_end_ms)
-        sim.schedule(safety_end_ms, self._settle_poll, end_ms - SWEEP_RESERVE_MS)
+        sim.schedule(safety_end_ms, self._settle_poll, end_ms - self.sweep_reserve_ms)
 
     def _window(self, start_ms: int, end_ms: int, bounds: tuple[int, int]) -> tuple[int, int]:
         """A fault's (start, duration) drawn so that it is over before ``end_ms``."""
@@ -303,7 +313,7 @@ class ReplicationRun:
         """Crash a running node (chosen now, so a planned crash never hits a node that is down
         already) and restart it ``down_ms`` later, empty."""
         sim = self.sim
-        running = [a for a in sim.live_addresses() if not sim.is_paused(a)]
+        running = self.running()
         if self.wipes >= WIPES_MAX or not running:
             return
         address = self.rng.choice(running)
@@ -332,7 +342,7 @@ class ReplicationRun:
     def _pause(self, duration_ms: int) -> None:
         """Freeze a running node (chosen now: never one that is down) for ``duration_ms``."""
         sim = self.sim
-        running = [a for a in sim.live_addresses() if not sim.is_paused(a)]
+        running = self.running()
         if running:
             sim.pause(self.rng.choice(running), duration_ms)
 
@@ -351,7 +361,7 @@ class ReplicationRun:
 
     def _settle_poll(self, deadline_ms: int) -> None:
         sim = self.sim
-        unsettled = unsettled_reason(sim, self.workload)
+        unsettled = unsettled_reason(sim, self.workload, self.departed)
         if unsettled is None:
             self.settled_at_ms = sim.now_ms
             self.settle_note = f"settled at {sim.now_ms} ms"
@@ -369,8 +379,7 @@ class ReplicationRun:
             self.sim.schedule(self.sim.now_ms + offset, self._sweep_read, key)
 
     def _sweep_read(self, key: bytes) -> None:
-        sim = self.sim
-        live = [a for a in sim.live_addresses() if not sim.is_paused(a)]
+        live = self.running()
         self._sweep_attempts[key] += 1
         # The op id the submit will take: an island answers inside submit, before it returns.
         self._sweep_ops[len(self.workload.history) + 1] = key
@@ -407,14 +416,21 @@ def note_immediate_version(entry: HistoryEntry, node: SimNode | None) -> None:
         entry.version = held[1]
 
 
-def unsettled_reason(sim: Simulation, workload: ClientWorkload) -> str | None:
+def unsettled_reason(
+    sim: Simulation, workload: ClientWorkload, departed: set[str] | frozenset[str] = frozenset()
+) -> str | None:
     """None when the cluster has settled after heal, else what is still moving: a node down or
-    paused, a membership view other than the live processes, placement tables that disagree or
-    are being rebuilt, a node still filling (anti-entropy), hints still held, client commands
-    still open."""
+    paused (but those in ``departed``, which left on purpose), one that left and still runs, a
+    membership view other than the live processes, placement tables that disagree or are being
+    rebuilt, a node still filling (anti-entropy), hints still held, client commands still
+    open."""
     live = sim.live_addresses()
-    if len(live) != len(sim.addresses):
-        return f"nodes down: {sorted(set(sim.addresses) - set(live))}"
+    down = set(sim.addresses) - set(live) - departed
+    if down:
+        return f"nodes down: {sorted(down)}"
+    lingering = departed.intersection(live)
+    if lingering:
+        return f"nodes leaving: {sorted(lingering)}"
     paused = [a for a in live if sim.is_paused(a)]
     if paused:
         return f"nodes paused: {paused}"
@@ -487,10 +503,12 @@ def setup_replicated_nodes(
     *,
     core_class: type[NodeCore] = NodeCore,
     membership: bool = True,
+    run_class: Callable[[Simulation, ReplicationFaults], ReplicationRun] | None = None,
 ) -> ReplicationRun:
     """``nodes`` nodes with membership (so replicated) joining through the first three;
-    ``membership=False`` builds standalone islands (what the checkers must reject)."""
-    run = ReplicationRun(sim, faults)
+    ``membership=False`` builds standalone islands (what the checkers must reject).
+    ``run_class`` builds the run (default ``ReplicationRun``; the fault suite's adds faults)."""
+    run = (ReplicationRun if run_class is None else run_class)(sim, faults)
     _RUNS[sim] = run
     addresses = node_addresses(nodes)
     factory = node_factory(

@@ -250,6 +250,11 @@ class Simulation:
         """How many times each fault or network effect fired, by kind (sorted copy)."""
         return dict(sorted(self._coverage.items()))
 
+    def note(self, kind: str, count: int = 1) -> None:
+        """Count ``count`` more of ``kind`` in ``coverage`` (a fault scripted outside the
+        simulator: a join, a leave; or what a run checked)."""
+        self._coverage[kind] += count
+
     def stats(self) -> SimStats:
         """A snapshot of time, event count and coverage."""
         return SimStats(self._now_ms, self._events_processed, self.coverage)
@@ -353,8 +358,9 @@ class Simulation:
 
     # ------------------------------------------------------------------ node faults
 
-    def crash(self, address: str) -> bool:
-        """Kill the node: its core (all its memory) is discarded, its streams break.
+    def crash(self, address: str, *, kind: str = "crash") -> bool:
+        """Kill the node: its core (all its memory) is discarded, its streams break. ``kind``
+        is the coverage kind counted (a node stopped after a graceful leave is not a crash).
 
         Returns False when the node was already down.
         """
@@ -368,8 +374,8 @@ class Simulation:
         node.pause_token += 1
         node.inbox = None
         node.timer_at = None
-        self._coverage["crash"] += 1
-        self._log("crash", address, "")
+        self._coverage[kind] += 1
+        self._log(kind, address, "")
         for key in [key for key in self._connections if address in key]:
             self._break_stream(key[0], key[1])
         return True
@@ -443,12 +449,19 @@ class Simulation:
         self._network = network
 
     def partition(
-        self, side_a: Iterable[str], side_b: Iterable[str], *, symmetric: bool = True
+        self,
+        side_a: Iterable[str],
+        side_b: Iterable[str],
+        *,
+        symmetric: bool = True,
+        kind: str | None = None,
     ) -> int:
         """Block payloads from ``side_a`` to ``side_b`` (and back when ``symmetric``).
 
         Streams between the sides break at once; datagrams in flight across the cut are dropped
-        on arrival. Returns an id for ``heal``.
+        on arrival. ``kind`` is the coverage kind counted (default ``partition`` or
+        ``partition_asymmetric``; a bridge or a flapping link names its own). Returns an id
+        for ``heal``.
         """
         side_a = sorted(side_a)
         side_b = sorted(side_b)
@@ -461,7 +474,9 @@ class Simulation:
         blocked = self._blocked
         for pair in pairs:
             blocked[pair] = blocked.get(pair, 0) + 1
-        self._coverage["partition" if symmetric else "partition_asymmetric"] += 1
+        if kind is None:
+            kind = "partition" if symmetric else "partition_asymmetric"
+        self._coverage[kind] += 1
         self._log("partition", ",".join(side_a), ",".join(side_b), b"s" if symmetric else b"a")
         for a, b in pairs:
             self._break_stream(a, b)

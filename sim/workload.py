@@ -272,17 +272,25 @@ class ClientWorkload:
     def node_started(self, node: SimNode) -> None:
         """A new process at ``node.address``: commands the previous ones never answered are
         ``INDETERMINATE``."""
+        self._abandon(node.address, node.incarnation, "the node crashed before answering")
+
+    def node_stopped(self, address: str) -> None:
+        """The process at ``address`` stopped for good (it left the cluster): commands it never
+        answered are ``INDETERMINATE`` (no restart will tell)."""
+        self._abandon(address, self.sim.incarnation(address) + 1, "the node left before answering")
+
+    def _abandon(self, address: str, incarnation_below: int, reason: str) -> None:
         lost = [
             entry
             for entry in self._open.values()
-            if entry.node == node.address and entry.incarnation < node.incarnation
+            if entry.node == address and entry.incarnation < incarnation_below
         ]
         for entry in lost:
             del self._open[entry.op_id]
             pending = self._pendings.pop(entry.op_id, None)
             if pending is not None:
                 entry.version = pending.version
-            self._finish(entry, None, INDETERMINATE, error="the node crashed before answering")
+            self._finish(entry, None, INDETERMINATE, error=reason)
 
     def open_entries(self) -> list[HistoryEntry]:
         """Operations still ``PENDING``, in invocation order."""

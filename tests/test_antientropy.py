@@ -85,13 +85,16 @@ class Pair:
                 return
         raise AssertionError("messages never stopped")
 
-    def advance(self, ms: int) -> None:
-        """Run ticks over ``ms`` of virtual time, 10 ms apart, pumping after each."""
+    def advance(self, ms: int, initiators=None) -> None:
+        """Run ticks over ``ms`` of virtual time, 10 ms apart, pumping after each (only the
+        ``initiators``' ticks, by name, when given: the others only answer)."""
         end_ms = self.now_ms + ms
         while self.now_ms < end_ms:
             self.now_ms += 10
             self.wall_ms += 10
-            for core in self.cores.values():
+            for name, core in self.cores.items():
+                if initiators is not None and name not in initiators:
+                    continue
                 if core.next_deadline_ms() <= self.now_ms:
                     core.tick(self.now_ms, self.wall_ms)
             self.pump()
@@ -137,6 +140,38 @@ def test_missed_writes_are_repaired_both_ways_after_confirmation():
         assert store.lookup(b"only-b", pair.wall_ms)[0] == b"y"
 
 
+def test_one_round_repairs_both_directions():
+    """Only ``a`` starts rounds: what ``b`` holds newer reaches ``a`` in ENTRIES, and what ``a``
+    holds newer reaches ``b`` because ``b`` asks for it (the pull list) and ``a`` pushes it."""
+    pair = Pair(config=AntiEntropyConfig(confirm_ms=0))
+    for index in range(60):
+        key = b"k%d" % index
+        for name in ("a", "b"):
+            pair.put(name, key, b"old", STAMP + index)
+        newer = "a" if index % 2 else "b"
+        pair.put(newer, key, b"new-" + newer.encode(), STAMP + 1000 + index)
+    pair.put("a", b"only-a", b"x", STAMP)
+    pair.advance(5000, initiators=("a",))
+    assert pair.cores["b"].stats.rounds_started == 0
+    assert pair.agree()
+    assert pair.stores["b"].lookup(b"only-a", pair.wall_ms)[0] == b"x"
+
+
+def test_a_filling_node_counts_only_complete_owners_as_sources():
+    """Buckets compared with a peer whose copies are incomplete stay unsynced."""
+    pair = Pair(config=AntiEntropyConfig(confirm_ms=0))
+    table = _Table(("a", "b"))
+    filling = pair.cores["b"]
+    filling.set_layout(Layout("b", table, table, serving_nodes={"b"}))  # a is incomplete
+    filling.require_sync({1, 2, 3})
+    pair.advance(3000)
+    assert filling.unsynced == {1, 2, 3}
+    filling.set_layout(Layout("b", table, table, serving_nodes={"a", "b"}))
+    filling.require_sync({1, 2, 3})
+    pair.advance(3000)
+    assert filling.unsynced_count == 0
+
+
 def test_tombstones_propagate_and_expired_values_are_not_revived():
     pair = Pair()
     pair.put("a", b"gone", b"v", STAMP + 1)
@@ -159,8 +194,11 @@ def test_an_evicted_key_is_not_copied_back_and_not_examined_again():
         for name in ("a", "b"):
             pair.put(name, b"k%03d" % index, b"x" * 100, STAMP + index)
     assert len(small) < 200
+    evictions = small.stats().evictions
     pair.advance(5000)
-    assert len(small) < 200  # nothing evicted came back
+    assert len(small) < 200  # nothing evicted came back...
+    assert small.stats().evictions == evictions  # ...not even to be evicted again
+    assert pair.cores["b"].stats.keys_repaired == 0
     b_stats, a_stats = pair.cores["b"].stats, pair.cores["a"].stats
     assert a_stats.keys_withheld_evicted + b_stats.keys_withheld_evicted > 0
     listed = a_stats.keys_listed + b_stats.keys_listed

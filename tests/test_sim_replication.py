@@ -501,6 +501,7 @@ SEEDS_THAT_FOUND_BUGS = (
     ("replication-mixed", 92),  # a partial member list: writes on the wrong owners
     ("replication-mixed", 65),  # two restarted nodes formed a cluster of their own
     ("replication-partition", 97),  # overlapping bursts: duplication never fired
+    ("replication-mixed", 355),  # two owners wiped: a quorum read met only them (refill fixes)
 )
 
 

@@ -399,8 +399,18 @@ class Membership:
         me = self._self
         me.meta = meta
         me.incarnation = min(me.incarnation + 1, INCARNATION_LIMIT - 1)
-        self._queue_update(me.node_id, Alive(me.node_id, me.address, me.incarnation, me.meta))
         self._count("meta_updates")
+        self.reannounce(now_ms)
+
+    def reannounce(self, now_ms: int) -> None:
+        """Gossip our record again and push it by push-pull to ``META_PUSH_FANOUT`` members:
+        for a state others must learn even if every earlier copy was lost (the node core calls
+        it while its data state is changing; gossip's retransmissions may all have gone while
+        a partition cut the node off)."""
+        if self._left:
+            return
+        me = self._self
+        self._queue_update(me.node_id, Alive(me.node_id, me.address, me.incarnation, me.meta))
         for peer in self._sample(META_PUSH_FANOUT, None, alive_only=True, confirmed_only=True):
             self._start_push_pull(peer.address, now_ms, join=False)
 

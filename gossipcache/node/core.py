@@ -81,8 +81,14 @@ HINTS_TARGET_BYTES_MAX = 64 * 1024 * 1024
 #: which is fine for catching a rare bug, not a substitute for correct incremental updates.
 SUMMARY_VERIFY_INTERVAL_MS = 1000
 SUMMARY_VERIFY_ENTRIES_MAX = 2048
+#: The states in which a process that died held data (its address keeps its buckets for the
+#: hint window): not ``starting``, ``filling`` or ``filled``, which never served.
+DEAD_HOLDING_STATES = frozenset((STATE_SERVING, STATE_REFILLING, STATE_LEAVING))
 #: How often the core checks whether its data state moves on (filled, serving, left).
 DATA_STATE_CHECK_INTERVAL_MS = 50
+#: While its data state is changing, a node re-announces its record this often: the others
+#: must learn it (a leave waits for it) even when every gossiped copy was lost to a partition.
+DATA_STATE_REANNOUNCE_MS = 1000
 #: What the ``leave`` command answers once the leave has begun.
 LEAVE_REPLY = "leaving"
 
@@ -212,6 +218,7 @@ class NodeCore:
         self._holders_known = False
         self._uncounted: frozenset[str] = frozenset()
         self._meta_changes_seen = 0
+        self._next_reannounce_ms = 0
         self._layout_key: tuple | None = None
         self._fill_layout_key: tuple | None = None
         #: Buckets this node received completely while filling (kept across layout changes).
@@ -532,6 +539,9 @@ class NodeCore:
         state = self.data_state
         if state == STATE_SERVING or self.coordinator.joining:
             return
+        if now_ms >= self._next_reannounce_ms:
+            self._next_reannounce_ms = now_ms + DATA_STATE_REANNOUNCE_MS
+            self.membership.reannounce(now_ms)
         antientropy = self.antientropy
         settled = (
             self._layout_key is not None
@@ -541,7 +551,7 @@ class NodeCore:
         if state == STATE_STARTING:
             predecessor = self.membership.predecessor_meta
             if predecessor is not None and decode_metadata(predecessor, "").state in (
-                STATE_SERVING, STATE_REFILLING, STATE_FILLED, STATE_STARTING,
+                STATE_SERVING, STATE_REFILLING, STATE_LEAVING,
             ):  # fmt: skip
                 # This address held data before (a restart): keep its buckets while refilling.
                 self._set_data_state(STATE_REFILLING)
@@ -733,12 +743,13 @@ class NodeCore:
                 states.append(live[1])
                 if live[1] not in complete_states:
                     incomplete.add(address)
-            if any(state in holding for state in states):
+            # A dead process held data only if it served (or refilled, or was handing over):
+            # one that died starting or filling held nothing, whatever others last heard.
+            dead_holding = any(state in DEAD_HOLDING_STATES for _, state in dead)
+            if dead_holding or (live is not None and live[1] in holding):
                 serving.append(placed)
             if (live is not None and live[1] != STATE_LEAVING) or (
-                live is None
-                and any(state != STATE_LEAVING for state in states)
-                and any(state in holding for state in states)
+                live is None and any(state in (STATE_SERVING, STATE_REFILLING) for state in states)
             ):
                 target.append(placed)
         if not serving:

@@ -17,9 +17,10 @@ replicas compare roots (8 bytes); if they differ, exchange the 128 group sums (1
 each differing group, its 128 bucket sums (1 KiB each): the differing buckets are found in two
 round trips, a few KiB for a few differing groups, instead of the 128 KiB of every bucket sum.
 
-**Drift.** A bug, a lost notification or a bit flip would make the sums wrong forever, so a node
-rebuilds them periodically from the store (:func:`rebuild`, or :func:`begin_rebuild` sliced
-into bounded steps between other work) and swaps the result in.
+**Drift.** A bug, a lost notification or a bit flip would make the sums wrong forever, so the
+store rechecks them in bounded steps, bucket by bucket (``Store.verify_summaries_step``, which
+fixes a wrong bucket with :meth:`BucketSummaries.set_bucket`); :func:`rebuild` and the sliced
+:func:`begin_rebuild` recompute them from any snapshot of entries.
 
 Pure structure: no I/O, no clock, no randomness.
 """
@@ -151,9 +152,10 @@ class BucketSummaries:
     def set_bucket(self, bucket: int, bucket_sum: int, count: int) -> None:
         """Overwrite ``bucket``'s sum and count with recomputed ones (the drift check's fix); the
         group sum and the root move by the difference."""
+        bucket_sum &= DIGEST_MASK
         sums = self._bucket_sums
         delta = bucket_sum - sums[bucket]
-        sums[bucket] = bucket_sum & DIGEST_MASK
+        sums[bucket] = bucket_sum
         group_sums = self._group_sums
         group = bucket // GROUP_SIZE
         group_sums[group] = (group_sums[group] + delta) & DIGEST_MASK
