@@ -131,9 +131,10 @@ def cluster(tmp_path):
 def all_alive(cluster: Cluster):
     addresses = [f"127.0.0.1:{port}" for port in cluster.ports]
 
-    def check(views) -> bool:
+    def check(views) -> bool:  # alive, and serving (not starting or filling) in every view
         return all(
             view.get(address, {}).get("state") == "alive"
+            and view.get(address, {}).get("data_state", "serving") == "serving"
             for view in views.values()
             for address in addresses
         )

@@ -51,6 +51,7 @@ KNOWN_NODE_BUGS: dict[tuple[str, int], str] = {}
 #: Seeds beyond the CI ranges that found a bug (fixed), replayed in CI.
 SEEDS_THAT_FOUND_BUGS = (
     ("faults-membership", 10),  # a "leaving" record lost to a partition: the leave stalled
+    ("faults-membership", 4),  # the Leave datagram lost: the leaver, dead, kept its buckets
     # A joined node crashed while starting and restarted: some nodes placed its address for
     # its dead "starting" record, others not, so their shared bucket sets never matched and
     # every anti-entropy round of the new process was refused (BUSY): it filled forever.

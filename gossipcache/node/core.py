@@ -82,8 +82,11 @@ HINTS_TARGET_BYTES_MAX = 64 * 1024 * 1024
 SUMMARY_VERIFY_INTERVAL_MS = 1000
 SUMMARY_VERIFY_ENTRIES_MAX = 2048
 #: The states in which a process that died held data (its address keeps its buckets for the
-#: hint window): not ``starting``, ``filling`` or ``filled``, which never served.
-DEAD_HOLDING_STATES = frozenset((STATE_SERVING, STATE_REFILLING, STATE_LEAVING))
+#: hint window): not ``starting``, ``filling`` or ``filled``, which never served, nor
+#: ``leaving``, which handed its buckets over (or was handing them: the other owners keep
+#: theirs). So a leave whose SWIM announcement is lost (the others time the node out as dead)
+#: takes it out of the layout all the same (faults-membership seed 4).
+DEAD_HOLDING_STATES = frozenset((STATE_SERVING, STATE_REFILLING))
 #: How often the core checks whether its data state moves on (filled, serving, left).
 DATA_STATE_CHECK_INTERVAL_MS = 50
 #: While its data state is changing, a node re-announces its record this often: the others
@@ -918,6 +921,7 @@ class NodeCore:
                     "host_id": metadata.host_id,
                     "zone": metadata.zone,
                     "capacity_bytes": metadata.capacity_bytes,
+                    "data_state": metadata.state,
                 }
             )
         return members
