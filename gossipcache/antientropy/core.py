@@ -163,7 +163,6 @@ class Layout:
                     if peer != own and peer not in serving_owners:
                         shared.setdefault(peer, []).append(bucket)
         self._owners = owners
-        self.held = list(owners)
         self._shared = shared
         self._hashes = {peer: mmh3.hash64(
             b"".join(b.to_bytes(2, "big") for b in buckets), seed=0, x64arch=True, signed=False
